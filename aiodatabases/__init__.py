@@ -1,0 +1,54 @@
+"""aiodatabases: async SQL that stays correct under concurrency, across loops and in tests.
+
+A drop-in for the ``databases`` package::
+
+    from aiodatabases import Database
+
+    database = Database("postgresql://localhost/app")
+"""
+
+from ._records import Record
+from ._url import DatabaseURL
+from .connection import Connection
+from .database import Database
+from .exceptions import (
+    AiodatabasesError,
+    ConfigurationError,
+    ConnectionBusyError,
+    MissingDriverError,
+    MissingParameterError,
+    NotConnectedError,
+    ParameterError,
+    PoolTimeoutError,
+    TransactionError,
+    TransactionOrderError,
+    UnknownOptionError,
+    UnknownParameterError,
+    UnknownSchemeError,
+    WrongEventLoopError,
+)
+from .transaction import Transaction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AiodatabasesError",
+    "ConfigurationError",
+    "Connection",
+    "ConnectionBusyError",
+    "Database",
+    "DatabaseURL",
+    "MissingDriverError",
+    "MissingParameterError",
+    "NotConnectedError",
+    "ParameterError",
+    "PoolTimeoutError",
+    "Record",
+    "Transaction",
+    "TransactionError",
+    "TransactionOrderError",
+    "UnknownOptionError",
+    "UnknownParameterError",
+    "UnknownSchemeError",
+    "WrongEventLoopError",
+]

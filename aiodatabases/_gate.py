@@ -1,0 +1,153 @@
+"""Who may use a connection now: statements one at a time, transactions own it.
+
+Every statement on a ``Connection`` passes the connection's ``Gate``. The
+gate lets one statement run at a time, in arrival order. While a transaction
+is open on the connection, only its *scope* may pass: the task that started
+it and tasks created inside it (they inherit the context, hence the scope).
+Everybody else waits for the transaction to end, so a rollback never discards
+their writes and a commit never publishes them.
+
+A gate lives in the loop that owns its connection; callers from other loops
+are carried there first (``_loops``), bringing their scopes with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from typing import Final
+
+from .exceptions import ConnectionBusyError
+
+
+class Scope:
+    """Identity of one open transaction, inherited by tasks created inside it."""
+
+    __slots__ = ("description",)
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"<Scope {self.description}>"
+
+
+Scopes = tuple[Scope, ...]
+
+# The transactions the current context is inside, innermost last. Child tasks
+# copy the context when they are created, and with it this tuple.
+_scopes: Final = contextvars.ContextVar[Scopes]("aiodatabases_scopes", default=())
+
+
+def current_scopes() -> Scopes:
+    return _scopes.get()
+
+
+def enter_scope(scope: Scope) -> None:
+    _scopes.set((*_scopes.get(), scope))
+
+
+def leave_scope(scope: Scope) -> None:
+    # Not ContextVar.reset(): a transaction may be ended from another context.
+    scopes = _scopes.get()
+    if scope in scopes:
+        _scopes.set(tuple(s for s in scopes if s is not scope))
+
+
+def task_name() -> str:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return repr(task.get_name()) if task is not None else "(no task)"
+
+
+class Gate:
+    __slots__ = ("_busy", "_holder", "_owner", "_waiters")
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._holder = ""
+        self._owner: Scope | None = None
+        self._waiters: deque[tuple[asyncio.Future[None], Scopes]] = deque()
+
+    @property
+    def owner(self) -> Scope | None:
+        return self._owner
+
+    def _may_pass(self, scopes: Scopes) -> bool:
+        return self._owner is None or self._owner in scopes
+
+    async def acquire(self, scopes: Scopes, timeout: float | None, who: str) -> None:
+        """Wait for the turn of a statement from ``scopes``.
+
+        Cancellation: the caller holds nothing; a turn handed over at the
+        moment of cancellation is passed on to the next waiter.
+        """
+        # Critical section: pass at once only if nobody eligible is queued ahead.
+        if not self._busy and self._may_pass(scopes) and not self._eligible_waiter():
+            self._busy = True
+            self._holder = who
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (future, scopes)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except BaseException as exc:
+            if future.done() and not future.cancelled():
+                # We were handed the turn as we gave up: hand it on.
+                self.release()
+            else:
+                future.cancel()
+                self._remove(entry)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise ConnectionBusyError(self._busy_message(timeout)) from None
+            raise
+        self._holder = who
+
+    def release(self) -> None:
+        self._busy = False
+        self._holder = ""
+        self._wake()
+
+    def set_owner(self, scope: Scope) -> None:
+        self._owner = scope
+
+    def clear_owner(self, scope: Scope) -> None:
+        if self._owner is scope:
+            self._owner = None
+            self._wake()
+
+    def _eligible_waiter(self) -> bool:
+        return any(not f.done() and self._may_pass(s) for f, s in self._waiters)
+
+    def _wake(self) -> None:
+        if self._busy:
+            return
+        for entry in self._waiters:
+            future, scopes = entry
+            if not future.done() and self._may_pass(scopes):
+                self._remove(entry)
+                self._busy = True
+                future.set_result(None)
+                return
+
+    def _remove(self, entry: tuple[asyncio.Future[None], Scopes]) -> None:
+        try:
+            self._waiters.remove(entry)
+        except ValueError:
+            pass
+
+    def _busy_message(self, timeout: float | None) -> str:
+        if self._owner is not None:
+            holder = f"a transaction started by task {self._owner.description}"
+        else:
+            holder = f"a statement of task {self._holder or '(unknown)'}"
+        return (
+            f"waited {timeout}s for a shared connection held by {holder}; that task "
+            "never ended its transaction, or it waits for this one (a deadlock). "
+            "Run the waiting work inside the transaction (create the task inside it) "
+            "or end the transaction first; the wait is bounded by the 'acquire_timeout' option."
+        )

@@ -1,0 +1,205 @@
+"""A small connection pool, owned by one event loop.
+
+Why our own and not the driver's: we decide when a connection needs a reset
+(only after an interruption, not after every use: that saves a round trip per
+query), it is the same for every driver, and it is built in ``connect()`` in
+the running loop, never earlier.
+
+A connection comes back clean (put on the idle list at once) or dirty (reset
+in a background task first; terminated if the reset fails). Releasing never
+awaits, so it cannot be interrupted half way by a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .backends.base import DriverConnection
+from .exceptions import PoolTimeoutError
+
+logger = logging.getLogger("aiodatabases.pool")
+
+_RESET_TIMEOUT = 10.0
+
+
+@dataclass
+class PoolStats:
+    """Named counters, for tests and for users who want to watch the pool."""
+
+    connections_opened: int = 0
+    connections_closed: int = 0
+    connections_lost: int = 0
+    returns_dirty: int = 0
+    resets_failed: int = 0
+    requests_waited: int = 0
+
+
+class Pool:
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[DriverConnection]],
+        *,
+        min_size: int,
+        max_size: int,
+        timeout: float | None,
+    ) -> None:
+        self._connect = connect
+        self.min_size = min_size
+        self.max_size = max_size
+        self._timeout = timeout
+        self._idle: deque[DriverConnection] = deque()
+        self._size = 0  # open or opening, idle or in use
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._background: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.stats = PoolStats()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def open(self) -> None:
+        """Open ``min_size`` connections (concurrently)."""
+        await asyncio.gather(*(self._open_one() for _ in range(self.min_size)))
+
+    async def _open_one(self) -> None:
+        self._size += 1
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._size -= 1
+            raise
+        self.stats.connections_opened += 1
+        self._idle.append(conn)
+
+    async def acquire(self) -> DriverConnection:
+        """A connection for the caller's exclusive use.
+
+        Cancellation: nothing is taken; a connection being opened for the
+        caller goes to the idle list instead.
+        """
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            conn = self._take_idle()
+            if conn is not None:
+                return conn
+            if self._size < self.max_size:
+                return await self._open_for_caller()
+            await self._wait(deadline)
+
+    def _take_idle(self) -> DriverConnection | None:
+        while self._idle:
+            conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts
+            if not conn.is_closed():
+                return conn
+            self._forget(conn, lost=True)
+        return None
+
+    async def _open_for_caller(self) -> DriverConnection:
+        self._size += 1
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._size -= 1
+            self._wake_one()
+            raise
+        self.stats.connections_opened += 1
+        return conn
+
+    async def _wait(self, deadline: float | None) -> None:
+        self.stats.requests_waited += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except BaseException as exc:
+            if future.done() and not future.cancelled():
+                # A wake-up meant for us goes unused if we leave now: pass it on.
+                self._wake_one()
+            else:
+                future.cancel()
+                self._waiters.remove(future)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise PoolTimeoutError(
+                    f"no database connection became free within {self._timeout}s "
+                    f"(max_size={self.max_size}, all in use); raise max_size or "
+                    "acquire_timeout, or look for a task that holds a connection while it "
+                    "waits for another task that needs one (a deadlock)"
+                ) from None
+            raise
+
+    def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
+        """Return a connection. Never awaits (see the module docstring)."""
+        if broken or conn.is_closed() or self._closed:
+            self._discard(conn, lost=broken or conn.is_closed())
+            return
+        if dirty:
+            self.stats.returns_dirty += 1
+            task = asyncio.get_running_loop().create_task(self._reset_then_return(conn))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        self._idle.append(conn)
+        self._wake_one()
+
+    async def _reset_then_return(self, conn: DriverConnection) -> None:
+        try:
+            await asyncio.wait_for(conn.reset(), _RESET_TIMEOUT)
+        except BaseException as exc:  # noqa: BLE001 - any failure means: do not reuse
+            self.stats.resets_failed += 1
+            logger.warning("discarding a connection whose reset failed: %r", exc)
+            self._discard(conn, lost=False)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self.release(conn)
+
+    def _discard(self, conn: DriverConnection, *, lost: bool) -> None:
+        conn.terminate()
+        self._forget(conn, lost=lost)
+
+    def _forget(self, conn: DriverConnection, *, lost: bool) -> None:
+        self._size -= 1
+        self.stats.connections_closed += 1
+        if lost:
+            self.stats.connections_lost += 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+
+    async def close(self) -> None:
+        """Close every idle connection; wait for background resets first."""
+        self._closed = True
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        while self._idle:
+            conn = self._idle.pop()
+            self._size -= 1
+            self.stats.connections_closed += 1
+            try:
+                await conn.close()
+            except Exception as exc:  # noqa: BLE001 - closing is best effort
+                logger.debug("error closing a connection: %r", exc)
+                conn.terminate()
+
+    def terminate(self) -> None:
+        """Drop every idle connection without awaiting (the loop may be gone)."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().terminate()
+            self._size -= 1

@@ -1,0 +1,199 @@
+"""What one ``connect()`` builds, and the statement operations run on it.
+
+A ``Runtime`` is created by ``Database.connect()`` and dropped by the
+``disconnect()`` that balances it. It owns the pool and every loop-bound
+object, all living in one loop: the connecting loop, or for a force_rollback
+database a private loop thread. ``call()`` runs a coroutine function there,
+carrying it over from any other loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeAlias, TypeVar
+
+from ._loops import LoopThread, carry, check_can_carry
+from ._pool import Pool
+from ._query import compile_query
+from .backends.base import Args, Backend, DriverConnection
+
+logger = logging.getLogger("aiodatabases")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+Query: TypeAlias = str
+Values: TypeAlias = Mapping[str, Any] | None
+
+#: One driver operation: (driver connection, sql, args) -> result.
+Operation: TypeAlias = Callable[[DriverConnection, str, Any], Awaitable[Any]]
+
+
+def _fetch_all(d: DriverConnection, sql: str, args: Args) -> Awaitable[Any]:
+    return d.fetch_all(sql, args)
+
+
+def _fetch_one(d: DriverConnection, sql: str, args: Args) -> Awaitable[Any]:
+    return d.fetch_one(sql, args)
+
+
+def _execute(d: DriverConnection, sql: str, args: Args) -> Awaitable[Any]:
+    return d.execute(sql, args)
+
+
+def _execute_many(d: DriverConnection, sql: str, args: Sequence[Args]) -> Awaitable[Any]:
+    return d.execute_many(sql, args)
+
+
+FETCH_ALL: Operation = _fetch_all
+FETCH_ONE: Operation = _fetch_one
+EXECUTE: Operation = _execute
+EXECUTE_MANY: Operation = _execute_many
+
+
+def prepare(query: Query, values: Values, backend: Backend) -> tuple[str, tuple[Any, ...]]:
+    """SQL in the driver's style and positional arguments, checked against the query."""
+    if not isinstance(query, str):
+        raise TypeError(
+            f"query must be a SQL string with :name parameters, not {type(query).__name__}"
+        )
+    compiled = compile_query(query, backend.paramstyle)
+    return compiled.sql, compiled.bind(values)
+
+
+def prepare_many(
+    query: Query, values: Sequence[Mapping[str, Any]], backend: Backend
+) -> tuple[str, list[tuple[Any, ...]]]:
+    if not isinstance(query, str):
+        raise TypeError(
+            f"query must be a SQL string with :name parameters, not {type(query).__name__}"
+        )
+    if isinstance(values, Mapping):
+        raise TypeError("execute_many() takes a sequence of mappings, one per statement")
+    compiled = compile_query(query, backend.paramstyle)
+    return compiled.sql, [compiled.bind(v) for v in values]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Core options, shared by every backend."""
+
+    min_size: int
+    max_size: int
+    acquire_timeout: float | None
+
+
+class Runtime:
+    def __init__(
+        self,
+        backend: Backend,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        thread: LoopThread | None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.loop = loop
+        self.thread = thread
+        max_size = 1 if backend.single_connection else settings.max_size
+        self.pool = Pool(
+            backend.connect,
+            min_size=min(settings.min_size, max_size),
+            max_size=max_size,
+            timeout=settings.acquire_timeout,
+        )
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- where code runs ------------------------------------------------------------
+
+    async def call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``func`` in the owning loop and return its result to the caller's loop."""
+        if asyncio.get_running_loop() is self.loop:
+            return await func(*args, **kwargs)
+        return await carry(self.loop, func, *args, **kwargs)
+
+    def check_reachable(self) -> None:
+        """Raise ``WrongEventLoopError`` if the current loop cannot use this runtime."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop:
+            check_can_carry(self.loop)
+
+    def spawn(self, func: Callable[[], Awaitable[Any]]) -> None:
+        """Start ``func()`` in the owning loop, from any thread, without waiting.
+
+        Used for cleanup found by the garbage collector or after a cancellation;
+        ``call_soon_threadsafe`` is safe from both.
+        """
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._track, func)
+
+    def _track(self, func: Callable[[], Awaitable[Any]]) -> None:
+        async def run() -> None:
+            try:
+                await func()
+            except Exception:
+                logger.exception("aiodatabases background cleanup failed")
+
+        task = self.loop.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def release_orphan(self, driver: DriverConnection) -> None:
+        """Return a connection whose holder was garbage collected (any thread)."""
+        if self.loop.is_closed():
+            driver.terminate()
+            return
+        self.loop.call_soon_threadsafe(lambda: self.pool.release(driver, dirty=True))
+
+    # -- statements outside any block: borrow a connection for one statement --------
+
+    async def run_borrowed(self, op: Operation, sql: str, args: Any) -> Any:
+        """Run one statement on a pooled connection taken for it alone.
+
+        Cancellation: the connection goes back marked dirty and is reset
+        (the server-side statement cancelled) before anyone reuses it.
+        """
+        pool = self.pool
+        driver = await pool.acquire()
+        try:
+            result = await op(driver, sql, args)
+        except BaseException as exc:
+            dirty, broken = self.classify_failure(driver, exc)
+            pool.release(driver, dirty=dirty, broken=broken)
+            raise
+        pool.release(driver)
+        return result
+
+    def classify_failure(self, driver: DriverConnection, exc: BaseException) -> tuple[bool, bool]:
+        """(dirty, broken) for a connection whose statement raised ``exc``."""
+        if driver.is_closed() or self.backend.is_disconnect(exc):
+            return False, True
+        # A cancelled statement may still be running or being cancelled on the
+        # server: reset before reuse. Ordinary errors leave it clean.
+        return isinstance(exc, asyncio.CancelledError), False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.pool.close()
+
+    def terminate(self) -> None:
+        """Drop everything without awaiting: the owning loop is closed."""
+        self.pool.terminate()
+
+    def submit_to_thread(self, func: Callable[[], Awaitable[T]]) -> Future[T]:
+        if self.thread is None:
+            raise RuntimeError("this runtime has no loop thread")
+        return self.thread.submit(func)

@@ -1,0 +1,148 @@
+"""The seam between the core and a driver.
+
+A backend module knows its driver and nothing of tasks, loops, pools or
+transaction stacks: the core calls these methods one at a time per
+connection (it serializes them) and decides when to begin, commit or reset.
+Rows are returned as the driver makes them; they must support ``row[int]``,
+``row[str]`` and ``row.keys()`` (``asyncpg.Record`` and ``sqlite3.Row`` do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
+
+from .._query import ParamStyle
+from ..exceptions import ConfigurationError, UnknownOptionError
+
+Row: TypeAlias = Any
+"""A driver row: indexable by position and by column name, with ``keys()``."""
+
+Args: TypeAlias = Sequence[Any]
+
+
+class Cursor(Protocol):
+    """A server-side (or streaming) cursor opened by ``DriverConnection.open_cursor``."""
+
+    async def fetch(self, count: int) -> list[Row]:
+        """Up to ``count`` more rows; an empty list once exhausted."""
+
+    async def close(self) -> None:
+        """Release the cursor (and anything the backend opened for it)."""
+
+
+class DriverConnection(Protocol):
+    """One open driver connection."""
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection object."""
+
+    def is_closed(self) -> bool: ...
+
+    async def fetch_all(self, sql: str, args: Args) -> list[Row]: ...
+
+    async def fetch_one(self, sql: str, args: Args) -> Row | None: ...
+
+    async def execute(self, sql: str, args: Args) -> Any:
+        """Run one statement; return what ``databases`` returns for this backend."""
+
+    async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
+        """Run one statement for every argument tuple, as one driver batch."""
+
+    async def open_cursor(self, sql: str, args: Args) -> Cursor: ...
+
+    async def run_control(self, statements: Sequence[str]) -> None:
+        """Run parameterless control statements (BEGIN, SAVEPOINT, ...) in order."""
+
+    async def reset(self) -> None:
+        """Make the connection clean after an interrupted use, or raise.
+
+        Called on a connection whose statement was cancelled or whose owner
+        ended without closing its transaction: roll back whatever is open and
+        wait for any in-flight server-side cancellation.
+        """
+
+    async def close(self) -> None: ...
+
+    def terminate(self) -> None:
+        """Close at once, without awaiting anything (the loop may be gone)."""
+
+
+class Backend(Protocol):
+    """What one URL scheme provides: a way to open connections, and its SQL dialect."""
+
+    paramstyle: ParamStyle
+    #: True when a failed statement aborts the enclosing transaction (PostgreSQL).
+    failed_statement_aborts_transaction: bool
+    #: When True the pool never holds more than one connection (SQLite ``:memory:``).
+    single_connection: bool
+    #: When True ``open_cursor`` must run inside a transaction (the core opens one).
+    cursor_needs_transaction: bool
+
+    async def connect(self) -> DriverConnection: ...
+
+    def begin_sql(self, options: Mapping[str, Any]) -> str:
+        """The statement that opens an outermost transaction with these options.
+
+        Raises ``ConfigurationError`` for an option or level the backend lacks.
+        """
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection is gone (discard it)."""
+
+
+# -- options -------------------------------------------------------------------------
+
+Converter: TypeAlias = Callable[[Any], Any]
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def to_float(value: Any) -> float:
+    return float(value)
+
+
+def passthrough(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """The options one backend accepts, each with the converter for URL strings."""
+
+    scheme: str
+    options: Mapping[str, Converter] = field(default_factory=dict)
+
+    def parse(self, url_options: Mapping[str, str], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge URL query options and keyword options (keywords win), converted."""
+        merged: dict[str, Any] = {**url_options, **kwargs}
+        unknown = sorted(set(merged) - set(self.options))
+        if unknown:
+            raise UnknownOptionError(
+                f"unknown option(s) {', '.join(map(repr, unknown))} for {self.scheme!r} URLs; "
+                f"supported: {', '.join(sorted(self.options))}"
+            )
+        parsed: dict[str, Any] = {}
+        for name, value in merged.items():
+            try:
+                parsed[name] = self.options[name](value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"option {name!r}={value!r} is invalid: {exc}") from exc
+        return parsed

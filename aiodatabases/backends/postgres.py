@@ -1,0 +1,171 @@
+"""PostgreSQL through asyncpg."""
+
+from __future__ import annotations
+
+import itertools
+import ssl as _ssl
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from .._query import ParamStyle
+from .._url import DatabaseURL
+from ..exceptions import ConfigurationError
+from .base import Args, Cursor, OptionSpec, Row, passthrough, to_bool, to_float, to_int
+
+
+def _ssl_option(value: Any) -> Any:
+    """``ssl`` accepts a bool, an ``SSLContext`` or a libpq sslmode name."""
+    if isinstance(value, (bool, _ssl.SSLContext)):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        return to_bool(text)
+    modes = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+    if text not in modes:
+        raise ValueError(f"expected a bool, an SSLContext or one of {', '.join(modes)}")
+    return text
+
+
+OPTIONS = OptionSpec(
+    scheme="postgresql",
+    options={
+        # Passed to asyncpg.connect() as they are.
+        "command_timeout": to_float,
+        "server_settings": passthrough,
+        "statement_cache_size": to_int,
+        "max_cached_statement_lifetime": to_int,
+        "max_cacheable_statement_size": to_int,
+        "ssl": _ssl_option,
+        "timeout": to_float,
+        # Read from the URL's query by DatabaseURL (unix socket directory).
+        "host": str,
+    },
+)
+
+_ISOLATION_LEVELS = {
+    "read_committed": "READ COMMITTED",
+    "repeatable_read": "REPEATABLE READ",
+    "serializable": "SERIALIZABLE",
+    "read_uncommitted": "READ UNCOMMITTED",
+}
+
+
+class _PostgresCursor:
+    """A SQL cursor (DECLARE/FETCH/CLOSE): it can be closed, unlike a protocol portal."""
+
+    def __init__(self, raw: Any, name: str) -> None:
+        self._raw = raw
+        self._name = name
+
+    async def fetch(self, count: int) -> list[Row]:
+        rows: list[Row] = await self._raw.fetch(f"FETCH FORWARD {int(count)} FROM {self._name}")
+        return rows
+
+    async def close(self) -> None:
+        if not self._raw.is_closed() and self._raw.is_in_transaction():
+            await self._raw.execute(f"CLOSE {self._name}")
+
+
+class PostgresConnection:
+    __slots__ = ("_cursor_ids", "_raw")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._cursor_ids = itertools.count(1)
+
+    @property
+    def raw(self) -> Any:
+        return self._raw
+
+    def is_closed(self) -> bool:
+        return bool(self._raw.is_closed())
+
+    async def fetch_all(self, sql: str, args: Args) -> list[Row]:
+        rows: list[Row] = await self._raw.fetch(sql, *args)
+        return rows
+
+    async def fetch_one(self, sql: str, args: Args) -> Row | None:
+        return await self._raw.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, args: Args) -> Any:
+        # databases returns the first column of the first row (RETURNING id), else None.
+        return await self._raw.fetchval(sql, *args)
+
+    async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
+        await self._raw.executemany(sql, args_list)
+
+    async def open_cursor(self, sql: str, args: Args) -> Cursor:
+        name = f"aiodatabases_cursor_{next(self._cursor_ids)}"
+        await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", *args)
+        return _PostgresCursor(self._raw, name)
+
+    async def run_control(self, statements: Sequence[str]) -> None:
+        # One simple-protocol round trip for all of them.
+        await self._raw.execute("; ".join(statements))
+
+    async def reset(self) -> None:
+        # Valid in every state (idle, open, aborted); asyncpg first waits for
+        # the cancel request of an interrupted statement to complete.
+        await self._raw.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        await self._raw.close(timeout=5)
+
+    def terminate(self) -> None:
+        self._raw.terminate()
+
+
+class PostgresBackend:
+    paramstyle: ParamStyle = "numeric_dollar"
+    failed_statement_aborts_transaction = True
+    single_connection = False
+    cursor_needs_transaction = True
+
+    def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
+        self._connect_kwargs: dict[str, Any] = {
+            "host": url.hostname,
+            "port": url.port,
+            "user": url.username,
+            "password": url.password,
+            "database": url.database or None,
+        }
+        self._connect_kwargs.update(options)
+
+    async def connect(self) -> PostgresConnection:
+        return PostgresConnection(await asyncpg.connect(**self._connect_kwargs))
+
+    def begin_sql(self, options: Mapping[str, Any]) -> str:
+        unknown = set(options) - {"isolation", "readonly", "deferrable"}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown transaction option(s) {sorted(unknown)} for PostgreSQL; "
+                "supported: isolation, readonly, deferrable"
+            )
+        parts = ["BEGIN"]
+        isolation = options.get("isolation")
+        if isolation is not None:
+            key = str(isolation).strip().lower().replace(" ", "_").replace("-", "_")
+            if key not in _ISOLATION_LEVELS:
+                raise ConfigurationError(
+                    f"unknown isolation level {isolation!r} for PostgreSQL; "
+                    f"supported: {', '.join(_ISOLATION_LEVELS)}"
+                )
+            parts.append(f"ISOLATION LEVEL {_ISOLATION_LEVELS[key]}")
+        if options.get("readonly"):
+            parts.append("READ ONLY")
+        if options.get("deferrable"):
+            parts.append("DEFERRABLE")
+        return " ".join(parts)
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(
+            exc,
+            (
+                OSError,
+                asyncpg.ConnectionDoesNotExistError,
+                asyncpg.exceptions.PostgresConnectionError,
+                asyncpg.exceptions.AdminShutdownError,
+            ),
+        )

@@ -1,0 +1,181 @@
+"""SQLite through aiosqlite (one worker thread per connection)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import aiosqlite
+
+from .._query import ParamStyle
+from .._url import DatabaseURL
+from ..exceptions import ConfigurationError
+from .base import Args, Cursor, OptionSpec, Row, passthrough, to_bool, to_float, to_int
+
+
+def _pragma_word(value: Any) -> str:
+    # PRAGMA values cannot be bound as parameters, so only plain words pass.
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise ValueError("expected a plain word or number")
+    return text
+
+
+def _pragma_bool(value: Any) -> str:
+    return "ON" if to_bool(value) else "OFF"
+
+
+def _pragma_int(value: Any) -> str:
+    return str(to_int(value))
+
+
+#: PRAGMAs that may be set by option; they are applied to every pooled connection.
+PRAGMAS: Mapping[str, Callable[[Any], str]] = {
+    "foreign_keys": _pragma_bool,
+    "journal_mode": _pragma_word,
+    "synchronous": _pragma_word,
+    "busy_timeout": _pragma_int,
+    "cache_size": _pragma_int,
+    "temp_store": _pragma_word,
+    "mmap_size": _pragma_int,
+    "recursive_triggers": _pragma_bool,
+    "case_sensitive_like": _pragma_bool,
+    "secure_delete": _pragma_bool,
+}
+
+#: Keyword arguments of ``sqlite3.connect`` passed through as they are.
+_CONNECT_OPTIONS: Mapping[str, Callable[[Any], Any]] = {
+    "timeout": to_float,
+    "uri": to_bool,
+    "factory": passthrough,
+    "check_same_thread": to_bool,
+    "detect_types": to_int,
+    "cached_statements": to_int,
+}
+
+OPTIONS = OptionSpec(scheme="sqlite", options={**_CONNECT_OPTIONS, **PRAGMAS})
+
+_BEGIN = {"deferred": "BEGIN DEFERRED", "immediate": "BEGIN IMMEDIATE", "exclusive": "BEGIN EXCLUSIVE"}
+
+
+class _SQLiteCursor:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    async def fetch(self, count: int) -> list[Row]:
+        return list(await self._cursor.fetchmany(count))
+
+    async def close(self) -> None:
+        await self._cursor.close()
+
+
+class SQLiteConnection:
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    @property
+    def raw(self) -> Any:
+        return self._raw
+
+    def is_closed(self) -> bool:
+        # aiosqlite has no public flag; its ``_connection`` is dropped on close.
+        return getattr(self._raw, "_connection", None) is None
+
+    async def fetch_all(self, sql: str, args: Args) -> list[Row]:
+        return list(await self._raw.execute_fetchall(sql, args))
+
+    async def fetch_one(self, sql: str, args: Args) -> Row | None:
+        cursor = await self._raw.execute(sql, args)
+        return await cursor.fetchone()
+
+    async def execute(self, sql: str, args: Args) -> Any:
+        # databases returns the cursor's lastrowid on SQLite.
+        cursor = await self._raw.execute(sql, args)
+        return cursor.lastrowid
+
+    async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
+        await self._raw.executemany(sql, args_list)
+
+    async def open_cursor(self, sql: str, args: Args) -> Cursor:
+        return _SQLiteCursor(await self._raw.execute(sql, args))
+
+    async def run_control(self, statements: Sequence[str]) -> None:
+        # Not executescript(): it would COMMIT an open transaction first.
+        for sql in statements:
+            await self._raw.execute(sql)
+
+    async def reset(self) -> None:
+        if self._raw.in_transaction:
+            await self._raw.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        await self._raw.close()
+
+    def terminate(self) -> None:
+        # stop() queues the close on the worker thread; it may look for an
+        # event loop that is gone, which is harmless here.
+        with warnings.catch_warnings(), contextlib.suppress(Exception):
+            warnings.simplefilter("ignore")
+            self._raw.stop()
+
+
+def _database_path(url: DatabaseURL) -> str:
+    return url.database or ":memory:"
+
+
+class SQLiteBackend:
+    paramstyle: ParamStyle = "qmark"
+    # SQLite undoes only the failed statement; an interrupt is never sent.
+    failed_statement_aborts_transaction = False
+    cursor_needs_transaction = False
+
+    def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
+        self._path = _database_path(url)
+        self._connect_kwargs = {k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
+        self._pragmas = [
+            f"PRAGMA {name} = {PRAGMAS[name](value)}"
+            for name, value in options.items()
+            if name in PRAGMAS
+        ]
+        # Each connection to ":memory:" is its own database: keep exactly one.
+        self.single_connection = self._path == ":memory:"
+
+    async def connect(self) -> SQLiteConnection:
+        raw = aiosqlite.connect(self._path, isolation_level=None, **self._connect_kwargs)
+        # aiosqlite's worker thread is not a daemon: a script that ends without
+        # disconnect() would hang at exit. Flag it before it starts.
+        raw._thread.daemon = True
+        await raw
+        raw.row_factory = sqlite3.Row
+        connection = SQLiteConnection(raw)
+        try:
+            for pragma in self._pragmas:
+                await raw.execute(pragma)
+        except BaseException:
+            await raw.close()
+            raise
+        return connection
+
+    def begin_sql(self, options: Mapping[str, Any]) -> str:
+        unknown = set(options) - {"isolation"}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown transaction option(s) {sorted(unknown)} for SQLite; supported: isolation"
+            )
+        # IMMEDIATE by default: two deferred transactions that both read and
+        # then write deadlock at once (SQLITE_BUSY without waiting).
+        level = str(options.get("isolation") or "immediate").strip().lower()
+        if level not in _BEGIN:
+            raise ConfigurationError(
+                f"unknown isolation level {level!r} for SQLite; supported: {', '.join(_BEGIN)}"
+            )
+        return _BEGIN[level]
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return False

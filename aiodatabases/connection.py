@@ -1,0 +1,464 @@
+"""``Connection``: one driver connection, shared safely by the tasks that use it.
+
+Public methods run on the caller's loop; each carries its work to the loop
+that owns the connection (``Runtime.call``) together with the caller's
+transaction scopes. Everything below the line "runs in the owning loop" only
+ever runs there, so it needs no locks beyond the ``Gate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._gate import Gate, Scope, Scopes, current_scopes, task_name
+from ._records import Record
+from ._runtime import (
+    EXECUTE,
+    EXECUTE_MANY,
+    FETCH_ALL,
+    FETCH_ONE,
+    Operation,
+    Query,
+    Runtime,
+    Values,
+    prepare,
+    prepare_many,
+)
+from .backends.base import Cursor, DriverConnection
+from .exceptions import NotConnectedError, TransactionOrderError
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
+
+logger = logging.getLogger("aiodatabases")
+
+#: Rows fetched per round trip by ``iterate()``; other statements may run between batches.
+ITERATE_BATCH_SIZE = 500
+
+# Name of the savepoint that guards bare statements on a force_rollback connection.
+_GUARD = "aiodatabases_guard"
+
+_READ_ONLY_START = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*\(?\s*(select|values|show|table)\b", re.I | re.S)
+_WRITE_WORD = re.compile(r"\b(insert|update|delete|merge|into|call|do|copy|nextval|setval)\b", re.I)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_read_only(sql: str) -> bool:
+    """Whether ``sql`` surely writes nothing (unsure counts as a write)."""
+    return bool(_READ_ONLY_START.match(sql)) and not _WRITE_WORD.search(sql)
+
+
+@dataclass
+class _Frame:
+    """One open transaction (or savepoint) on the connection."""
+
+    scope: Scope | None  # None: opened by iterate() for a cursor, owns nothing
+    savepoint: str | None  # None: the outermost BEGIN
+
+
+def _records(rows: list[Any]) -> list[Record]:
+    return [Record(row) for row in rows]
+
+
+class Connection:
+    """A connection of a ``Database``: the current task's, or the shared one.
+
+    ``async with connection:`` keeps the same driver connection until the
+    block ends. Statements from several tasks on one ``Connection`` run one
+    at a time in arrival order; a transaction open on it admits only its own
+    task and the tasks created inside it until it ends.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._backend = runtime.backend
+        self._driver: DriverConnection | None = None
+        self._holds = 0
+        self._dirty = False
+        self._gate = Gate()
+        self._frames: list[_Frame] = []
+        self._savepoint_ids = itertools.count(1)
+        # True while the guard savepoint exists with no write after it.
+        self._guarded = False
+        self._closed = False
+
+    # -- public API (caller's loop) ------------------------------------------------------
+
+    async def __aenter__(self) -> Connection:
+        """Hold a driver connection until the matching exit.
+
+        Cancellation: nothing is held if cancelled while waiting for the pool.
+        """
+        await self._runtime.call(self._hold, current_scopes(), task_name())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._runtime.call(self._unhold)
+
+    async def fetch_all(self, query: Query, values: Values = None) -> list[Record]:
+        """All rows.
+
+        Cancellation: the statement is cancelled on the server; the connection
+        is usable again before anyone else's statement runs on it.
+        """
+        return _records(await self._statement(FETCH_ALL, *prepare(query, values, self._backend)))
+
+    async def fetch_one(self, query: Query, values: Values = None) -> Record | None:
+        """The first row, or None. Cancellation: as ``fetch_all``."""
+        row = await self._statement(FETCH_ONE, *prepare(query, values, self._backend))
+        return None if row is None else Record(row)
+
+    async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
+        """One value of the first row (``column`` by index or name), or None."""
+        row = await self._statement(FETCH_ONE, *prepare(query, values, self._backend))
+        return None if row is None else Record(row)[column]
+
+    async def execute(self, query: Query, values: Values = None) -> Any:
+        """Run a statement; PostgreSQL returns the first column of the first row
+        (``RETURNING id``) or None, SQLite the cursor's ``lastrowid``.
+        Cancellation: as ``fetch_all``."""
+        return await self._statement(EXECUTE, *prepare(query, values, self._backend))
+
+    async def execute_many(self, query: Query, values: Sequence[Mapping[str, Any]]) -> None:
+        """Run a statement once per mapping in ``values``, as one driver batch."""
+        await self._statement(EXECUTE_MANY, *prepare_many(query, values, self._backend))
+
+    async def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
+        """Stream rows in batches; other statements may run between batches.
+
+        Cancellation: the cursor is closed and the connection released; the
+        rows already yielded stay valid.
+        """
+        sql, args = prepare(query, values, self._backend)
+        scopes, who, call = current_scopes(), task_name(), self._runtime.call
+        cursor = await call(self._open_cursor, scopes, who, sql, args)
+        try:
+            while True:
+                rows = await call(self._fetch_batch, scopes, who, cursor)
+                if not rows:
+                    break
+                for row in rows:
+                    yield Record(row)
+        finally:
+            await asyncio.shield(call(self._close_cursor, scopes, who, cursor))
+
+    def transaction(self, *, force_rollback: bool = False, **options: Any) -> Transaction:
+        """A transaction on this connection (see ``Transaction``)."""
+        from .transaction import Transaction
+
+        return Transaction(lambda: self, force_rollback=force_rollback, **options)
+
+    @property
+    def raw_connection(self) -> Any:
+        """The driver's connection object, while this connection is held."""
+        if self._driver is None:
+            raise NotConnectedError(
+                "raw_connection is only available inside 'async with connection:' "
+                "(or a transaction) on this connection"
+            )
+        return self._driver.raw
+
+    # -- used by Transaction (caller's loop) --------------------------------------------
+
+    async def begin_frame(self, scope: Scope, options: Mapping[str, Any]) -> None:
+        await self._runtime.call(self._begin, scope, options, current_scopes(), task_name())
+
+    async def end_frame(self, scope: Scope, commit: bool) -> None:
+        await self._runtime.call(self._end, scope, commit, (*current_scopes(), scope))
+
+    def abandon_frame(self, scope: Scope) -> None:
+        """Roll back ``scope``'s transaction because its task ended (from any thread)."""
+        self._runtime.spawn(lambda: self._abandon_frame(scope))
+
+    def __del__(self) -> None:
+        # The last reference is gone (its task ended without closing its block):
+        # give the driver connection back, reset, so nothing is kept for it.
+        driver = self._driver
+        if driver is not None and not self._closed:
+            self._runtime.release_orphan(driver)
+
+    async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
+        return await self._runtime.call(self._run, current_scopes(), task_name(), op, sql, args)
+
+    # -- runs in the owning loop ----------------------------------------------------------
+
+    async def _hold(self, scopes: Scopes, who: str) -> None:
+        if self._driver is None:
+            await self._pass_gate(scopes, who)
+            try:
+                await self._ensure_driver()
+            finally:
+                self._gate.release()
+        self._holds += 1
+
+    async def _unhold(self) -> None:
+        if self._holds == 0:
+            return
+        self._holds -= 1
+        if self._holds == 0:
+            self._release_driver()
+
+    async def _ensure_driver(self) -> DriverConnection:
+        if self._closed:
+            raise NotConnectedError("this connection's database was disconnected")
+        if self._driver is None:
+            self._driver = await self._runtime.pool.acquire()
+        return self._driver
+
+    def _release_driver(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is None:
+            return
+        dirty = self._dirty or bool(self._frames)
+        if self._frames:
+            logger.warning(
+                "a connection was released with %d transaction(s) still open; rolled back",
+                len(self._frames),
+            )
+            self._drop_frames(0)
+        self._dirty = False
+        self._guarded = False
+        self._runtime.pool.release(driver, dirty=dirty)
+
+    async def _pass_gate(self, scopes: Scopes, who: str) -> None:
+        await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
+
+    async def _run(self, scopes: Scopes, who: str, op: Operation, sql: str, args: Any) -> Any:
+        await self._pass_gate(scopes, who)
+        recovering = False
+        try:
+            driver = await self._ensure_driver()
+            self._holds += 1
+            try:
+                guard = self._needs_guard()
+                if guard and not self._guarded:
+                    await driver.run_control([f"RELEASE SAVEPOINT {_GUARD}", f"SAVEPOINT {_GUARD}"])
+                    self._guarded = True
+                try:
+                    result = await op(driver, sql, args)
+                except asyncio.CancelledError:
+                    if guard:
+                        # The cancel aborted the force_rollback transaction: undo this
+                        # statement in the background; the gate stays closed until then.
+                        recovering = True
+                        self._runtime.spawn(lambda: self._recover(driver))
+                    else:
+                        self._dirty = True
+                    raise
+                except BaseException as exc:
+                    if guard and not self._runtime.classify_failure(driver, exc)[1]:
+                        await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
+                    raise
+                if guard and not _is_read_only(sql):
+                    self._guarded = False
+                return result
+            finally:
+                self._holds -= 1
+                if self._holds == 0:
+                    self._release_driver()
+        finally:
+            if not recovering:
+                self._gate.release()
+
+    async def _recover(self, driver: DriverConnection) -> None:
+        try:
+            await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
+        finally:
+            self._gate.release()
+
+    def _needs_guard(self) -> bool:
+        """Bare statements on the force_rollback transaction need a savepoint guard.
+
+        On PostgreSQL a failed statement aborts the whole transaction; rolling
+        back to a savepoint taken after the last write undoes only the failure.
+        """
+        return (
+            self._backend.failed_statement_aborts_transaction
+            and len(self._frames) == 1
+            and self._frames[0].scope is _BASE
+        )
+
+    # -- transactions (owning loop) ---------------------------------------------------------
+
+    async def _begin(
+        self, scope: Scope, options: Mapping[str, Any], scopes: Scopes, who: str
+    ) -> None:
+        await self._pass_gate(scopes, who)
+        try:
+            driver = await self._ensure_driver()
+            self._holds += 1
+            try:
+                await self._push_frame(driver, scope, options)
+            except BaseException:
+                self._holds -= 1
+                if self._holds == 0:
+                    self._release_driver()
+                raise
+            if self._gate.owner is None:
+                self._gate.set_owner(scope)
+        finally:
+            self._gate.release()
+
+    async def _push_frame(
+        self, driver: DriverConnection, scope: Scope | None, options: Mapping[str, Any]
+    ) -> None:
+        if self._frames:
+            name = f"aiodatabases_sp_{next(self._savepoint_ids)}"
+            await driver.run_control([f"SAVEPOINT {name}"])
+            self._frames.append(_Frame(scope, name))
+        else:
+            await driver.run_control([self._backend.begin_sql(options)])
+            self._frames.append(_Frame(scope, None))
+        self._guarded = False
+
+    async def _end(self, scope: Scope, commit: bool, scopes: Scopes) -> None:
+        index = self._frame_index(scope)
+        if index != len(self._frames) - 1:
+            raise TransactionOrderError(
+                "cannot end this transaction: a transaction nested inside it is still "
+                "open; end the inner one first"
+            )
+        await self._pass_gate(scopes, task_name())
+        try:
+            await self._pop_frame(commit)
+        finally:
+            self._gate.clear_owner(scope)
+            self._gate.release()
+            await self._unhold()
+
+    def _frame_index(self, scope: Scope) -> int:
+        for index, frame in enumerate(self._frames):
+            if frame.scope is scope:
+                return index
+        raise TransactionOrderError("this transaction is not open on this connection")
+
+    async def _pop_frame(self, commit: bool) -> None:
+        frame = self._frames.pop()
+        self._guarded = False
+        driver = self._driver
+        if driver is None:
+            return
+        if frame.savepoint is None:
+            await driver.run_control(["COMMIT" if commit else "ROLLBACK"])
+        elif commit:
+            await driver.run_control([f"RELEASE SAVEPOINT {frame.savepoint}"])
+        else:
+            await driver.run_control(
+                [f"ROLLBACK TO SAVEPOINT {frame.savepoint}", f"RELEASE SAVEPOINT {frame.savepoint}"]
+            )
+
+    def _drop_frames(self, index: int) -> None:
+        for frame in self._frames[index:]:
+            if frame.scope is not None:
+                self._gate.clear_owner(frame.scope)
+        del self._frames[index:]
+
+    async def _abandon_frame(self, scope: Scope) -> None:
+        try:
+            index = self._frame_index(scope)
+        except TransactionOrderError:
+            return  # ended meanwhile
+        logger.warning(
+            "a task ended without ending its transaction (%s); rolling it back", scope.description
+        )
+        await self._pass_gate(tuple(f.scope for f in self._frames if f.scope), "(cleanup)")
+        try:
+            while len(self._frames) > index:
+                top = self._frames[-1].scope
+                try:
+                    await self._pop_frame(commit=False)
+                finally:
+                    if top is not None:
+                        self._gate.clear_owner(top)
+                    await self._unhold()
+        finally:
+            self._gate.release()
+
+    # -- cursors (owning loop) -------------------------------------------------------------
+
+    async def _open_cursor(self, scopes: Scopes, who: str, sql: str, args: Any) -> _OpenCursor:
+        await self._pass_gate(scopes, who)
+        try:
+            driver = await self._ensure_driver()
+            self._holds += 1
+            try:
+                own_frame = self._backend.cursor_needs_transaction and not self._frames
+                if own_frame:
+                    await self._push_frame(driver, None, {})
+                try:
+                    cursor = await driver.open_cursor(sql, args)
+                except BaseException:
+                    if own_frame:
+                        await self._pop_frame(commit=False)
+                    raise
+            except BaseException:
+                self._holds -= 1
+                if self._holds == 0:
+                    self._release_driver()
+                raise
+            return _OpenCursor(cursor, self._frames[-1] if own_frame else None)
+        finally:
+            self._gate.release()
+
+    async def _fetch_batch(self, scopes: Scopes, who: str, cursor: _OpenCursor) -> list[Any]:
+        await self._pass_gate(scopes, who)
+        try:
+            return await cursor.cursor.fetch(ITERATE_BATCH_SIZE)
+        except asyncio.CancelledError:
+            self._dirty = True
+            raise
+        finally:
+            self._gate.release()
+
+    async def _close_cursor(self, scopes: Scopes, who: str, cursor: _OpenCursor) -> None:
+        await self._pass_gate(scopes, who)
+        try:
+            await cursor.cursor.close()
+            if cursor.frame is not None and self._frames and self._frames[-1] is cursor.frame:
+                # Commit: statements run between batches belong to this frame too.
+                await self._pop_frame(commit=True)
+        finally:
+            self._gate.release()
+            await self._unhold()
+
+    # -- lifecycle (owning loop) -------------------------------------------------------------
+
+    async def open_base_transaction(self) -> None:
+        """Hold a connection and begin the force_rollback transaction on it."""
+        driver = await self._ensure_driver()
+        self._holds += 1
+        await self._push_frame(driver, _BASE, {})
+        if self._backend.failed_statement_aborts_transaction:
+            await driver.run_control([f"SAVEPOINT {_GUARD}"])
+            self._guarded = True
+
+    async def close_base_transaction(self) -> None:
+        """Roll back everything and give the connection back."""
+        self._closed = True
+        driver = self._driver
+        if driver is not None and self._frames:
+            try:
+                await driver.run_control(["ROLLBACK"])
+            except Exception as exc:  # noqa: BLE001 - the connection is discarded anyway
+                logger.warning("rolling back the force_rollback transaction failed: %r", exc)
+                self._dirty = True
+        self._frames.clear()
+        self._holds = 0
+        self._release_driver()
+
+
+@dataclass
+class _OpenCursor:
+    cursor: Cursor
+    frame: _Frame | None
+
+
+_BASE = Scope("force_rollback")
+

@@ -1,0 +1,362 @@
+"""``Database``: the object an application creates once, at import time.
+
+It is inert until ``connect()``: the URL and options are checked at once, but
+no I/O happens and nothing bound to an event loop exists before ``connect()``
+builds the ``Runtime`` in the running loop (or, with ``force_rollback=True``,
+in a private loop thread, so that every loop and thread can use it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import enum
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from ._loops import LoopThread, carry
+from ._records import Record
+from ._runtime import (
+    EXECUTE,
+    EXECUTE_MANY,
+    FETCH_ALL,
+    FETCH_ONE,
+    Query,
+    Runtime,
+    Settings,
+    Values,
+    prepare,
+    prepare_many,
+)
+from ._url import DatabaseURL
+from .backends import create_backend
+from .backends.base import to_float, to_int
+from .connection import Connection
+from .exceptions import ConfigurationError, NotConnectedError
+from .transaction import Transaction
+
+logger = logging.getLogger("aiodatabases")
+
+_DEFAULT_MIN_SIZE = 1
+_DEFAULT_MAX_SIZE = 10
+_DEFAULT_ACQUIRE_TIMEOUT = 30.0
+
+
+class DatabaseState(enum.Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+def _optional_timeout(value: Any) -> float | None:
+    if value is None or str(value).strip().lower() == "none":
+        return None
+    timeout = to_float(value)
+    if timeout <= 0:
+        raise ValueError("expected a positive number of seconds, or None for no limit")
+    return timeout
+
+
+def _take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Settings:
+    """Remove the core options from both dicts and return them, validated."""
+
+    def take(name: str, default: Any) -> Any:
+        value = kwargs.pop(name, url_options.pop(name, default))
+        return value
+
+    try:
+        min_size = to_int(take("min_size", _DEFAULT_MIN_SIZE))
+        max_size = to_int(take("max_size", _DEFAULT_MAX_SIZE))
+        timeout = _optional_timeout(take("acquire_timeout", _DEFAULT_ACQUIRE_TIMEOUT))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"invalid pool option: {exc}") from exc
+    if min_size < 0 or max_size < 1 or min_size > max_size:
+        raise ConfigurationError(
+            f"pool sizes must satisfy 0 <= min_size <= max_size and max_size >= 1; "
+            f"got min_size={min_size}, max_size={max_size}"
+        )
+    return Settings(min_size=min_size, max_size=max_size, acquire_timeout=timeout)
+
+
+def _records(rows: list[Any]) -> list[Record]:
+    return [Record(row) for row in rows]
+
+
+class Database:
+    """A database: a pool of connections, or one rolled-back connection.
+
+    ``Database(url, force_rollback=False, **options)``. Options (keywords or
+    URL query) are ``min_size``, ``max_size``, ``acquire_timeout`` (seconds
+    to wait for a pooled or shared connection; ``None`` waits forever), plus
+    the driver's own (see the README). Unknown options raise
+    ``UnknownOptionError``.
+
+    With ``force_rollback=True`` every task, loop and thread shares one
+    connection inside a transaction that ``disconnect()`` rolls back.
+    """
+
+    def __init__(
+        self, url: str | DatabaseURL, *, force_rollback: bool = False, **options: Any
+    ) -> None:
+        self.url = DatabaseURL(url)
+        self.options = options
+        url_options = dict(self.url.options)
+        kwargs = dict(options)
+        self._settings = _take_settings(url_options, kwargs)
+        self._backend = create_backend(self.url, url_options, kwargs)
+        self._force_rollback = force_rollback
+        self._state = DatabaseState.DISCONNECTED
+        self._count = 0
+        self._runtime: Runtime | None = None
+        self._shared: Connection | None = None
+        self._connecting: concurrent.futures.Future[None] | None = None
+        self._lock = threading.Lock()  # guards the fields above across threads
+        self._task_connections: weakref.WeakKeyDictionary[asyncio.Task[Any], Connection] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"<Database {self.url!r} {self._state.value}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._state is DatabaseState.CONNECTED
+
+    async def connect(self) -> None:
+        """Connect, or count one more user if already connected.
+
+        Calls nest: only the ``disconnect()`` that balances the first
+        ``connect()`` closes anything.
+
+        Cancellation: a connect cancelled half way leaves the database
+        disconnected, with nothing open.
+        """
+        while True:
+            with self._lock:
+                runtime, connecting = self._runtime, self._connecting
+                if connecting is None and runtime is not None and not runtime.loop.is_closed():
+                    self._count += 1
+                    return
+                if connecting is None:
+                    if runtime is not None:
+                        self._forget_dead_runtime(runtime)
+                    self._connecting = concurrent.futures.Future()
+                    self._state = DatabaseState.CONNECTING
+                    break
+            # Someone else (maybe in another loop) is connecting: wait for them.
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(connecting)
+        await self._open()
+
+    def _forget_dead_runtime(self, runtime: Runtime) -> None:
+        logger.warning(
+            "database %s was still connected in an event loop that is closed; "
+            "dropping that connection and connecting again in this loop",
+            self.url.obscure_password,
+        )
+        runtime.terminate()
+        self._runtime, self._shared, self._count = None, None, 0
+        self._task_connections = weakref.WeakKeyDictionary()
+
+    async def _open(self) -> None:
+        connecting = self._connecting
+        assert connecting is not None
+        try:
+            runtime, shared = await self._build_runtime()
+        except BaseException as exc:
+            with self._lock:
+                self._connecting = None
+                self._state = DatabaseState.DISCONNECTED
+            connecting.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
+            raise
+        with self._lock:
+            self._runtime, self._shared, self._count = runtime, shared, 1
+            self._connecting = None
+            self._state = DatabaseState.CONNECTED
+        connecting.set_result(None)
+
+    async def _build_runtime(self) -> tuple[Runtime, Connection | None]:
+        if not self._force_rollback:
+            runtime = Runtime(self._backend, self._settings, asyncio.get_running_loop(), None)
+            await runtime.open()
+            return runtime, None
+        thread = LoopThread(f"aiodatabases {self.url.obscure_password}")
+        # One connection serves everything; the pool only opens it.
+        settings = Settings(min_size=0, max_size=1, acquire_timeout=self._settings.acquire_timeout)
+        runtime = Runtime(self._backend, settings, thread.loop, thread)
+        try:
+            shared = await runtime.call(self._open_shared, runtime)
+        except BaseException:
+            thread.stop()
+            raise
+        return runtime, shared
+
+    @staticmethod
+    async def _open_shared(runtime: Runtime) -> Connection:
+        shared = Connection(runtime)
+        await shared.open_base_transaction()
+        return shared
+
+    async def disconnect(self) -> None:
+        """Balance one ``connect()``; the last one closes the pool. Extra calls do nothing.
+
+        With ``force_rollback=True`` the last one rolls everything back.
+        Cancellation: the close runs to completion all the same.
+        """
+        with self._lock:
+            if self._count == 0 or self._runtime is None:
+                return
+            self._count -= 1
+            if self._count > 0:
+                return
+            runtime, shared = self._runtime, self._shared
+            self._runtime, self._shared = None, None
+            self._state = DatabaseState.DISCONNECTED
+            self._task_connections = weakref.WeakKeyDictionary()
+        await asyncio.shield(self._close(runtime, shared))
+
+    @staticmethod
+    async def _close(runtime: Runtime, shared: Connection | None) -> None:
+        async def close() -> None:
+            if shared is not None:
+                await shared.close_base_transaction()
+            await runtime.close()
+
+        loop = runtime.loop
+        if loop.is_closed() or not loop.is_running() and loop is not asyncio.get_running_loop():
+            # Nothing can be awaited there any more: drop the sockets.
+            runtime.terminate()
+        elif loop is asyncio.get_running_loop():
+            await close()
+        else:
+            await carry(loop, close)
+        if runtime.thread is not None:
+            runtime.thread.stop()
+
+    async def __aenter__(self) -> Database:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    @contextlib.contextmanager
+    def force_rollback(self) -> Iterator[None]:
+        """Within the block, a ``connect()`` makes a force_rollback database."""
+        if self._state is not DatabaseState.DISCONNECTED:
+            raise ConfigurationError(
+                "force_rollback() must be entered before connect(): the mode of a "
+                "connected database cannot change"
+            )
+        initial = self._force_rollback
+        self._force_rollback = True
+        try:
+            yield
+        finally:
+            self._force_rollback = initial
+
+    # -- connections and transactions -----------------------------------------------------------
+
+    def _require_runtime(self) -> Runtime:
+        runtime = self._runtime
+        if runtime is None:
+            raise NotConnectedError(
+                f"database {self.url.obscure_password} is not connected; "
+                "call 'await database.connect()' (or use 'async with database:') first"
+            )
+        return runtime
+
+    def connection(self) -> Connection:
+        """The current task's connection (the shared one with force_rollback)."""
+        runtime = self._require_runtime()
+        if self._shared is not None:
+            return self._shared
+        task = asyncio.current_task()
+        if task is None:
+            return Connection(runtime)
+        connection = self._task_connections.get(task)
+        if connection is None:
+            connection = Connection(runtime)
+            self._task_connections[task] = connection
+        return connection
+
+    def transaction(self, *, force_rollback: bool = False, **options: Any) -> Transaction:
+        """A transaction on the current task's connection, resolved when it starts.
+
+        Usable as ``async with``, as a decorator, or ``await``-ed (then call
+        ``commit()``/``rollback()``).
+        """
+        self._backend.begin_sql(options)  # reject unknown options now, not at start
+        return Transaction(self.connection, force_rollback=force_rollback, **options)
+
+    def _current(self) -> Connection | None:
+        """The connection a statement must use, or None to borrow one for it."""
+        runtime = self._require_runtime()
+        if self._shared is not None:
+            return self._shared
+        runtime.check_reachable()
+        task = asyncio.current_task()
+        return None if task is None else self._task_connections.get(task)
+
+    # -- statements -----------------------------------------------------------------------------
+
+    async def fetch_all(self, query: Query, values: Values = None) -> list[Record]:
+        """All rows of a query. Cancellation: see ``Connection.fetch_all``."""
+        connection = self._current()
+        if connection is not None:
+            return await connection.fetch_all(query, values)
+        return _records(await self._borrow(FETCH_ALL, *prepare(query, values, self._backend)))
+
+    async def fetch_one(self, query: Query, values: Values = None) -> Record | None:
+        """The first row, or None."""
+        connection = self._current()
+        if connection is not None:
+            return await connection.fetch_one(query, values)
+        row = await self._borrow(FETCH_ONE, *prepare(query, values, self._backend))
+        return None if row is None else Record(row)
+
+    async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
+        """A value of the first row (``column`` by index or name), or None."""
+        row = await self.fetch_one(query, values)
+        return None if row is None else row[column]
+
+    async def execute(self, query: Query, values: Values = None) -> Any:
+        """Run a statement; see ``Connection.execute`` for the return value."""
+        connection = self._current()
+        if connection is not None:
+            return await connection.execute(query, values)
+        return await self._borrow(EXECUTE, *prepare(query, values, self._backend))
+
+    async def execute_many(self, query: Query, values: Sequence[Mapping[str, Any]]) -> None:
+        """Run a statement once per mapping, as one driver batch."""
+        connection = self._current()
+        if connection is not None:
+            await connection.execute_many(query, values)
+            return
+        await self._borrow(EXECUTE_MANY, *prepare_many(query, values, self._backend))
+
+    async def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
+        """Stream rows in batches. Other queries may run inside the loop.
+
+        Outside any block the iteration holds a pooled connection of its own,
+        so queries in the loop body use other connections.
+        """
+        connection = self._current() or Connection(self._require_runtime())
+        async for record in connection.iterate(query, values):
+            yield record
+
+    async def _borrow(self, op: Any, sql: str, args: Any) -> Any:
+        runtime = self._require_runtime()
+        return await runtime.call(runtime.run_borrowed, op, sql, args)

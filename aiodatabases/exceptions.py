@@ -1,0 +1,102 @@
+"""The errors aiodatabases raises itself.
+
+Driver errors (asyncpg, aiosqlite/sqlite3) are never wrapped: a unique
+violation is still ``asyncpg.UniqueViolationError`` or
+``sqlite3.IntegrityError``, exactly as with ``databases``.
+
+Everything the library raises on its own comes from one tree::
+
+    AiodatabasesError
+    ├── ConfigurationError (ValueError)        bad URL or options, at Database()
+    │   ├── UnknownSchemeError                 scheme not supported
+    │   ├── UnknownOptionError                 option not understood by the backend
+    │   └── MissingDriverError (ImportError)   driver package not installed
+    ├── ParameterError (ValueError)            values do not fit the query
+    │   ├── MissingParameterError (KeyError)   ``:name`` in the SQL, no value given
+    │   └── UnknownParameterError              value given, no ``:name`` in the SQL
+    ├── NotConnectedError (RuntimeError)       used before connect()/after disconnect()
+    ├── WrongEventLoopError (RuntimeError)     owning loop closed or not running
+    ├── PoolTimeoutError (TimeoutError)        no pooled connection within the deadline
+    ├── ConnectionBusyError (TimeoutError)     shared connection held too long by a task
+    └── TransactionError (RuntimeError)        transaction misuse
+        └── TransactionOrderError              ending one that is not the innermost
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AiodatabasesError",
+    "ConfigurationError",
+    "ConnectionBusyError",
+    "MissingDriverError",
+    "MissingParameterError",
+    "NotConnectedError",
+    "ParameterError",
+    "PoolTimeoutError",
+    "TransactionError",
+    "TransactionOrderError",
+    "UnknownOptionError",
+    "UnknownParameterError",
+    "UnknownSchemeError",
+    "WrongEventLoopError",
+]
+
+
+class AiodatabasesError(Exception):
+    """Base class of every error raised by aiodatabases itself."""
+
+
+class ConfigurationError(AiodatabasesError, ValueError):
+    """The URL or the options given to ``Database`` cannot be used."""
+
+
+class UnknownSchemeError(ConfigurationError):
+    """The URL scheme names no supported backend."""
+
+
+class UnknownOptionError(ConfigurationError):
+    """An option (keyword or URL query) is not understood by the backend."""
+
+
+class MissingDriverError(ConfigurationError, ImportError):
+    """The driver package for the URL's backend is not installed."""
+
+
+class ParameterError(AiodatabasesError, ValueError):
+    """The values given do not match the query's ``:name`` parameters."""
+
+
+class MissingParameterError(ParameterError, KeyError):
+    """The query uses a ``:name`` parameter for which no value was given."""
+
+    def __str__(self) -> str:
+        # KeyError would repr() the message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownParameterError(ParameterError):
+    """A value was given for a name the query does not use."""
+
+
+class NotConnectedError(AiodatabasesError, RuntimeError):
+    """The database is not connected (call ``await database.connect()``)."""
+
+
+class WrongEventLoopError(AiodatabasesError, RuntimeError):
+    """The database is connected in an event loop that cannot run the call."""
+
+
+class PoolTimeoutError(AiodatabasesError, TimeoutError):
+    """No pooled connection became free before the deadline."""
+
+
+class ConnectionBusyError(AiodatabasesError, TimeoutError):
+    """A shared connection stayed held by another task past the deadline."""
+
+
+class TransactionError(AiodatabasesError, RuntimeError):
+    """A transaction was used in a way that cannot be honoured."""
+
+
+class TransactionOrderError(TransactionError):
+    """A transaction was ended while a transaction nested in it was still open."""

@@ -1,0 +1,171 @@
+"""``Transaction``: ``async with``, decorator, or ``await`` then commit/rollback.
+
+The outermost transaction on a connection is ``BEGIN``; nested ones are
+savepoints on every backend. While a transaction is open on a connection it
+owns it: only its task and tasks created inside it run statements there (see
+``_gate``). Beginning and ending run to completion even if the caller is
+cancelled, so the connection never stays half inside a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from ._gate import Scope, enter_scope, leave_scope, task_name
+from .exceptions import TransactionError, TransactionOrderError
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+logger = logging.getLogger("aiodatabases")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class TransactionState(enum.Enum):
+    NEW = "new"
+    ACTIVE = "active"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled back"
+
+
+class Transaction:
+    """A transaction on the connection that ``connection_factory`` returns at start.
+
+    ``force_rollback=True`` rolls back at the end of ``async with`` even
+    without an error. ``options`` go to the backend (``isolation=...``).
+    """
+
+    def __init__(
+        self,
+        connection_factory: Callable[[], Connection],
+        *,
+        force_rollback: bool = False,
+        **options: Any,
+    ) -> None:
+        self._connection_factory = connection_factory
+        self._force_rollback = force_rollback
+        self._options = options
+        self._state = TransactionState.NEW
+        self._connection: Connection | None = None
+        self._scope: Scope | None = None
+
+    @property
+    def state(self) -> TransactionState:
+        return self._state
+
+    # -- the three ways to use it ----------------------------------------------------------
+
+    async def __aenter__(self) -> Transaction:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state is not TransactionState.ACTIVE:
+            return  # ended explicitly inside the block
+        if exc_type is None and not self._force_rollback:
+            await self.commit()
+            return
+        try:
+            await self.rollback()
+        except TransactionOrderError:
+            raise
+        except Exception:
+            # Never hide the exception that made us roll back.
+            if exc is None:
+                raise
+            logger.exception("rolling back a transaction after an error failed")
+
+    def __await__(self) -> Generator[Any, None, Transaction]:
+        return self.start().__await__()
+
+    def __call__(self, func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Decorate an async function: each call runs in its own transaction."""
+
+        @functools.wraps(func)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            async with Transaction(
+                self._connection_factory, force_rollback=self._force_rollback, **self._options
+            ):
+                return await func(*args, **kwargs)
+
+        return wrapper
+
+    # -- explicit control --------------------------------------------------------------------
+
+    async def start(self) -> Transaction:
+        """Begin (or take a savepoint if one is open on the connection).
+
+        Cancellation: if the BEGIN was already sent it completes and is rolled
+        back; the caller gets ``CancelledError`` and holds no transaction.
+        """
+        if self._state is not TransactionState.NEW:
+            raise TransactionError(f"this transaction was already started ({self._state.value})")
+        connection = self._connection_factory()
+        scope = Scope(task_name())
+        begin = asyncio.ensure_future(connection.begin_frame(scope, self._options))
+        try:
+            await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            begin.add_done_callback(lambda f: _undo_begin(f, connection, scope))
+            raise
+        self._connection, self._scope = connection, scope
+        self._state = TransactionState.ACTIVE
+        enter_scope(scope)
+        return self
+
+    async def commit(self) -> None:
+        """Commit (or release the savepoint).
+
+        Cancellation: the commit completes; the caller gets ``CancelledError``.
+        """
+        await self._end(commit=True)
+
+    async def rollback(self) -> None:
+        """Roll back (to the savepoint). Cancellation: as ``commit``."""
+        await self._end(commit=False)
+
+    async def _end(self, *, commit: bool) -> None:
+        if self._state is not TransactionState.ACTIVE:
+            action = "commit" if commit else "roll back"
+            raise TransactionError(f"cannot {action} a transaction that is {self._state.value}")
+        connection, scope = self._connection, self._scope
+        assert connection is not None and scope is not None  # ACTIVE implies both
+        end = asyncio.ensure_future(connection.end_frame(scope, commit))
+        try:
+            await asyncio.shield(end)
+        except TransactionOrderError:
+            raise  # still open, stack intact
+        except asyncio.CancelledError:
+            self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLED_BACK
+            raise
+        except BaseException:
+            # COMMIT failed (e.g. a serialization failure): it is over all the same.
+            self._state = TransactionState.ROLLED_BACK
+            leave_scope(scope)
+            raise
+        self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLED_BACK
+        leave_scope(scope)
+
+    def __del__(self) -> None:
+        # A transaction nobody can end any more: roll it back so the connection
+        # (and, when shared, every task waiting for it) is not held forever.
+        if self._state is TransactionState.ACTIVE and self._connection is not None:
+            assert self._scope is not None
+            self._connection.abandon_frame(self._scope)
+
+
+def _undo_begin(begun: asyncio.Future[None], connection: Connection, scope: Scope) -> None:
+    if not begun.cancelled() and begun.exception() is None:
+        connection.abandon_frame(scope)
