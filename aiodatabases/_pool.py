@@ -16,8 +16,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from .backends.base import DriverConnection
 from .exceptions import PoolTimeoutError
@@ -145,9 +146,7 @@ class Pool:
             return
         if dirty:
             self.stats.returns_dirty += 1
-            task = asyncio.get_running_loop().create_task(self._reset_then_return(conn))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._run_in_background(self._reset_then_return(conn))
             return
         self._idle.append(conn)
         self._wake_one()
@@ -155,18 +154,35 @@ class Pool:
     async def _reset_then_return(self, conn: DriverConnection) -> None:
         try:
             await asyncio.wait_for(conn.reset(), _RESET_TIMEOUT)
-        except BaseException as exc:  # noqa: BLE001 - any failure means: do not reuse
+        except BaseException as exc:
             self.stats.resets_failed += 1
             logger.warning("discarding a connection whose reset failed: %r", exc)
-            self._discard(conn, lost=False)
+            self._forget(conn, lost=False)
+            conn.terminate()
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         self.release(conn)
 
     def _discard(self, conn: DriverConnection, *, lost: bool) -> None:
-        conn.terminate()
         self._forget(conn, lost=lost)
+        # Close gracefully in the background (the driver may still be finishing
+        # an interrupted statement); close() waits for these.
+        self._run_in_background(self._close_quietly(conn))
+
+    async def _close_quietly(self, conn: DriverConnection) -> None:
+        try:
+            await asyncio.wait_for(conn.close(), _RESET_TIMEOUT)
+        except BaseException as exc:  # noqa: BLE001 - closing is best effort
+            logger.debug("closing a discarded connection failed: %r", exc)
+            conn.terminate()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    def _run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _forget(self, conn: DriverConnection, *, lost: bool) -> None:
         self._size -= 1
@@ -185,7 +201,7 @@ class Pool:
     async def close(self) -> None:
         """Close every idle connection; wait for background resets first."""
         self._closed = True
-        if self._background:
+        while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         while self._idle:
             conn = self._idle.pop()
@@ -193,7 +209,7 @@ class Pool:
             self.stats.connections_closed += 1
             try:
                 await conn.close()
-            except Exception as exc:  # noqa: BLE001 - closing is best effort
+            except Exception as exc:
                 logger.debug("error closing a connection: %r", exc)
                 conn.terminate()
 

@@ -263,3 +263,19 @@ _SKIP: dict[str, Callable[[str, int], int]] = {
     "/": _skip_block_comment,
     "$": _skip_dollar_quoted,
 }
+
+
+# -- statement kind -----------------------------------------------------------------------
+
+_READS = re.compile(r"^[\s(]*(?:/\*.*?\*/[\s(]*|--[^\n]*\n[\s(]*)*(select|values|show|table|with)\b", re.I | re.S)
+_WRITES = re.compile(r"\b(insert|update|delete|merge|into|call|do|copy|nextval|setval)\b", re.I)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def is_read_only(sql: str) -> bool:
+    """Whether ``sql`` surely writes nothing; when unsure, it counts as a write.
+
+    Used where a wrong "read" would be costly and a wrong "write" only costs a
+    round trip: the force_rollback statement guard and SQLite interrupts.
+    """
+    return bool(_READS.match(sql)) and not _WRITES.search(sql)

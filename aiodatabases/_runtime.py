@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from ._loops import LoopThread, carry, check_can_carry
 from ._pool import Pool
-from ._query import compile_query
+from ._query import compile_query, is_read_only
 from .backends.base import Args, Backend, DriverConnection
 
 logger = logging.getLogger("aiodatabases")
@@ -165,6 +165,8 @@ class Runtime:
         try:
             result = await op(driver, sql, args)
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                await driver.interrupt(is_read_only(sql))
             dirty, broken = self.classify_failure(driver, exc)
             pool.release(driver, dirty=dirty, broken=broken)
             raise

@@ -9,15 +9,14 @@ ever runs there, so it needs no locks beyond the ``Gate``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._gate import Gate, Scope, Scopes, current_scopes, task_name
+from ._query import is_read_only
 from ._records import Record
 from ._runtime import (
     EXECUTE,
@@ -44,16 +43,6 @@ ITERATE_BATCH_SIZE = 500
 
 # Name of the savepoint that guards bare statements on a force_rollback connection.
 _GUARD = "aiodatabases_guard"
-
-_READ_ONLY_START = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*\(?\s*(select|values|show|table)\b", re.I | re.S)
-_WRITE_WORD = re.compile(r"\b(insert|update|delete|merge|into|call|do|copy|nextval|setval)\b", re.I)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_read_only(sql: str) -> bool:
-    """Whether ``sql`` surely writes nothing (unsure counts as a write)."""
-    return bool(_READ_ONLY_START.match(sql)) and not _WRITE_WORD.search(sql)
-
 
 @dataclass
 class _Frame:
@@ -244,6 +233,7 @@ class Connection:
                 try:
                     result = await op(driver, sql, args)
                 except asyncio.CancelledError:
+                    await driver.interrupt(is_read_only(sql))
                     if guard:
                         # The cancel aborted the force_rollback transaction: undo this
                         # statement in the background; the gate stays closed until then.
@@ -256,7 +246,7 @@ class Connection:
                     if guard and not self._runtime.classify_failure(driver, exc)[1]:
                         await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
                     raise
-                if guard and not _is_read_only(sql):
+                if guard and not is_read_only(sql):
                     self._guarded = False
                 return result
             finally:
@@ -446,7 +436,7 @@ class Connection:
         if driver is not None and self._frames:
             try:
                 await driver.run_control(["ROLLBACK"])
-            except Exception as exc:  # noqa: BLE001 - the connection is discarded anyway
+            except Exception as exc:
                 logger.warning("rolling back the force_rollback transaction failed: %r", exc)
                 self._dirty = True
         self._frames.clear()

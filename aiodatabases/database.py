@@ -230,7 +230,7 @@ class Database:
             await runtime.close()
 
         loop = runtime.loop
-        if loop.is_closed() or not loop.is_running() and loop is not asyncio.get_running_loop():
+        if loop.is_closed() or (not loop.is_running() and loop is not asyncio.get_running_loop()):
             # Nothing can be awaited there any more: drop the sockets.
             runtime.terminate()
         elif loop is asyncio.get_running_loop():

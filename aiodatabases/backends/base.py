@@ -56,6 +56,10 @@ class DriverConnection(Protocol):
     async def run_control(self, statements: Sequence[str]) -> None:
         """Run parameterless control statements (BEGIN, SAVEPOINT, ...) in order."""
 
+    async def interrupt(self, read_only: bool) -> None:
+        """The caller of the running statement was cancelled: stop it if the driver
+        cannot do so itself and stopping is safe (``read_only``: it writes nothing)."""
+
     async def reset(self) -> None:
         """Make the connection clean after an interrupted use, or raise.
 

@@ -105,6 +105,10 @@ class PostgresConnection:
         # One simple-protocol round trip for all of them.
         await self._raw.execute("; ".join(statements))
 
+    async def interrupt(self, read_only: bool) -> None:
+        # asyncpg sends the server a cancel request itself when the call is cancelled.
+        return None
+
     async def reset(self) -> None:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
         # the cancel request of an interrupted statement to complete.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -110,6 +111,13 @@ class SQLiteConnection:
         for sql in statements:
             await self._raw.execute(sql)
 
+    async def interrupt(self, read_only: bool) -> None:
+        # The worker thread would run the statement to its end. Interrupting a
+        # write inside a transaction rolls back the whole transaction in
+        # SQLite, so only statements that write nothing are interrupted.
+        if read_only and not self.is_closed():
+            await self._raw.interrupt()
+
     async def reset(self) -> None:
         if self._raw.in_transaction:
             await self._raw.execute("ROLLBACK")
@@ -118,8 +126,15 @@ class SQLiteConnection:
         await self._raw.close()
 
     def terminate(self) -> None:
-        # stop() queues the close on the worker thread; it may look for an
-        # event loop that is gone, which is harmless here.
+        # aiosqlite's stop() queues the close on the worker thread together with
+        # a future of the current event loop, which may close before the worker
+        # answers (an error in the worker thread). Called from a thread that has
+        # no event loop, stop() uses no future at all.
+        stopper = threading.Thread(target=self._stop_quietly, daemon=True)
+        stopper.start()
+        stopper.join()
+
+    def _stop_quietly(self) -> None:
         with warnings.catch_warnings(), contextlib.suppress(Exception):
             warnings.simplefilter("ignore")
             self._raw.stop()

@@ -1,0 +1,96 @@
+"""The one place tests learn which real database servers to use.
+
+``TEST_DATABASE_URLS`` (comma separated) names them. Without it the suite uses
+SQLite (a temporary file) plus every local server that answers. A URL that is
+named but does not answer fails its tests: it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiodatabases import Database, DatabaseURL
+
+_SQLITE_FILE = os.path.join(tempfile.mkdtemp(prefix="aiodatabases-tests-"), "test.db")
+_LOCAL_SERVERS = {
+    "postgresql": ("127.0.0.1", 5432, "postgresql://postgres@127.0.0.1:5432/test"),
+}
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def _database_urls() -> list[str]:
+    named = os.environ.get("TEST_DATABASE_URLS", "")
+    if named.strip():
+        return [url.strip() for url in named.split(",") if url.strip()]
+    urls = [f"sqlite:///{_SQLITE_FILE}"]
+    urls += [url for host, port, url in _LOCAL_SERVERS.values() if _answers(host, port)]
+    return urls
+
+
+DATABASE_URLS = _database_urls()
+
+
+def dialect_of(url: str) -> str:
+    return DatabaseURL(url).dialect
+
+
+def urls_for(*dialects: str) -> list[str]:
+    """The configured URLs of the given dialects (for backend-specific tests)."""
+    return [url for url in DATABASE_URLS if dialect_of(url) in dialects]
+
+
+@pytest.fixture(params=DATABASE_URLS, ids=dialect_of)
+def database_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.param
+    return url
+
+
+def notes_ddl(url: str) -> str:
+    """A small table that exists on every backend, with an auto-increment id."""
+    id_column = "SERIAL PRIMARY KEY" if dialect_of(url) == "postgresql" else (
+        "INTEGER PRIMARY KEY"
+    )
+    return f"CREATE TABLE notes (id {id_column}, text VARCHAR(100), completed BOOLEAN)"
+
+
+async def reset_notes(url: str) -> None:
+    async with Database(url) as database:
+        await database.execute("DROP TABLE IF EXISTS notes")
+        await database.execute(notes_ddl(url))
+
+
+async def drop_notes(url: str) -> None:
+    async with Database(url) as database:
+        await database.execute("DROP TABLE IF EXISTS notes")
+
+
+@pytest.fixture
+async def notes(database_url: str) -> AsyncIterator[str]:
+    """An empty ``notes`` table, dropped after the test; yields the URL."""
+    await reset_notes(database_url)
+    yield database_url
+    await drop_notes(database_url)
+
+
+def sleep_query(url: str, seconds: float) -> str:
+    """A query that keeps the server busy for about ``seconds``."""
+    if dialect_of(url) == "postgresql":
+        return f"SELECT pg_sleep({seconds})"
+    # SQLite has no sleep(): count through a recursive CTE instead.
+    steps = int(seconds * 6_000_000)
+    return (
+        f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {steps}) "
+        "SELECT count(*) FROM c"
+    )

@@ -1,0 +1,221 @@
+"""force_rollback=True: one shared connection, rolled back at disconnect.
+
+The module-level ``DATABASES`` are built at import time, before any event
+loop exists, and used by consecutive tests that each run in their own
+pytest-asyncio function-scoped loop: the case users of ``databases`` hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from aiodatabases import ConnectionBusyError, Database
+
+from conftest import DATABASE_URLS, dialect_of, drop_notes, reset_notes, sleep_query
+
+# Built at import time: inert, no loop needed.
+DATABASES = {url: Database(url, force_rollback=True) for url in DATABASE_URLS}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def notes_tables() -> Iterator[None]:
+    for url in DATABASE_URLS:
+        asyncio.run(reset_notes(url))
+    yield
+    for url in DATABASE_URLS:
+        asyncio.run(drop_notes(url))
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = DATABASES[database_url]
+    await db.connect()
+    yield db
+    await db.disconnect()
+
+
+async def _count(db: Database) -> int:
+    value = await db.fetch_val("SELECT count(*) FROM notes")
+    return int(value)
+
+
+async def _insert(db: Database, text: str) -> None:
+    await db.execute(
+        "INSERT INTO notes (text, completed) VALUES (:text, :completed)",
+        {"text": text, "completed": False},
+    )
+
+
+# The same three tests run in order, each in a fresh loop, on the same objects.
+@pytest.mark.parametrize("round_", [1, 2, 3])
+async def test_module_level_database_in_consecutive_loops(
+    database: Database, database_url: str, round_: int
+) -> None:
+    assert await _count(database) == 0, "each test starts from an empty table"
+    sleeper = sleep_query(database_url, 0.05)
+    results = await asyncio.gather(
+        database.fetch_one(sleeper),
+        database.fetch_one(sleeper),
+        *(_insert(database, f"round {round_} note {i}") for i in range(10)),
+    )
+    assert results[0] is not None
+    assert results[1] is not None
+    assert await _count(database) == 10
+
+
+async def test_gather_of_transactions_and_plain_writes(database: Database) -> None:
+    async def failing_transaction() -> None:
+        async with database.transaction():
+            await _insert(database, "rolled back")
+            await asyncio.sleep(0.01)
+            raise LookupError("roll back")
+
+    async def committing_transaction() -> None:
+        async with database.transaction():
+            await _insert(database, "committed")
+            await asyncio.sleep(0.01)
+
+    outcomes = await asyncio.gather(
+        failing_transaction(),
+        _insert(database, "plain 1"),
+        committing_transaction(),
+        _insert(database, "plain 2"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], LookupError)
+    texts = sorted(r["text"] for r in await database.fetch_all("SELECT text FROM notes"))
+    assert texts == ["committed", "plain 1", "plain 2"]
+
+
+async def test_plain_write_survives_a_concurrent_rollback(database: Database) -> None:
+    events: list[str] = []
+    in_transaction = asyncio.Event()
+
+    async def rolls_back() -> None:
+        try:
+            async with database.transaction():
+                await _insert(database, "inside")
+                in_transaction.set()
+                await asyncio.sleep(0.05)
+                events.append("transaction ends")
+                raise LookupError
+        except LookupError:
+            pass
+
+    async def sibling() -> None:
+        await in_transaction.wait()
+        await _insert(database, "sibling")
+        events.append("sibling wrote")
+
+    await asyncio.gather(rolls_back(), sibling())
+    # The sibling had to wait for the transaction: its write is outside it.
+    assert events == ["transaction ends", "sibling wrote"]
+    rows = await database.fetch_all("SELECT text FROM notes")
+    assert [r["text"] for r in rows] == ["sibling"]
+
+
+async def test_child_tasks_run_inside_the_transaction(database: Database) -> None:
+    async with database.transaction(force_rollback=True):
+        await _insert(database, "parent")
+        counts = await asyncio.gather(_count(database), _count(database))
+        assert counts == [1, 1], "children see the parent's uncommitted row"
+        await asyncio.gather(*(_insert(database, f"child {i}") for i in range(5)))
+        assert await _count(database) == 6
+    assert await _count(database) == 0, "children's writes were inside the transaction"
+
+
+async def test_sibling_started_before_the_transaction_waits(database: Database) -> None:
+    order: list[str] = []
+    opened = asyncio.Event()
+
+    async def owner() -> None:
+        async with database.transaction():
+            opened.set()
+            await asyncio.sleep(0.05)
+            order.append("owner commits")
+
+    async def sibling() -> None:
+        await opened.wait()
+        await database.fetch_all("SELECT 1")
+        order.append("sibling ran")
+
+    await asyncio.gather(owner(), sibling())
+    assert order == ["owner commits", "sibling ran"]
+
+
+async def test_concurrent_transactions_keep_their_own_outcome(database: Database) -> None:
+    async def transaction(text: str, commit: bool) -> None:
+        tx = await database.transaction()
+        await _insert(database, text)
+        await asyncio.sleep(0)
+        if commit:
+            await tx.commit()
+        else:
+            await tx.rollback()
+
+    await asyncio.gather(*(transaction(f"t{i}", i % 2 == 0) for i in range(6)))
+    rows = await database.fetch_all("SELECT text FROM notes ORDER BY text")
+    assert [r["text"] for r in rows] == ["t0", "t2", "t4"]
+
+
+async def test_failed_statement_keeps_earlier_writes(database: Database) -> None:
+    await _insert(database, "kept")
+    with pytest.raises(Exception, match=r"(?i)syntax"):
+        await database.execute("SELEC nonsense")
+    await _insert(database, "after")
+    assert await _count(database) == 2
+
+
+async def test_unique_violation_keeps_earlier_writes(database: Database) -> None:
+    await database.execute("INSERT INTO notes (id, text) VALUES (1000, 'first')")
+    with pytest.raises(Exception) as caught:
+        await database.execute("INSERT INTO notes (id, text) VALUES (1000, 'again')")
+    assert "unique" in str(caught.value).lower() or "duplicate" in str(caught.value).lower()
+    assert await database.fetch_val("SELECT text FROM notes WHERE id = 1000") == "first"
+
+
+async def test_transaction_never_ended_is_diagnosed(database_url: str) -> None:
+    db = Database(database_url, force_rollback=True, acquire_timeout=0.3)
+    async with db:
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def forgetful() -> None:
+            tx = await db.transaction()  # started, never committed or rolled back
+            holding.set()
+            await release.wait()
+            assert tx is not None
+
+        holder = asyncio.create_task(forgetful(), name="forgetful-task")
+        await holding.wait()
+        with pytest.raises(ConnectionBusyError, match="forgetful-task"):
+            await db.fetch_all("SELECT 1")
+        release.set()
+        await holder
+        del holder
+        # Its Transaction object is gone now: the library rolls it back and
+        # the connection is free again.
+        import gc
+
+        gc.collect()
+        assert [tuple(r.values()) for r in await db.fetch_all("SELECT 1 AS one")] == [(1,)]
+
+
+async def test_cancelled_statement_keeps_earlier_writes(database: Database, database_url: str) -> None:
+    await _insert(database, "before")
+    task = asyncio.create_task(database.fetch_one(sleep_query(database_url, 5)))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _insert(database, "after")
+    rows = await database.fetch_all("SELECT text FROM notes ORDER BY id")
+    assert [r["text"] for r in rows] == ["before", "after"]
+
+
+@pytest.mark.skipif(not DATABASE_URLS, reason="no database configured")
+def test_sqlite_dialect_names_are_stable() -> None:
+    assert {dialect_of(url) for url in DATABASE_URLS} <= {"sqlite", "postgresql"}
