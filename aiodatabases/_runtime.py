@@ -157,20 +157,34 @@ class Runtime:
     async def run_borrowed(self, op: Operation, sql: str, args: Any) -> Any:
         """Run one statement on a pooled connection taken for it alone.
 
+        A connection found dead before the statement was sent is replaced
+        once (the health check); nothing else is retried.
+
         Cancellation: the connection goes back marked dirty and is reset
         (the server-side statement cancelled) before anyone reuses it.
         """
         pool = self.pool
         driver = await pool.acquire()
         try:
+            return await self._run_released(driver, op, sql, args)
+        except BaseException as exc:
+            if not self.backend.is_stale(exc):
+                raise
+        return await self._run_released(await pool.acquire(), op, sql, args)
+
+    async def _run_released(
+        self, driver: DriverConnection, op: Operation, sql: str, args: Any
+    ) -> Any:
+        """Run ``op`` and give ``driver`` back to the pool in whatever state it is."""
+        try:
             result = await op(driver, sql, args)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 await driver.interrupt(is_read_only(sql))
             dirty, broken = self.classify_failure(driver, exc)
-            pool.release(driver, dirty=dirty, broken=broken)
+            self.pool.release(driver, dirty=dirty, broken=broken)
             raise
-        pool.release(driver)
+        self.pool.release(driver)
         return result
 
     def classify_failure(self, driver: DriverConnection, exc: BaseException) -> tuple[bool, bool]:

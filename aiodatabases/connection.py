@@ -77,6 +77,8 @@ class Connection:
         # True while the guard savepoint exists with no write after it.
         self._guarded = False
         self._closed = False
+        self._broken = False  # the driver connection is gone: discard, never reuse
+        self._recovering = False  # a background recovery holds the gate
 
     # -- public API (caller's loop) ------------------------------------------------------
 
@@ -212,50 +214,65 @@ class Connection:
                 len(self._frames),
             )
             self._drop_frames(0)
+        broken, self._broken = self._broken, False
         self._dirty = False
         self._guarded = False
-        self._runtime.pool.release(driver, dirty=dirty)
+        self._runtime.pool.release(driver, dirty=dirty, broken=broken)
 
     async def _pass_gate(self, scopes: Scopes, who: str) -> None:
         await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
 
     async def _run(self, scopes: Scopes, who: str, op: Operation, sql: str, args: Any) -> Any:
         await self._pass_gate(scopes, who)
-        recovering = False
         try:
+            fresh = self._driver is None
             driver = await self._ensure_driver()
             self._holds += 1
             try:
-                guard = self._needs_guard()
-                if guard and not self._guarded:
-                    await driver.run_control([f"RELEASE SAVEPOINT {_GUARD}", f"SAVEPOINT {_GUARD}"])
-                    self._guarded = True
                 try:
-                    result = await op(driver, sql, args)
-                except asyncio.CancelledError:
-                    await driver.interrupt(is_read_only(sql))
-                    if guard:
-                        # The cancel aborted the force_rollback transaction: undo this
-                        # statement in the background; the gate stays closed until then.
-                        recovering = True
-                        self._runtime.spawn(lambda: self._recover(driver))
-                    else:
-                        self._dirty = True
-                    raise
-                except BaseException as exc:
-                    if guard and not self._runtime.classify_failure(driver, exc)[1]:
-                        await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
-                    raise
-                if guard and not is_read_only(sql):
-                    self._guarded = False
-                return result
+                    return await self._execute(driver, op, sql, args)
+                except Exception as exc:
+                    if not (fresh and self._holds == 1 and self._backend.is_stale(exc)):
+                        raise
+                # Taken from the pool dead, statement never sent: the health check.
+                self._release_driver()
+                return await self._execute(await self._ensure_driver(), op, sql, args)
             finally:
                 self._holds -= 1
                 if self._holds == 0:
                     self._release_driver()
         finally:
-            if not recovering:
+            if self._recovering:
+                self._recovering = False  # the recovery task releases the gate
+            else:
                 self._gate.release()
+
+    async def _execute(self, driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
+        guard = self._needs_guard()
+        if guard and not self._guarded:
+            await driver.run_control([f"RELEASE SAVEPOINT {_GUARD}", f"SAVEPOINT {_GUARD}"])
+            self._guarded = True
+        try:
+            result = await op(driver, sql, args)
+        except asyncio.CancelledError:
+            await driver.interrupt(is_read_only(sql))
+            if guard:
+                # The cancel aborted the force_rollback transaction: undo this
+                # statement in the background; the gate stays closed until then.
+                self._recovering = True
+                self._runtime.spawn(lambda: self._recover(driver))
+            else:
+                self._dirty = True
+            raise
+        except BaseException as exc:
+            dirty, broken = self._runtime.classify_failure(driver, exc)
+            self._broken = self._broken or broken
+            if guard and not broken:
+                await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
+            raise
+        if guard and not is_read_only(sql):
+            self._guarded = False
+        return result
 
     async def _recover(self, driver: DriverConnection) -> None:
         try:

@@ -96,6 +96,13 @@ class Backend(Protocol):
     def is_disconnect(self, exc: BaseException) -> bool:
         """Whether ``exc`` means the connection is gone (discard it)."""
 
+    def is_stale(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the connection was dead before the statement was sent.
+
+        Such a statement never reached the server, so the core may run it once
+        more on another connection (the pool's health check).
+        """
+
 
 # -- options -------------------------------------------------------------------------
 

@@ -118,7 +118,12 @@ class PostgresConnection:
         await self._raw.close(timeout=5)
 
     def terminate(self) -> None:
-        self._raw.terminate()
+        try:
+            self._raw.terminate()
+        except RuntimeError:
+            # Its event loop is closed: the socket can only be left to the
+            # garbage collector (which warns about the unclosed transport).
+            pass
 
 
 class PostgresBackend:
@@ -163,7 +168,16 @@ class PostgresBackend:
             parts.append("DEFERRABLE")
         return " ".join(parts)
 
+    def is_stale(self, exc: BaseException) -> bool:
+        # A server-side kill seen while idle leaves asyncpg consuming an error
+        # ("cannot switch to state"), or closed: both raised before sending.
+        if isinstance(exc, asyncpg.exceptions.InternalClientError):
+            return "cannot switch to state" in str(exc)
+        return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
     def is_disconnect(self, exc: BaseException) -> bool:
+        if self.is_stale(exc):
+            return True
         return isinstance(
             exc,
             (

@@ -194,3 +194,6 @@ class SQLiteBackend:
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return False
+
+    def is_stale(self, exc: BaseException) -> bool:
+        return False

@@ -1,0 +1,200 @@
+"""Cancellation and faults: §4 of the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from aiodatabases import Database, PoolTimeoutError
+from conftest import sleep_query, urls_for
+
+POSTGRES_URLS = urls_for("postgresql")
+_LONG_SLEEP = "SELECT pg_sleep(30)"
+
+
+async def _server_sleepers(url: str) -> int:
+    """How many backends are running the long sleep right now (seen from outside)."""
+    monitor = await asyncpg.connect(url)
+    try:
+        count: int = await monitor.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+            _LONG_SLEEP,
+        )
+        return count
+    finally:
+        await monitor.close()
+
+
+async def _until(predicate_value: object, probe: object, deadline_s: float = 15.0) -> None:
+    """Poll an eventually-true server condition (not a timing assertion)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if await probe() == predicate_value:  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"server never reached {predicate_value!r}")
+
+
+async def _distinct_backends_at_once(database: Database, n: int) -> set[int]:
+    """Hold n connections at the same time; their server pids."""
+    barrier = asyncio.Barrier(n)
+
+    async def hold() -> int:
+        async with database.connection() as connection:
+            pid = await connection.fetch_val("SELECT pg_backend_pid()")
+            await barrier.wait()
+            return int(pid)
+
+    return set(await asyncio.gather(*(hold() for _ in range(n))))
+
+
+@pytest.mark.parametrize("url", POSTGRES_URLS)
+@pytest.mark.parametrize("inside_block", [False, True], ids=["bare", "in-connection-block"])
+async def test_cancel_mid_query_cancels_on_server_and_keeps_pool_full(
+    url: str, inside_block: bool
+) -> None:
+    async with Database(url, min_size=0, max_size=3, acquire_timeout=10) as database:
+
+        async def sleeper() -> None:
+            if inside_block:
+                async with database.connection() as connection:
+                    await connection.fetch_one(_LONG_SLEEP)
+            else:
+                await database.fetch_one(_LONG_SLEEP)
+
+        tasks = [asyncio.create_task(sleeper()) for _ in range(3)]
+        await _until(3, lambda: _server_sleepers(url))
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+        # The statements were cancelled on the server, not left running.
+        await _until(0, lambda: _server_sleepers(url))
+        # The pool is at full strength: three connections usable at once.
+        assert len(await _distinct_backends_at_once(database, 3)) == 3
+
+
+@pytest.mark.parametrize("url", POSTGRES_URLS)
+async def test_cancel_inside_transaction_rolls_back_and_frees_connection(url: str) -> None:
+    async with Database(url, min_size=0, max_size=1, acquire_timeout=10) as database:
+        await database.execute("DROP TABLE IF EXISTS cancel_t")
+        await database.execute("CREATE TABLE cancel_t (x int)")
+        try:
+
+            async def work() -> None:
+                async with database.transaction():
+                    await database.execute("INSERT INTO cancel_t VALUES (1)")
+                    await database.fetch_one(_LONG_SLEEP)
+
+            task = asyncio.create_task(work())
+            await _until(1, lambda: _server_sleepers(url))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await _until(0, lambda: _server_sleepers(url))
+            # The only connection is usable and the transaction was rolled back.
+            assert await database.fetch_val("SELECT count(*) FROM cancel_t") == 0
+        finally:
+            await database.execute("DROP TABLE IF EXISTS cancel_t")
+
+
+@pytest.mark.parametrize("url", POSTGRES_URLS)
+async def test_cancel_on_force_rollback_connection(url: str) -> None:
+    async with Database(url, force_rollback=True) as database:
+        await database.execute("CREATE TABLE cancel_fr (x int)")
+        await database.execute("INSERT INTO cancel_fr VALUES (1)")
+        task = asyncio.create_task(database.fetch_one(_LONG_SLEEP))
+        await _until(1, lambda: _server_sleepers(url))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _until(0, lambda: _server_sleepers(url))
+        await database.execute("INSERT INTO cancel_fr VALUES (2)")
+        assert await database.fetch_val("SELECT sum(x) FROM cancel_fr") == 3
+
+
+async def test_cancel_many_tasks_then_everything_still_works(database_url: str) -> None:
+    async with Database(database_url, max_size=4, acquire_timeout=10) as database:
+        slow = sleep_query(database_url, 2)
+        tasks = [asyncio.create_task(database.fetch_one(slow)) for _ in range(8)]
+        await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        values = await asyncio.gather(
+            *(database.fetch_val("SELECT :n", {"n": str(n)}) for n in range(8))
+        )
+        assert values == [str(n) for n in range(8)]
+
+
+async def test_cancel_while_waiting_for_the_pool_takes_nothing(database_url: str) -> None:
+    async with Database(database_url, min_size=0, max_size=1, acquire_timeout=10) as database:
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with database.connection():
+                holding.set()
+                await release.wait()
+
+        hold_task = asyncio.create_task(holder())
+        await holding.wait()
+        waiter = asyncio.create_task(database.fetch_val("SELECT 1"))
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.set()
+        await hold_task
+        assert await database.fetch_val("SELECT 7") == 7
+
+
+async def test_pool_timeout_names_the_problem(database_url: str) -> None:
+    async with Database(database_url, min_size=0, max_size=1, acquire_timeout=0.2) as database:
+        async with database.connection():
+            async def other_task() -> object:
+                return await database.fetch_val("SELECT 1")
+
+            with pytest.raises(PoolTimeoutError, match="max_size=1"):
+                await asyncio.create_task(other_task())
+
+
+async def test_task_that_never_closes_its_block_gives_the_connection_back(
+    database_url: str,
+) -> None:
+    import gc
+
+    async with Database(database_url, min_size=0, max_size=1, acquire_timeout=5) as database:
+
+        async def forgetful() -> None:
+            connection = database.connection()
+            await connection.__aenter__()  # user code that never exits its block
+            await connection.fetch_val("SELECT 1")
+
+        await asyncio.create_task(forgetful())
+        gc.collect()
+        # Nothing is kept for a task that ended: the only connection is free.
+        assert await database.fetch_val("SELECT 3") == 3
+
+
+@pytest.mark.parametrize("url", POSTGRES_URLS)
+async def test_connection_killed_by_server_is_replaced(url: str) -> None:
+    async with Database(url, min_size=1, max_size=1, acquire_timeout=10) as database:
+        pid = await database.fetch_val("SELECT pg_backend_pid()")
+        killer = await asyncpg.connect(url)
+        try:
+            await killer.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await killer.close()
+        # The caller whose connection is gone gets a clear driver error, or the
+        # pool already saw the socket close; either way the next one works.
+        try:
+            await database.fetch_val("SELECT 1")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pass
+        new_pid = await database.fetch_val("SELECT pg_backend_pid()")
+        assert new_pid != pid
