@@ -31,7 +31,7 @@ from ._url import DatabaseURL
 from .database import Database
 from .exceptions import ConfigurationError
 
-__all__ = ["run_demo", "shown", "url_problem"]
+__all__ = ["DemoFailure", "run_demo", "shown", "url_problem"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,15 @@ SIBLING_WATCH = 0.2
 _ID_COLUMN = {"sqlite": "INTEGER PRIMARY KEY", "postgresql": "SERIAL PRIMARY KEY"}
 
 
+class DemoFailure(Exception):
+    """An expectation of the demo was not met.
+
+    Raised inside the event loop as an ordinary exception (a ``SystemExit``
+    raised in a task would stop the loop abruptly, skipping the cleanup);
+    ``run_demo`` turns it into ``SystemExit`` once the loop is closed.
+    """
+
+
 @dataclass
 class _Checks:
     """Counts the expectations met; the first one not met ends the demo."""
@@ -52,7 +61,7 @@ class _Checks:
 
     def expect(self, label: str, ok: bool, what: str) -> None:
         if not ok:
-            raise SystemExit(f"[{label}] FAILED: {what}")
+            raise DemoFailure(f"[{label}] FAILED: {what}")
         self.passed += 1
         say(label, f"ok: {what}")
 
@@ -97,7 +106,7 @@ async def _bounded(label: str, work: Awaitable[T]) -> T:
     try:
         return await asyncio.wait_for(work, PART_TIMEOUT)
     except asyncio.TimeoutError:
-        raise SystemExit(
+        raise DemoFailure(
             f"[{label}] FAILED: still waiting after {PART_TIMEOUT:g} s (a hang)"
         ) from None
 
@@ -168,41 +177,49 @@ def _part_a(database: Database, url: str, checks: _Checks) -> None:
 # -- b. a transaction owns the shared connection -----------------------------------------------
 
 
+async def _sibling(database: Database, opened: asyncio.Event) -> float:
+    """Insert once the transaction is open; return how long the INSERT waited."""
+    await opened.wait()
+    say("b", "sibling task (started outside the transaction): INSERT sent")
+    sent = time.monotonic()
+    await database.execute(f"INSERT INTO {TABLE} (text) VALUES ('sibling')")
+    return time.monotonic() - sent
+
+
+async def _child(database: Database, i: int) -> None:
+    await database.execute(f"INSERT INTO {TABLE} (text) VALUES (:text)", {"text": f"child {i}"})
+
+
+async def _transaction_with_children(
+    database: Database, checks: _Checks, opened: asyncio.Event, sibling: asyncio.Task[float]
+) -> None:
+    label = "b"
+    async with database.transaction(force_rollback=True):
+        say(label, "transaction opened on the shared connection")
+        opened.set()
+        await asyncio.gather(*(_child(database, i) for i in range(3)))
+        inside = await _count(database)
+        say(label, f"3 child tasks (gather inside the transaction) inserted; {inside} rows seen")
+        checks.expect(label, inside == 3, "the children's rows are in the transaction")
+        await asyncio.sleep(SIBLING_WATCH)
+        waiting = not sibling.done()
+        say(label, f"after {SIBLING_WATCH} s the sibling is still waiting: {waiting}")
+        checks.expect(label, waiting, "the sibling waits while the transaction is open")
+    say(label, "transaction(force_rollback=True) ended: rolled back")
+
+
 async def _part_b(database: Database, checks: _Checks) -> None:
     label = "b"
     async with database:
-        events: list[str] = []
         opened = asyncio.Event()
-
-        async def sibling() -> float:
-            await opened.wait()
-            say(label, "sibling task (started outside the transaction): INSERT sent")
-            sent = time.monotonic()
-            await database.execute(f"INSERT INTO {TABLE} (text) VALUES ('sibling')")
-            return time.monotonic() - sent
-
-        async def child(i: int) -> None:
-            await database.execute(
-                f"INSERT INTO {TABLE} (text) VALUES (:text)", {"text": f"child {i}"}
-            )
-            events.append(f"child {i} wrote")
-
-        sibling_task = asyncio.create_task(sibling())
-        async with database.transaction(force_rollback=True):
-            say(label, "transaction opened on the shared connection")
-            opened.set()
-            await asyncio.gather(*(child(i) for i in range(3)))
-            say(label, f"3 child tasks (gather inside the transaction) wrote: {events}")
-            inside = await _count(database)
-            checks.expect(
-                label, inside == 3, f"the children's rows are in the transaction ({inside})"
-            )
-            await asyncio.sleep(SIBLING_WATCH)
-            waiting = not sibling_task.done()
-            say(label, f"after {SIBLING_WATCH} s the sibling is still waiting: {waiting}")
-            checks.expect(label, waiting, "the sibling waits while the transaction is open")
-        say(label, "transaction(force_rollback=True) ended: rolled back")
-        waited = await sibling_task
+        sibling = asyncio.create_task(_sibling(database, opened))
+        try:
+            await _transaction_with_children(database, checks, opened, sibling)
+            waited = await sibling
+        finally:
+            # After a failure, end the sibling before disconnect() rolls everything back.
+            sibling.cancel()
+            await asyncio.gather(sibling, return_exceptions=True)
         say(label, f"the sibling's INSERT ran after the transaction ended (waited {waited:.2f} s)")
         texts = await _texts(database)
         say(label, f"rows now: {texts}")
@@ -260,15 +277,20 @@ def run_demo(url: str | None = None) -> int:
     A failed expectation raises ``SystemExit`` with a message naming it.
     """
     checks = _Checks()
-    if url is None:
-        with tempfile.TemporaryDirectory(prefix="aiodatabases-demo-") as directory:
-            path = Path(directory, "demo.db")
-            _demo(f"sqlite:///{path}", checks)
-        say("end", f"temporary file {path} removed: {not path.exists()}")
-    else:
+    if url is not None:
         problem = url_problem(url)
         if problem is not None:
             raise SystemExit(f"cannot run the demo on {shown(url)}: {problem}")
-        _demo(url, checks)
+    try:
+        if url is None:
+            with tempfile.TemporaryDirectory(prefix="aiodatabases-demo-") as directory:
+                path = Path(directory, "demo.db")
+                _demo(f"sqlite:///{path}", checks)
+            say("end", f"temporary file {path} removed: {not path.exists()}")
+        else:
+            _demo(url, checks)
+    except DemoFailure as failure:
+        print(f"demo FAILED after {checks.passed} checks", flush=True)
+        raise SystemExit(str(failure)) from None
     print(f"demo passed: {checks.passed} checks in 3 parts (a, b, c)", flush=True)
     return 0

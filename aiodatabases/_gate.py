@@ -14,6 +14,7 @@ are carried there first (``_loops``), bringing their scopes with them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from collections import deque
 from typing import Final
@@ -112,13 +113,10 @@ class Gate:
         self._holder = ""
         self._wake()
 
-    def set_owner(self, scope: Scope) -> None:
+    def set_owner(self, scope: Scope | None) -> None:
+        """Admit only ``scope`` from now on (everybody when None)."""
         self._owner = scope
-
-    def clear_owner(self, scope: Scope) -> None:
-        if self._owner is scope:
-            self._owner = None
-            self._wake()
+        self._wake()
 
     def _eligible_waiter(self) -> bool:
         return any(not f.done() and self._may_pass(s) for f, s in self._waiters)
@@ -135,10 +133,8 @@ class Gate:
                 return
 
     def _remove(self, entry: tuple[asyncio.Future[None], Scopes]) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._waiters.remove(entry)
-        except ValueError:
-            pass
 
     def _busy_message(self, timeout: float | None) -> str:
         if self._owner is not None:

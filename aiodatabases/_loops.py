@@ -70,9 +70,7 @@ class LoopThread:
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(started,), name=name, daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
         self._thread.start()
         started.wait()
 

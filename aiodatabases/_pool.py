@@ -141,8 +141,13 @@ class Pool:
 
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""
-        if broken or conn.is_closed() or self._closed:
-            self._discard(conn, lost=broken or conn.is_closed())
+        if self._closed:
+            # Returned after close(): nobody would await a graceful close.
+            self._forget(conn, lost=False)
+            conn.terminate()
+            return
+        if broken or conn.is_closed():
+            self._discard(conn, lost=True)
             return
         if dirty:
             self.stats.returns_dirty += 1
@@ -173,7 +178,7 @@ class Pool:
     async def _close_quietly(self, conn: DriverConnection) -> None:
         try:
             await asyncio.wait_for(conn.close(), _RESET_TIMEOUT)
-        except BaseException as exc:  # noqa: BLE001 - closing is best effort
+        except BaseException as exc:
             logger.debug("closing a discarded connection failed: %r", exc)
             conn.terminate()
             if isinstance(exc, asyncio.CancelledError):

@@ -48,7 +48,7 @@ class Record(Mapping[str, Any]):
         return len(self._row)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._row.keys()
+        return key in self._row.keys()  # noqa: SIM118 - the row itself holds values
 
     @property
     def _mapping(self) -> Mapping[str, Any]:

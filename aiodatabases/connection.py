@@ -31,7 +31,7 @@ from ._runtime import (
     prepare_many,
 )
 from .backends.base import Cursor, DriverConnection
-from .exceptions import NotConnectedError, TransactionOrderError
+from .exceptions import ConnectionBusyError, NotConnectedError, TransactionOrderError
 
 if TYPE_CHECKING:
     from .transaction import Transaction
@@ -43,6 +43,7 @@ ITERATE_BATCH_SIZE = 500
 
 # Name of the savepoint that guards bare statements on a force_rollback connection.
 _GUARD = "aiodatabases_guard"
+
 
 @dataclass
 class _Frame:
@@ -265,7 +266,7 @@ class Connection:
                 self._dirty = True
             raise
         except BaseException as exc:
-            dirty, broken = self._runtime.classify_failure(driver, exc)
+            broken = self._runtime.classify_failure(driver, exc)[1]
             self._broken = self._broken or broken
             if guard and not broken:
                 await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
@@ -308,8 +309,6 @@ class Connection:
                 if self._holds == 0:
                     self._release_driver()
                 raise
-            if self._gate.owner is None:
-                self._gate.set_owner(scope)
         finally:
             self._gate.release()
 
@@ -324,6 +323,15 @@ class Connection:
             await driver.run_control([self._backend.begin_sql(options)])
             self._frames.append(_Frame(scope, None))
         self._guarded = False
+        self._update_owner()
+
+    def _update_owner(self) -> None:
+        """The innermost open transaction owns the connection (see ``_gate``)."""
+        for frame in reversed(self._frames):
+            if frame.scope is not None and frame.scope is not _BASE:
+                self._gate.set_owner(frame.scope)
+                return
+        self._gate.set_owner(None)
 
     async def _end(self, scope: Scope, commit: bool, scopes: Scopes) -> None:
         index = self._frame_index(scope)
@@ -336,7 +344,6 @@ class Connection:
         try:
             await self._pop_frame(commit)
         finally:
-            self._gate.clear_owner(scope)
             self._gate.release()
             await self._unhold()
 
@@ -347,8 +354,15 @@ class Connection:
         raise TransactionOrderError("this transaction is not open on this connection")
 
     async def _pop_frame(self, commit: bool) -> None:
+        """End the innermost frame; it is gone even if the statement fails."""
         frame = self._frames.pop()
         self._guarded = False
+        try:
+            await self._end_statement(frame, commit)
+        finally:
+            self._update_owner()
+
+    async def _end_statement(self, frame: _Frame, commit: bool) -> None:
         driver = self._driver
         if driver is None:
             return
@@ -362,10 +376,8 @@ class Connection:
             )
 
     def _drop_frames(self, index: int) -> None:
-        for frame in self._frames[index:]:
-            if frame.scope is not None:
-                self._gate.clear_owner(frame.scope)
         del self._frames[index:]
+        self._update_owner()
 
     async def _abandon_frame(self, scope: Scope) -> None:
         try:
@@ -378,12 +390,9 @@ class Connection:
         await self._pass_gate(tuple(f.scope for f in self._frames if f.scope), "(cleanup)")
         try:
             while len(self._frames) > index:
-                top = self._frames[-1].scope
                 try:
                     await self._pop_frame(commit=False)
                 finally:
-                    if top is not None:
-                        self._gate.clear_owner(top)
                     await self._unhold()
         finally:
             self._gate.release()
@@ -447,15 +456,26 @@ class Connection:
             self._guarded = True
 
     async def close_base_transaction(self) -> None:
-        """Roll back everything and give the connection back."""
+        """Wait for the running statement, roll everything back, give the connection back.
+
+        Statements still waiting at the gate then fail with ``NotConnectedError``.
+        """
         self._closed = True
+        scopes = tuple(f.scope for f in self._frames if f.scope is not None)
+        try:
+            await self._pass_gate(scopes, "(disconnect)")
+        except ConnectionBusyError:
+            logger.warning("disconnect() gave up waiting for a statement; closing anyway")
+            self._broken = True
+        else:
+            self._gate.release()
         driver = self._driver
-        if driver is not None and self._frames:
+        if driver is not None and self._frames and not self._broken:
             try:
                 await driver.run_control(["ROLLBACK"])
             except Exception as exc:
                 logger.warning("rolling back the force_rollback transaction failed: %r", exc)
-                self._dirty = True
+                self._broken = True
         self._frames.clear()
         self._holds = 0
         self._release_driver()
@@ -468,4 +488,3 @@ class _OpenCursor:
 
 
 _BASE = Scope("force_rollback")
-

@@ -350,10 +350,12 @@ class Database:
     async def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
         """Stream rows in batches. Other queries may run inside the loop.
 
-        Outside any block the iteration holds a pooled connection of its own,
-        so queries in the loop body use other connections.
+        The iteration holds the current task's connection; statements of the
+        same task in the loop body run on it between batches.
         """
-        connection = self._current() or Connection(self._require_runtime())
+        # The task's own connection: statements in the loop body (same task)
+        # run on it between batches instead of waiting for another one.
+        connection = self._current() or self.connection()
         async for record in connection.iterate(query, values):
             yield record
 

@@ -141,7 +141,8 @@ class Transaction:
             action = "commit" if commit else "roll back"
             raise TransactionError(f"cannot {action} a transaction that is {self._state.value}")
         connection, scope = self._connection, self._scope
-        assert connection is not None and scope is not None  # ACTIVE implies both
+        if connection is None or scope is None:  # pragma: no cover - ACTIVE implies both
+            raise TransactionError("this transaction has no connection")
         end = asyncio.ensure_future(connection.end_frame(scope, commit))
         try:
             await asyncio.shield(end)
@@ -161,9 +162,9 @@ class Transaction:
     def __del__(self) -> None:
         # A transaction nobody can end any more: roll it back so the connection
         # (and, when shared, every task waiting for it) is not held forever.
-        if self._state is TransactionState.ACTIVE and self._connection is not None:
-            assert self._scope is not None
-            self._connection.abandon_frame(self._scope)
+        connection, scope = self._connection, self._scope
+        if self._state is TransactionState.ACTIVE and connection is not None and scope is not None:
+            connection.abandon_frame(scope)
 
 
 def _undo_begin(begun: asyncio.Future[None], connection: Connection, scope: Scope) -> None:

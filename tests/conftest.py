@@ -7,11 +7,14 @@ named but does not answer fails its tests: it is never skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from aiodatabases import Database, DatabaseURL
@@ -39,11 +42,46 @@ def _database_urls() -> list[str]:
     return urls
 
 
-DATABASE_URLS = _database_urls()
-
-
 def dialect_of(url: str) -> str:
     return DatabaseURL(url).dialect
+
+
+def _private_database(url: str) -> str:
+    """A fresh database on the same server, so concurrent runs never share tables."""
+    if dialect_of(url) != "postgresql":
+        return url
+    name = f"aiodatabases_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(str(DatabaseURL(url).replace(database="postgres")))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    _CREATED.append((url, name))
+    return str(DatabaseURL(url).replace(database=name))
+
+
+def _drop_private_databases() -> None:
+    async def drop(url: str, name: str) -> None:
+        admin = await asyncpg.connect(str(DatabaseURL(url).replace(database="postgres")))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    for url, name in _CREATED:
+        asyncio.run(drop(url, name))
+
+
+_CREATED: list[tuple[str, str]] = []
+DATABASE_URLS = [_private_database(url) for url in _database_urls()]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _drop_private_databases()
 
 
 def urls_for(*dialects: str) -> list[str]:
@@ -59,9 +97,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 def notes_ddl(url: str) -> str:
     """A small table that exists on every backend, with an auto-increment id."""
-    id_column = "SERIAL PRIMARY KEY" if dialect_of(url) == "postgresql" else (
-        "INTEGER PRIMARY KEY"
-    )
+    id_column = "SERIAL PRIMARY KEY" if dialect_of(url) == "postgresql" else ("INTEGER PRIMARY KEY")
     return f"CREATE TABLE notes (id {id_column}, text VARCHAR(100), completed BOOLEAN)"
 
 

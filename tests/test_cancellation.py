@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import asyncpg
 import pytest
+from conftest import sleep_query, urls_for
 
 from aiodatabases import Database, PoolTimeoutError
-from conftest import sleep_query, urls_for
 
 POSTGRES_URLS = urls_for("postgresql")
 _LONG_SLEEP = "SELECT pg_sleep(30)"
@@ -154,13 +155,14 @@ async def test_cancel_while_waiting_for_the_pool_takes_nothing(database_url: str
 
 
 async def test_pool_timeout_names_the_problem(database_url: str) -> None:
-    async with Database(database_url, min_size=0, max_size=1, acquire_timeout=0.2) as database:
-        async with database.connection():
-            async def other_task() -> object:
-                return await database.fetch_val("SELECT 1")
+    database = Database(database_url, min_size=0, max_size=1, acquire_timeout=0.2)
 
-            with pytest.raises(PoolTimeoutError, match="max_size=1"):
-                await asyncio.create_task(other_task())
+    async def other_task() -> object:
+        return await database.fetch_val("SELECT 1")
+
+    async with database, database.connection():
+        with pytest.raises(PoolTimeoutError, match="max_size=1"):
+            await asyncio.create_task(other_task())
 
 
 async def test_task_that_never_closes_its_block_gives_the_connection_back(
@@ -192,9 +194,7 @@ async def test_connection_killed_by_server_is_replaced(url: str) -> None:
             await killer.close()
         # The caller whose connection is gone gets a clear driver error, or the
         # pool already saw the socket close; either way the next one works.
-        try:
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             await database.fetch_val("SELECT 1")
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            pass
         new_pid = await database.fetch_val("SELECT pg_backend_pid()")
         assert new_pid != pid

@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from conftest import drop_notes, reset_notes, sleep_query
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,7 +20,6 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from aiodatabases import Database, WrongEventLoopError
-from conftest import drop_notes, reset_notes, sleep_query
 
 
 class LoopInThread:
@@ -50,7 +50,7 @@ def test_two_consecutive_asyncio_runs(database_url: str) -> None:
     for force_rollback in (False, True):
         database = Database(database_url, force_rollback=force_rollback)
 
-        async def use() -> int:
+        async def use(database: Database = database) -> int:
             async with database:
                 values = await asyncio.gather(
                     *(database.fetch_val("SELECT 1 + :n", {"n": n}) for n in range(5))

@@ -40,11 +40,12 @@ def _entry_for(url: DatabaseURL) -> _Entry:
             f"supported: {', '.join(SUPPORTED_SCHEMES)}"
         )
     if importlib.util.find_spec(entry.driver) is None:
-        raise MissingDriverError(
+        error = MissingDriverError(
             f"the {url.scheme!r} backend needs the {entry.driver!r} package, which is not "
-            f"installed; install it with: pip install 'aiodatabases[{entry.extra}]'",
-            name=entry.driver,
+            f"installed; install it with: pip install 'aiodatabases[{entry.extra}]'"
         )
+        error.name = entry.driver  # as ImportError would have it
+        raise error
     return entry
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import ssl as _ssl
 from collections.abc import Mapping, Sequence
@@ -118,12 +119,10 @@ class PostgresConnection:
         await self._raw.close(timeout=5)
 
     def terminate(self) -> None:
-        try:
+        # If its event loop is closed this raises: the socket can then only be
+        # left to the garbage collector (which warns about the unclosed transport).
+        with contextlib.suppress(RuntimeError):
             self._raw.terminate()
-        except RuntimeError:
-            # Its event loop is closed: the socket can only be left to the
-            # garbage collector (which warns about the unclosed transport).
-            pass
 
 
 class PostgresBackend:

@@ -60,7 +60,11 @@ _CONNECT_OPTIONS: Mapping[str, Callable[[Any], Any]] = {
 
 OPTIONS = OptionSpec(scheme="sqlite", options={**_CONNECT_OPTIONS, **PRAGMAS})
 
-_BEGIN = {"deferred": "BEGIN DEFERRED", "immediate": "BEGIN IMMEDIATE", "exclusive": "BEGIN EXCLUSIVE"}
+_BEGIN = {
+    "deferred": "BEGIN DEFERRED",
+    "immediate": "BEGIN IMMEDIATE",
+    "exclusive": "BEGIN EXCLUSIVE",
+}
 
 
 class _SQLiteCursor:
@@ -93,15 +97,33 @@ class SQLiteConnection:
 
     async def fetch_one(self, sql: str, args: Args) -> Row | None:
         cursor = await self._raw.execute(sql, args)
-        return await cursor.fetchone()
+        try:
+            return await cursor.fetchone()
+        finally:
+            # An unfinished statement keeps its read lock while the connection idles.
+            await cursor.close()
 
     async def execute(self, sql: str, args: Args) -> Any:
         # databases returns the cursor's lastrowid on SQLite.
         cursor = await self._raw.execute(sql, args)
-        return cursor.lastrowid
+        try:
+            return cursor.lastrowid
+        finally:
+            await cursor.close()  # finishes a RETURNING statement and its locks
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
-        await self._raw.executemany(sql, args_list)
+        if self._raw.in_transaction:
+            await self._raw.executemany(sql, args_list)
+            return
+        # Outside a transaction every row would commit (and sync) on its own;
+        # one transaction makes the batch fast and all-or-nothing, as asyncpg does.
+        await self._raw.execute("BEGIN")
+        try:
+            await self._raw.executemany(sql, args_list)
+        except BaseException:
+            await self._raw.execute("ROLLBACK")
+            raise
+        await self._raw.execute("COMMIT")
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         return _SQLiteCursor(await self._raw.execute(sql, args))

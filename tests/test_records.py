@@ -1,0 +1,111 @@
+"""``Record``: the rows every fetch returns, on every backend, through real queries."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiodatabases import Database, Record
+
+INSERT = "INSERT INTO notes (text, completed) VALUES (:text, :completed)"
+SELECT = "SELECT id, text, completed FROM notes ORDER BY id"
+
+
+async def one_note(url: str) -> Record:
+    async with Database(url) as db:
+        await db.execute(INSERT, {"text": "buy milk", "completed": True})
+        row = await db.fetch_one(SELECT)
+    assert isinstance(row, Record)
+    return row
+
+
+async def test_every_fetch_returns_records(notes: str) -> None:
+    async with Database(notes) as db:
+        await db.execute(INSERT, {"text": "a", "completed": False})
+        fetched_all = await db.fetch_all(SELECT)
+        fetched_one = await db.fetch_one(SELECT)
+        iterated = [row async for row in db.iterate(SELECT)]
+        async with db.connection() as connection:
+            on_connection = await connection.fetch_all(SELECT)
+    for row in [*fetched_all, fetched_one, *iterated, *on_connection]:
+        assert isinstance(row, Record)
+        assert row["text"] == "a"
+
+
+async def test_access_by_name_index_and_attribute(notes: str) -> None:
+    row = await one_note(notes)
+    assert row["id"] == 1
+    assert row["text"] == "buy milk"
+    assert bool(row["completed"]) is True
+    assert row[0] == 1
+    assert row[1] == "buy milk"
+    assert row[-2] == "buy milk"
+    assert row[-1] == row["completed"]
+    assert row.id == 1
+    assert row.text == "buy milk"
+    assert row.completed == row["completed"]
+
+
+async def test_mapping_interface(notes: str) -> None:
+    row = await one_note(notes)
+    completed = row["completed"]
+    assert row._mapping["text"] == "buy milk"
+    assert dict(row._mapping) == {"id": 1, "text": "buy milk", "completed": completed}
+    assert list(row.keys()) == ["id", "text", "completed"]
+    assert list(row.values()) == [1, "buy milk", completed]
+    assert list(row.items()) == [("id", 1), ("text", "buy milk"), ("completed", completed)]
+    assert dict(row) == {"id": 1, "text": "buy milk", "completed": completed}
+    assert {**row} == dict(row)
+    assert row.get("text") == "buy milk"
+    assert row.get("missing") is None
+
+
+async def test_iteration_yields_column_names(notes: str) -> None:
+    row = await one_note(notes)
+    assert list(row) == ["id", "text", "completed"]
+    assert len(row) == 3
+    assert "text" in row
+    assert "missing" not in row
+
+
+async def test_missing_column_raises_key_error_and_attribute_error(notes: str) -> None:
+    row = await one_note(notes)
+    with pytest.raises(KeyError, match="missing"):
+        row["missing"]
+    with pytest.raises(AttributeError, match="missing"):
+        row.missing  # noqa: B018
+    with pytest.raises(IndexError):
+        row[3]
+    assert not hasattr(row, "missing")
+
+
+async def test_equality(notes: str) -> None:
+    async with Database(notes) as db:
+        await db.execute(INSERT, {"text": "a", "completed": True})
+        first = await db.fetch_one(SELECT)
+        second = await db.fetch_one(SELECT)
+        await db.execute(INSERT, {"text": "b", "completed": True})
+        other = await db.fetch_one("SELECT id, text, completed FROM notes WHERE id = 2")
+    assert first is not None
+    assert first == {"id": 1, "text": "a", "completed": first["completed"]}
+    assert first != {"id": 1, "text": "z", "completed": first["completed"]}
+    assert first == second
+    assert first != other
+
+
+async def test_repr_shows_names_and_values(notes: str) -> None:
+    row = await one_note(notes)
+    text = repr(row)
+    assert "buy milk" in text
+    assert "text" in text
+
+
+async def test_expressions_and_nulls(database_url: str) -> None:
+    async with Database(database_url) as db:
+        row = await db.fetch_one("SELECT 1 + 1 AS two, CAST(NULL AS INTEGER) AS empty, 'x' AS x")
+    assert row is not None
+    assert row["two"] == 2
+    assert row.two == 2
+    assert row["empty"] is None
+    assert row.empty is None
+    assert "empty" in row
+    assert dict(row) == {"two": 2, "empty": None, "x": "x"}
