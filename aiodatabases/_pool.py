@@ -48,11 +48,14 @@ class Pool:
         min_size: int,
         max_size: int,
         timeout: float | None,
+        recycle: float | None = None,
     ) -> None:
         self._connect = connect
         self.min_size = min_size
         self.max_size = max_size
         self._timeout = timeout
+        self._recycle = recycle
+        self._born: dict[int, float] = {}  # id(connection) -> time opened, for recycle
         self._idle: deque[DriverConnection] = deque()
         self._size = 0  # open or opening, idle or in use
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -79,7 +82,7 @@ class Pool:
         except BaseException:
             self._size -= 1
             raise
-        self.stats.connections_opened += 1
+        self._note_opened(conn)
         self._idle.append(conn)
 
     async def acquire(self) -> DriverConnection:
@@ -100,9 +103,12 @@ class Pool:
     def _take_idle(self) -> DriverConnection | None:
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts
-            if not conn.is_closed():
+            if conn.is_closed():
+                self._forget(conn, lost=True)
+            elif self._expired(conn):
+                self._discard(conn, lost=False)
+            else:
                 return conn
-            self._forget(conn, lost=True)
         return None
 
     async def _open_for_caller(self) -> DriverConnection:
@@ -113,8 +119,18 @@ class Pool:
             self._size -= 1
             self._wake_one()
             raise
-        self.stats.connections_opened += 1
+        self._note_opened(conn)
         return conn
+
+    def _note_opened(self, conn: DriverConnection) -> None:
+        self.stats.connections_opened += 1
+        self._born[id(conn)] = time.monotonic()
+
+    def _expired(self, conn: DriverConnection) -> bool:
+        """Older than ``recycle`` seconds: the server may have dropped it (wait_timeout)."""
+        if self._recycle is None:
+            return False
+        return time.monotonic() - self._born.get(id(conn), 0.0) > self._recycle
 
     async def _wait(self, deadline: float | None) -> None:
         self.stats.requests_waited += 1
@@ -170,6 +186,7 @@ class Pool:
         self.release(conn)
 
     def _discard(self, conn: DriverConnection, *, lost: bool) -> None:
+        """Forget ``conn`` and close it in the background."""
         self._forget(conn, lost=lost)
         # Close gracefully in the background (the driver may still be finishing
         # an interrupted statement); close() waits for these.
@@ -190,6 +207,7 @@ class Pool:
         task.add_done_callback(self._background.discard)
 
     def _forget(self, conn: DriverConnection, *, lost: bool) -> None:
+        self._born.pop(id(conn), None)
         self._size -= 1
         self.stats.connections_closed += 1
         if lost:

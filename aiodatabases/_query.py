@@ -281,3 +281,15 @@ def is_read_only(sql: str) -> bool:
     round trip: the force_rollback statement guard and SQLite interrupts.
     """
     return bool(_READS.match(sql)) and not _WRITES.search(sql)
+
+
+_DDL = re.compile(
+    r"^[\s(]*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*(create|alter|drop|truncate|rename)\b(?!\s+temporary\b)",
+    re.I | re.S,
+)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def is_ddl(sql: str) -> bool:
+    """Whether ``sql`` is DDL that MySQL commits implicitly (TEMPORARY tables excepted)."""
+    return bool(_DDL.match(sql))

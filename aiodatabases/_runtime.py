@@ -55,6 +55,47 @@ EXECUTE: Operation = _execute
 EXECUTE_MANY: Operation = _execute_many
 
 
+_CANCEL_WAIT = 30.0
+
+
+async def run_statement(
+    backend: Backend, driver: DriverConnection, op: Operation, sql: str, args: Any
+) -> Any:
+    """Run one driver operation, stopping it on the server if the caller is cancelled.
+
+    Cancellation: the statement is interrupted where the driver allows it;
+    drivers that cannot abandon a statement half read (MySQL) are waited for
+    until the interrupted statement ends, so the connection stays usable.
+    """
+    if not backend.cancel_waits_for_statement:
+        try:
+            return await op(driver, sql, args)
+        except asyncio.CancelledError:
+            await driver.interrupt(is_read_only(sql))
+            raise
+    statement = asyncio.ensure_future(op(driver, sql, args))
+    try:
+        return await asyncio.shield(statement)
+    except asyncio.CancelledError:
+        if not statement.done():
+            await asyncio.shield(_interrupt_and_wait(driver, statement, sql))
+        raise
+
+
+async def _interrupt_and_wait(
+    driver: DriverConnection, statement: asyncio.Future[Any], sql: str
+) -> None:
+    try:
+        await driver.interrupt(is_read_only(sql))
+    except Exception as exc:
+        logger.warning("could not interrupt a cancelled statement: %r", exc)
+    await asyncio.wait([statement], timeout=_CANCEL_WAIT)
+    if statement.done() and not statement.cancelled():
+        statement.exception()  # expected: "interrupted"; retrieved, not logged
+    else:
+        statement.cancel()
+
+
 def prepare(query: Query, values: Values, backend: Backend) -> tuple[str, tuple[Any, ...]]:
     """SQL in the driver's style and positional arguments, checked against the query."""
     if not isinstance(query, str):
@@ -85,6 +126,7 @@ class Settings:
     min_size: int
     max_size: int
     acquire_timeout: float | None
+    pool_recycle: float | None = None
 
 
 class Runtime:
@@ -105,6 +147,7 @@ class Runtime:
             min_size=min(settings.min_size, max_size),
             max_size=max_size,
             timeout=settings.acquire_timeout,
+            recycle=settings.pool_recycle,
         )
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -177,10 +220,8 @@ class Runtime:
     ) -> Any:
         """Run ``op`` and give ``driver`` back to the pool in whatever state it is."""
         try:
-            result = await op(driver, sql, args)
+            result = await run_statement(self.backend, driver, op, sql, args)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                await driver.interrupt(is_read_only(sql))
             dirty, broken = self.classify_failure(driver, exc)
             self.pool.release(driver, dirty=dirty, broken=broken)
             raise

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._gate import Gate, Scope, Scopes, current_scopes, task_name
-from ._query import is_read_only
+from ._query import is_ddl, is_read_only
 from ._records import Record
 from ._runtime import (
     EXECUTE,
@@ -29,9 +29,15 @@ from ._runtime import (
     Values,
     prepare,
     prepare_many,
+    run_statement,
 )
 from .backends.base import Cursor, DriverConnection
-from .exceptions import ConnectionBusyError, NotConnectedError, TransactionOrderError
+from .exceptions import (
+    ConnectionBusyError,
+    InterleaveError,
+    NotConnectedError,
+    TransactionOrderError,
+)
 
 if TYPE_CHECKING:
     from .transaction import Transaction
@@ -80,6 +86,7 @@ class Connection:
         self._closed = False
         self._broken = False  # the driver connection is gone: discard, never reuse
         self._recovering = False  # a background recovery holds the gate
+        self._streaming = 0  # open cursors that block the connection (MySQL)
 
     # -- public API (caller's loop) ------------------------------------------------------
 
@@ -146,6 +153,11 @@ class Connection:
         from .transaction import Transaction
 
         return Transaction(lambda: self, force_rollback=force_rollback, **options)
+
+    @property
+    def in_use(self) -> bool:
+        """Whether a block, transaction or iteration holds a driver connection now."""
+        return self._holds > 0
 
     @property
     def raw_connection(self) -> Any:
@@ -222,6 +234,17 @@ class Connection:
 
     async def _pass_gate(self, scopes: Scopes, who: str) -> None:
         await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
+        if self._streaming:
+            self._gate.release()
+            raise InterleaveError(
+                "this connection is streaming the rows of an iterate() and its driver "
+                "(MySQL) cannot run another statement until the iteration ends; fetch the "
+                "rows with fetch_all() first, or run the statement on another connection"
+            )
+
+    async def _pass_gate_streaming(self, scopes: Scopes, who: str) -> None:
+        """The gate for the statements of the iteration itself."""
+        await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
 
     async def _run(self, scopes: Scopes, who: str, op: Operation, sql: str, args: Any) -> Any:
         await self._pass_gate(scopes, who)
@@ -253,10 +276,18 @@ class Connection:
         if guard and not self._guarded:
             await driver.run_control([f"RELEASE SAVEPOINT {_GUARD}", f"SAVEPOINT {_GUARD}"])
             self._guarded = True
+        ddl_commits = self._backend.ddl_commits_transaction and bool(self._frames) and is_ddl(sql)
+        if ddl_commits:
+            logger.warning(
+                "DDL inside a transaction on %s commits it implicitly (MySQL): what ran "
+                "before is no longer rolled back; run DDL before connecting with "
+                "force_rollback, or use TEMPORARY tables. Statement: %.80s",
+                type(self._backend).__name__,
+                sql,
+            )
         try:
-            result = await op(driver, sql, args)
+            result = await run_statement(self._backend, driver, op, sql, args)
         except asyncio.CancelledError:
-            await driver.interrupt(is_read_only(sql))
             if guard:
                 # The cancel aborted the force_rollback transaction: undo this
                 # statement in the background; the gate stays closed until then.
@@ -273,7 +304,17 @@ class Connection:
             raise
         if guard and not is_read_only(sql):
             self._guarded = False
+        if ddl_commits:
+            await self._restart_after_implicit_commit(driver)
         return result
+
+    async def _restart_after_implicit_commit(self, driver: DriverConnection) -> None:
+        """The server ended every open transaction: keep force_rollback isolation
+        from here on by beginning again, and forget savepoints that are gone."""
+        if self._frames and self._frames[0].scope is _BASE:
+            await driver.run_control(self._backend.begin_sql({}))
+            if len(self._frames) > 1:
+                logger.error("open transactions were committed by DDL; they can no longer be ended")
 
     async def _recover(self, driver: DriverConnection) -> None:
         try:
@@ -320,7 +361,7 @@ class Connection:
             await driver.run_control([f"SAVEPOINT {name}"])
             self._frames.append(_Frame(scope, name))
         else:
-            await driver.run_control([self._backend.begin_sql(options)])
+            await driver.run_control(self._backend.begin_sql(options))
             self._frames.append(_Frame(scope, None))
         self._guarded = False
         self._update_owner()
@@ -387,7 +428,9 @@ class Connection:
         logger.warning(
             "a task ended without ending its transaction (%s); rolling it back", scope.description
         )
-        await self._pass_gate(tuple(f.scope for f in self._frames if f.scope), "(cleanup)")
+        await self._pass_gate_streaming(
+            tuple(f.scope for f in self._frames if f.scope), "(cleanup)"
+        )
         try:
             while len(self._frames) > index:
                 try:
@@ -419,14 +462,20 @@ class Connection:
                 if self._holds == 0:
                     self._release_driver()
                 raise
+            if self._backend.cursor_blocks_connection:
+                self._streaming += 1
             return _OpenCursor(cursor, self._frames[-1] if own_frame else None)
         finally:
             self._gate.release()
 
     async def _fetch_batch(self, scopes: Scopes, who: str, cursor: _OpenCursor) -> list[Any]:
-        await self._pass_gate(scopes, who)
+        await self._pass_gate_streaming(scopes, who)
         try:
-            return await cursor.cursor.fetch(ITERATE_BATCH_SIZE)
+            driver = await self._ensure_driver()
+            rows: list[Any] = await run_statement(
+                self._backend, driver, _fetch_batch, "SELECT", cursor.cursor
+            )
+            return rows
         except asyncio.CancelledError:
             self._dirty = True
             raise
@@ -434,8 +483,10 @@ class Connection:
             self._gate.release()
 
     async def _close_cursor(self, scopes: Scopes, who: str, cursor: _OpenCursor) -> None:
-        await self._pass_gate(scopes, who)
+        await self._pass_gate_streaming(scopes, who)
         try:
+            if self._backend.cursor_blocks_connection:
+                self._streaming -= 1
             await cursor.cursor.close()
             if cursor.frame is not None and self._frames and self._frames[-1] is cursor.frame:
                 # Commit: statements run between batches belong to this frame too.
@@ -463,7 +514,7 @@ class Connection:
         self._closed = True
         scopes = tuple(f.scope for f in self._frames if f.scope is not None)
         try:
-            await self._pass_gate(scopes, "(disconnect)")
+            await self._pass_gate_streaming(scopes, "(disconnect)")
         except ConnectionBusyError:
             logger.warning("disconnect() gave up waiting for a statement; closing anyway")
             self._broken = True
@@ -479,6 +530,11 @@ class Connection:
         self._frames.clear()
         self._holds = 0
         self._release_driver()
+
+
+def _fetch_batch(driver: DriverConnection, sql: str, cursor: Cursor) -> Awaitable[list[Any]]:
+    """An ``Operation`` that reads the next batch of an open cursor."""
+    return cursor.fetch(ITERATE_BATCH_SIZE)
 
 
 @dataclass

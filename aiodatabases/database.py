@@ -73,6 +73,7 @@ def _take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Setti
         min_size = to_int(take("min_size", _DEFAULT_MIN_SIZE))
         max_size = to_int(take("max_size", _DEFAULT_MAX_SIZE))
         timeout = _optional_timeout(take("acquire_timeout", _DEFAULT_ACQUIRE_TIMEOUT))
+        recycle = _optional_timeout(take("pool_recycle", None))
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"invalid pool option: {exc}") from exc
     if min_size < 0 or max_size < 1 or min_size > max_size:
@@ -80,7 +81,9 @@ def _take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Setti
             f"pool sizes must satisfy 0 <= min_size <= max_size and max_size >= 1; "
             f"got min_size={min_size}, max_size={max_size}"
         )
-    return Settings(min_size=min_size, max_size=max_size, acquire_timeout=timeout)
+    return Settings(
+        min_size=min_size, max_size=max_size, acquire_timeout=timeout, pool_recycle=recycle
+    )
 
 
 def _records(rows: list[Any]) -> list[Record]:
@@ -92,7 +95,8 @@ class Database:
 
     ``Database(url, force_rollback=False, **options)``. Options (keywords or
     URL query) are ``min_size``, ``max_size``, ``acquire_timeout`` (seconds
-    to wait for a pooled or shared connection; ``None`` waits forever), plus
+    to wait for a pooled or shared connection; ``None`` waits forever),
+    ``pool_recycle`` (seconds after which an idle connection is replaced), plus
     the driver's own (see the README). Unknown options raise
     ``UnknownOptionError``.
 
@@ -190,6 +194,7 @@ class Database:
         thread = LoopThread(f"aiodatabases {self.url.obscure_password}")
         # One connection serves everything; the pool only opens it.
         settings = Settings(min_size=0, max_size=1, acquire_timeout=self._settings.acquire_timeout)
+        # pool_recycle does not apply: the one connection is held until disconnect.
         runtime = Runtime(self._backend, settings, thread.loop, thread)
         try:
             shared = await runtime.call(self._open_shared, runtime)
@@ -355,7 +360,12 @@ class Database:
         """
         # The task's own connection: statements in the loop body (same task)
         # run on it between batches instead of waiting for another one.
-        connection = self._current() or self.connection()
+        connection = self._current()
+        if connection is None or not connection.in_use:
+            # A driver that streams over the connection (MySQL) could not run
+            # the body's statements on it: give the iteration its own.
+            blocks = self._backend.cursor_blocks_connection
+            connection = Connection(self._require_runtime()) if blocks else self.connection()
         async for record in connection.iterate(query, values):
             yield record
 

@@ -18,6 +18,7 @@ Everything the library raises on its own comes from one tree::
     ├── WrongEventLoopError (RuntimeError)     owning loop closed or not running
     ├── PoolTimeoutError (TimeoutError)        no pooled connection within the deadline
     ├── ConnectionBusyError (TimeoutError)     shared connection held too long by a task
+    ├── InterleaveError (RuntimeError)         statement while a MySQL cursor streams
     └── TransactionError (RuntimeError)        transaction misuse
         └── TransactionOrderError              ending one that is not the innermost
 """
@@ -28,6 +29,7 @@ __all__ = [
     "AiodatabasesError",
     "ConfigurationError",
     "ConnectionBusyError",
+    "InterleaveError",
     "MissingDriverError",
     "MissingParameterError",
     "NotConnectedError",
@@ -92,6 +94,10 @@ class PoolTimeoutError(AiodatabasesError, TimeoutError):
 
 class ConnectionBusyError(AiodatabasesError, TimeoutError):
     """A shared connection stayed held by another task past the deadline."""
+
+
+class InterleaveError(AiodatabasesError, RuntimeError):
+    """A statement was sent on a connection whose driver is streaming a cursor."""
 
 
 class TransactionError(AiodatabasesError, RuntimeError):

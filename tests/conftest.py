@@ -14,15 +14,20 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from aiodatabases import Database, DatabaseURL
 
 _SQLITE_FILE = os.path.join(tempfile.mkdtemp(prefix="aiodatabases-tests-"), "test.db")
 _LOCAL_SERVERS = {
-    "postgresql": ("127.0.0.1", 5432, "postgresql://postgres@127.0.0.1:5432/test"),
+    "postgresql": ("127.0.0.1", 5432, ["postgresql://postgres@127.0.0.1:5432/test"]),
 }
+# MySQL joins the default servers once the shared suite is adapted to it:
+_MYSQL_SERVER = (
+    "127.0.0.1",
+    3306,
+    ["mysql://root@127.0.0.1:3306/test", "mysql+aiomysql://root@127.0.0.1:3306/test"],
+)
 
 
 def _answers(host: str, port: int) -> bool:
@@ -38,7 +43,9 @@ def _database_urls() -> list[str]:
     if named.strip():
         return [url.strip() for url in named.split(",") if url.strip()]
     urls = [f"sqlite:///{_SQLITE_FILE}"]
-    urls += [url for host, port, url in _LOCAL_SERVERS.values() if _answers(host, port)]
+    for host, port, server_urls in _LOCAL_SERVERS.values():
+        if _answers(host, port):
+            urls += server_urls
     return urls
 
 
@@ -46,34 +53,38 @@ def dialect_of(url: str) -> str:
     return DatabaseURL(url).dialect
 
 
+_SERVER_ADMIN = {
+    # dialect: (database to connect to, CREATE template, DROP template)
+    "postgresql": ("postgres", 'CREATE DATABASE "{}"', 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)'),
+    "mysql": ("", "CREATE DATABASE `{}`", "DROP DATABASE IF EXISTS `{}`"),
+}
+
+
+def _admin(url: str, template_index: int, name: str) -> None:
+    dialect = dialect_of(url)
+    admin_database = _SERVER_ADMIN[dialect][0]
+    statement = _SERVER_ADMIN[dialect][template_index].format(name)
+
+    async def run() -> None:
+        async with Database(DatabaseURL(url).replace(database=admin_database)) as admin:
+            await admin.execute(statement)
+
+    asyncio.run(run())
+
+
 def _private_database(url: str) -> str:
     """A fresh database on the same server, so concurrent runs never share tables."""
-    if dialect_of(url) != "postgresql":
+    if dialect_of(url) not in _SERVER_ADMIN:
         return url
     name = f"aiodatabases_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(str(DatabaseURL(url).replace(database="postgres")))
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    _admin(url, 1, name)
     _CREATED.append((url, name))
     return str(DatabaseURL(url).replace(database=name))
 
 
 def _drop_private_databases() -> None:
-    async def drop(url: str, name: str) -> None:
-        admin = await asyncpg.connect(str(DatabaseURL(url).replace(database="postgres")))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
     for url, name in _CREATED:
-        asyncio.run(drop(url, name))
+        _admin(url, 2, name)
 
 
 _CREATED: list[tuple[str, str]] = []
@@ -89,7 +100,11 @@ def urls_for(*dialects: str) -> list[str]:
     return [url for url in DATABASE_URLS if dialect_of(url) in dialects]
 
 
-@pytest.fixture(params=DATABASE_URLS, ids=dialect_of)
+def scheme_of(url: str) -> str:
+    return DatabaseURL(url).scheme
+
+
+@pytest.fixture(params=DATABASE_URLS, ids=scheme_of)
 def database_url(request: pytest.FixtureRequest) -> str:
     url: str = request.param
     return url
@@ -97,7 +112,10 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 def notes_ddl(url: str) -> str:
     """A small table that exists on every backend, with an auto-increment id."""
-    id_column = "SERIAL PRIMARY KEY" if dialect_of(url) == "postgresql" else ("INTEGER PRIMARY KEY")
+    id_column = {
+        "postgresql": "SERIAL PRIMARY KEY",
+        "mysql": "INTEGER AUTO_INCREMENT PRIMARY KEY",
+    }.get(dialect_of(url), "INTEGER PRIMARY KEY")
     return f"CREATE TABLE notes (id {id_column}, text VARCHAR(100), completed BOOLEAN)"
 
 
@@ -124,6 +142,8 @@ def sleep_query(url: str, seconds: float) -> str:
     """A query that keeps the server busy for about ``seconds``."""
     if dialect_of(url) == "postgresql":
         return f"SELECT pg_sleep({seconds})"
+    if dialect_of(url) == "mysql":
+        return f"SELECT SLEEP({seconds})"
     # SQLite has no sleep(): count through a recursive CTE instead.
     steps = int(seconds * 6_000_000)
     return (

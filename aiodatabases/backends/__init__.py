@@ -27,6 +27,9 @@ _BY_SCHEME: Mapping[str, _Entry] = {
     "postgres": _Entry(".postgres", "PostgresBackend", "asyncpg", "postgresql"),
     "sqlite": _Entry(".sqlite", "SQLiteBackend", "aiosqlite", "sqlite"),
     "sqlite+aiosqlite": _Entry(".sqlite", "SQLiteBackend", "aiosqlite", "sqlite"),
+    "mysql": _Entry(".asyncmy", "AsyncmyBackend", "asyncmy", "mysql"),
+    "mysql+asyncmy": _Entry(".asyncmy", "AsyncmyBackend", "asyncmy", "mysql"),
+    "mysql+aiomysql": _Entry(".aiomysql", "AiomysqlBackend", "aiomysql", "aiomysql"),
 }
 
 SUPPORTED_SCHEMES = tuple(_BY_SCHEME)

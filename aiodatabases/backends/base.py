@@ -84,11 +84,18 @@ class Backend(Protocol):
     single_connection: bool
     #: When True ``open_cursor`` must run inside a transaction (the core opens one).
     cursor_needs_transaction: bool
+    #: When True nothing else can run on a connection while a cursor streams (MySQL).
+    cursor_blocks_connection: bool
+    #: When True a cancelled statement is interrupted (``interrupt``) and then
+    #: awaited to its end, because the driver cannot abandon it half read.
+    cancel_waits_for_statement: bool
+    #: When True DDL commits the open transaction implicitly (MySQL).
+    ddl_commits_transaction: bool
 
     async def connect(self) -> DriverConnection: ...
 
-    def begin_sql(self, options: Mapping[str, Any]) -> str:
-        """The statement that opens an outermost transaction with these options.
+    def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
+        """The statements that open an outermost transaction with these options.
 
         Raises ``ConfigurationError`` for an option or level the backend lacks.
         """

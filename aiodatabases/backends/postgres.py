@@ -130,6 +130,9 @@ class PostgresBackend:
     failed_statement_aborts_transaction = True
     single_connection = False
     cursor_needs_transaction = True
+    cursor_blocks_connection = False
+    cancel_waits_for_statement = False
+    ddl_commits_transaction = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._connect_kwargs: dict[str, Any] = {
@@ -144,7 +147,7 @@ class PostgresBackend:
     async def connect(self) -> PostgresConnection:
         return PostgresConnection(await asyncpg.connect(**self._connect_kwargs))
 
-    def begin_sql(self, options: Mapping[str, Any]) -> str:
+    def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
         unknown = set(options) - {"isolation", "readonly", "deferrable"}
         if unknown:
             raise ConfigurationError(
@@ -165,7 +168,7 @@ class PostgresBackend:
             parts.append("READ ONLY")
         if options.get("deferrable"):
             parts.append("DEFERRABLE")
-        return " ".join(parts)
+        return [" ".join(parts)]
 
     def is_stale(self, exc: BaseException) -> bool:
         # A server-side kill seen while idle leaves asyncpg consuming an error

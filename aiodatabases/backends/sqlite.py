@@ -171,6 +171,9 @@ class SQLiteBackend:
     # SQLite undoes only the failed statement; an interrupt is never sent.
     failed_statement_aborts_transaction = False
     cursor_needs_transaction = False
+    cursor_blocks_connection = False
+    cancel_waits_for_statement = False
+    ddl_commits_transaction = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._path = _database_path(url)
@@ -199,7 +202,7 @@ class SQLiteBackend:
             raise
         return connection
 
-    def begin_sql(self, options: Mapping[str, Any]) -> str:
+    def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
         unknown = set(options) - {"isolation"}
         if unknown:
             raise ConfigurationError(
@@ -212,7 +215,7 @@ class SQLiteBackend:
             raise ConfigurationError(
                 f"unknown isolation level {level!r} for SQLite; supported: {', '.join(_BEGIN)}"
             )
-        return _BEGIN[level]
+        return [_BEGIN[level]]
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return False

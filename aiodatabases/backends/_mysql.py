@@ -1,0 +1,291 @@
+"""What asyncmy and aiomysql share: the MySQL/MariaDB dialect and a connection wrapper.
+
+The two drivers have the same shape (both descend from PyMySQL): cursors,
+``%s`` parameters escaped by the driver, ``lastrowid``, unbuffered cursors
+for streaming. Each driver module passes its package and cursor classes in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .._query import ParamStyle
+from .._url import DatabaseURL
+from ..exceptions import ConfigurationError
+from .base import Args, Cursor, OptionSpec, Row, to_bool, to_float
+
+# MySQL field type codes (the protocol's, identical in both drivers).
+_TINY = 1
+_TIME = 11
+
+
+def _ssl_option(value: Any) -> Any:
+    """``ssl``: an ``SSLContext``, a dict of PyMySQL ssl settings, or true/false."""
+    if isinstance(value, (bool, dict)) or hasattr(value, "wrap_socket"):
+        return value
+    return to_bool(value)
+
+
+OPTIONS = OptionSpec(
+    scheme="mysql",
+    options={
+        "ssl": _ssl_option,
+        "unix_socket": str,
+        "charset": str,
+        "connect_timeout": to_float,
+        "init_command": str,
+        "sql_mode": str,
+    },
+)
+
+_ISOLATION_LEVELS = {
+    "read_committed": "READ COMMITTED",
+    "repeatable_read": "REPEATABLE READ",
+    "serializable": "SERIALIZABLE",
+    "read_uncommitted": "READ UNCOMMITTED",
+}
+
+
+class KeyedRow:
+    """A result row from a tuple: by position, by column name, ``keys()``."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: tuple[Any, ...], index: Mapping[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._values[self._index[key]]
+        return self._values[key]
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+_DAY = datetime.timedelta(days=1)
+
+
+def _time_of(value: Any) -> Any:
+    # The drivers return TIME as a timedelta; other backends give datetime.time.
+    if isinstance(value, datetime.timedelta) and datetime.timedelta(0) <= value < _DAY:
+        return (datetime.datetime.min + value).time()
+    return value
+
+
+def _bool_of(value: Any) -> Any:
+    return value if value is None else bool(value)
+
+
+class _Shaper:
+    """Turns one result's tuples into ``KeyedRow``s, converting where MySQL differs."""
+
+    def __init__(self, description: Sequence[Sequence[Any]]) -> None:
+        self.index: dict[str, int] = {}
+        for position, column in enumerate(description):
+            # The first of duplicate names wins, as with the other drivers.
+            self.index.setdefault(column[0], position)
+        self.converters: list[tuple[int, Callable[[Any], Any]]] = []
+        for position, column in enumerate(description):
+            type_code, length = column[1], column[3]
+            if type_code == _TIME:
+                self.converters.append((position, _time_of))
+            elif type_code == _TINY and length == 1:  # BOOLEAN is TINYINT(1)
+                self.converters.append((position, _bool_of))
+
+    def rows(self, tuples: Sequence[tuple[Any, ...]]) -> list[Row]:
+        index, converters = self.index, self.converters
+        if not converters:
+            return [KeyedRow(values, index) for values in tuples]
+        shaped = []
+        for values in tuples:
+            converted = list(values)
+            for position, convert in converters:
+                converted[position] = convert(converted[position])
+            shaped.append(KeyedRow(tuple(converted), index))
+        return shaped
+
+
+class _MySQLCursor:
+    """An unbuffered cursor: rows stream from the server as they are fetched."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self._shaper = _Shaper(cursor.description or ())
+
+    async def fetch(self, count: int) -> list[Row]:
+        return self._shaper.rows(await self._cursor.fetchmany(count))
+
+    async def close(self) -> None:
+        await self._cursor.close()  # reads and drops the rest of the result
+
+
+class MySQLConnection:
+    """One asyncmy or aiomysql connection, in autocommit mode (the core opens transactions)."""
+
+    __slots__ = ("_backend", "_raw")
+
+    def __init__(self, raw: Any, backend: MySQLBackend) -> None:
+        self._raw = raw
+        self._backend = backend
+
+    @property
+    def raw(self) -> Any:
+        return self._raw
+
+    def is_closed(self) -> bool:
+        return bool(self._backend.driver_is_closed(self._raw))
+
+    async def _run(self, sql: str, args: Args) -> Any:
+        cursor = await self._backend.new_cursor(self._raw)
+        # Always a tuple, even empty: the SQL's literal % are doubled for it.
+        await cursor.execute(sql, tuple(args))
+        return cursor
+
+    async def fetch_all(self, sql: str, args: Args) -> list[Row]:
+        cursor = await self._run(sql, args)
+        try:
+            return _Shaper(cursor.description or ()).rows(await cursor.fetchall())
+        finally:
+            await cursor.close()
+
+    async def fetch_one(self, sql: str, args: Args) -> Row | None:
+        cursor = await self._run(sql, args)
+        try:
+            values = await cursor.fetchone()
+            if values is None:
+                return None
+            return _Shaper(cursor.description or ()).rows([values])[0]
+        finally:
+            await cursor.close()
+
+    async def execute(self, sql: str, args: Args) -> Any:
+        # databases returns the cursor's lastrowid on MySQL.
+        cursor = await self._run(sql, args)
+        try:
+            return cursor.lastrowid
+        finally:
+            await cursor.close()
+
+    async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
+        cursor = await self._backend.new_cursor(self._raw)
+        try:
+            # The drivers send an INSERT ... VALUES as one multi-row statement.
+            await cursor.executemany(sql, [tuple(args) for args in args_list])
+        finally:
+            await cursor.close()
+
+    async def open_cursor(self, sql: str, args: Args) -> Cursor:
+        cursor = await self._backend.new_cursor(self._raw, unbuffered=True)
+        await cursor.execute(sql, tuple(args))
+        return _MySQLCursor(cursor)
+
+    async def run_control(self, statements: Sequence[str]) -> None:
+        cursor = await self._backend.new_cursor(self._raw)
+        try:
+            for sql in statements:
+                await cursor.execute(sql)
+        finally:
+            await cursor.close()
+
+    async def interrupt(self, read_only: bool) -> None:
+        # The drivers cannot cancel: ask the server to kill the statement from
+        # a second connection; the statement then ends with an error.
+        await self._backend.kill_query(self._raw)
+
+    async def reset(self) -> None:
+        await self.run_control(["ROLLBACK"])
+
+    async def close(self) -> None:
+        await self._raw.ensure_closed()
+
+    def terminate(self) -> None:
+        # If its loop is closed this raises; the garbage collector closes the socket.
+        with contextlib.suppress(RuntimeError):
+            self._raw.close()
+
+
+class MySQLBackend:
+    """MySQL/MariaDB; ``driver`` supplies the package-specific pieces."""
+
+    paramstyle: ParamStyle = "format"
+    failed_statement_aborts_transaction = False
+    single_connection = False
+    cursor_needs_transaction = False
+    cursor_blocks_connection = True
+    cancel_waits_for_statement = True
+    ddl_commits_transaction = True
+
+    def __init__(self, url: DatabaseURL, options: Mapping[str, Any], driver: Any) -> None:
+        self._driver = driver
+        kwargs: dict[str, Any] = {
+            "host": url.hostname or "localhost",
+            "port": url.port or 3306,
+            "user": url.username,
+            "password": url.password or "",
+            "database": url.database or None,
+            "autocommit": True,
+        }
+        kwargs.update(options)
+        if kwargs.get("ssl") is False:
+            kwargs.pop("ssl")
+        self._connect_kwargs = kwargs
+
+    async def connect(self) -> MySQLConnection:
+        return MySQLConnection(await self._driver.connect(**self._connect_kwargs), self)
+
+    async def new_cursor(self, raw: Any, *, unbuffered: bool = False) -> Any:
+        return await self._driver.cursor(raw, unbuffered)
+
+    def driver_is_closed(self, raw: Any) -> bool:
+        return bool(self._driver.is_closed(raw))
+
+    async def kill_query(self, raw: Any) -> None:
+        killer = await self._driver.connect(**self._connect_kwargs)
+        try:
+            cursor = await self._driver.cursor(killer, False)
+            await cursor.execute(f"KILL QUERY {int(raw.thread_id())}")
+            await cursor.close()
+        finally:
+            await killer.ensure_closed()
+
+    def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
+        unknown = set(options) - {"isolation", "readonly"}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown transaction option(s) {sorted(unknown)} for MySQL; "
+                "supported: isolation, readonly"
+            )
+        isolation = options.get("isolation")
+        statements = []
+        if isolation is not None:
+            key = str(isolation).strip().lower().replace(" ", "_").replace("-", "_")
+            if key not in _ISOLATION_LEVELS:
+                raise ConfigurationError(
+                    f"unknown isolation level {isolation!r} for MySQL; "
+                    f"supported: {', '.join(_ISOLATION_LEVELS)}"
+                )
+            # MySQL sets the level for the next transaction with its own statement.
+            statements.append(f"SET TRANSACTION ISOLATION LEVEL {_ISOLATION_LEVELS[key]}")
+        statements.append("START TRANSACTION READ ONLY" if options.get("readonly") else "BEGIN")
+        return statements
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        if isinstance(exc, (OSError, ConnectionError)):
+            return True
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        # 2006 server has gone away, 2013 lost connection, 2055 lost (system error)
+        return code in (2006, 2013, 2055)
+
+    def is_stale(self, exc: BaseException) -> bool:
+        return False

@@ -1,0 +1,46 @@
+"""MySQL/MariaDB through asyncmy (the default for ``mysql://``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncmy
+from asyncmy.cursors import Cursor as _BaseCursor
+from asyncmy.cursors import SSCursor as _BaseSSCursor
+
+from .._url import DatabaseURL
+from ._mysql import OPTIONS, MySQLBackend
+
+__all__ = ["OPTIONS", "AsyncmyBackend"]
+
+
+# Server warnings cost the drivers an extra SHOW WARNINGS round trip per
+# statement that has any, and end up as log lines; leave them to the server.
+class _Cursor(_BaseCursor):
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+class _SSCursor(_BaseSSCursor):
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+class _Asyncmy:
+    @staticmethod
+    async def connect(**kwargs: Any) -> Any:
+        return await asyncmy.connect(**kwargs)
+
+    @staticmethod
+    async def cursor(raw: Any, unbuffered: bool) -> Any:
+        return raw.cursor(_SSCursor if unbuffered else _Cursor)
+
+    @staticmethod
+    def is_closed(raw: Any) -> bool:
+        return not raw.connected
+
+
+class AsyncmyBackend(MySQLBackend):
+    def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
+        super().__init__(url, options, _Asyncmy())
