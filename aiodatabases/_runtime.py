@@ -10,6 +10,7 @@ carrying it over from any other loop.
 from __future__ import annotations
 
 import asyncio
+import sys
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -190,6 +191,8 @@ class Runtime:
 
     def release_orphan(self, driver: DriverConnection) -> None:
         """Return a connection whose holder was garbage collected (any thread)."""
+        if sys.is_finalizing():
+            return  # the process is ending: its sockets and daemon threads go with it
         if self.loop.is_closed():
             driver.terminate()
             return

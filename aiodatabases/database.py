@@ -14,7 +14,6 @@ import contextlib
 import enum
 import logging
 import threading
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -33,6 +32,7 @@ from ._runtime import (
     prepare,
     prepare_many,
 )
+from ._tasks import TaskConnections
 from ._url import DatabaseURL
 from .backends import create_backend
 from .backends.base import to_float, to_int
@@ -120,9 +120,7 @@ class Database:
         self._shared: Connection | None = None
         self._connecting: concurrent.futures.Future[None] | None = None
         self._lock = threading.Lock()  # guards the fields above across threads
-        self._task_connections: weakref.WeakKeyDictionary[asyncio.Task[Any], Connection] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._task_connections = TaskConnections(str(id(self)))
 
     def __repr__(self) -> str:
         return f"<Database {self.url!r} {self._state.value}>"
@@ -167,7 +165,6 @@ class Database:
         )
         runtime.terminate()
         self._runtime, self._shared, self._count = None, None, 0
-        self._task_connections = weakref.WeakKeyDictionary()
 
     async def _open(self) -> None:
         connecting = self._connecting
@@ -224,7 +221,6 @@ class Database:
             runtime, shared = self._runtime, self._shared
             self._runtime, self._shared = None, None
             self._state = DatabaseState.DISCONNECTED
-            self._task_connections = weakref.WeakKeyDictionary()
         await asyncio.shield(self._close(runtime, shared))
 
     @staticmethod
@@ -284,18 +280,15 @@ class Database:
         return runtime
 
     def connection(self) -> Connection:
-        """The current task's connection (the shared one with force_rollback)."""
+        """The current task's connection (the shared one with force_rollback).
+
+        A task that continues an ended task's context (a pytest-asyncio test
+        after its fixture) takes that task's connection over; see ``_tasks``.
+        """
         runtime = self._require_runtime()
         if self._shared is not None:
             return self._shared
-        task = asyncio.current_task()
-        if task is None:
-            return Connection(runtime)
-        connection = self._task_connections.get(task)
-        if connection is None:
-            connection = Connection(runtime)
-            self._task_connections[task] = connection
-        return connection
+        return self._task_connections.get_or_create(runtime)
 
     def transaction(self, *, force_rollback: bool = False, **options: Any) -> Transaction:
         """A transaction on the current task's connection, resolved when it starts.
@@ -312,8 +305,7 @@ class Database:
         if self._shared is not None:
             return self._shared
         runtime.check_reachable()
-        task = asyncio.current_task()
-        return None if task is None else self._task_connections.get(task)
+        return self._task_connections.current(runtime)
 
     # -- statements -----------------------------------------------------------------------------
 

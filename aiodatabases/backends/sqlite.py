@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -152,6 +153,8 @@ class SQLiteConnection:
         # a future of the current event loop, which may close before the worker
         # answers (an error in the worker thread). Called from a thread that has
         # no event loop, stop() uses no future at all.
+        if sys.is_finalizing():
+            return  # no new threads now; the worker is a daemon and ends with the process
         stopper = threading.Thread(target=self._stop_quietly, daemon=True)
         stopper.start()
         stopper.join()

@@ -1,0 +1,69 @@
+"""Which connection a task uses (``_tasks``): its own, or the one its context continues."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from aiodatabases import Database
+from conftest import DATABASE_URLS, drop_notes, reset_notes
+
+# Plain (not force_rollback) databases, built at import time.
+DATABASES = {url: Database(url, acquire_timeout=10) for url in DATABASE_URLS}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def notes_tables() -> Iterator[None]:
+    for url in DATABASE_URLS:
+        asyncio.run(reset_notes(url))
+    yield
+    for url in DATABASE_URLS:
+        asyncio.run(drop_notes(url))
+
+
+@pytest.fixture
+async def rolled_back(database_url: str) -> AsyncIterator[Database]:
+    """The common ``databases`` recipe: each test inside a transaction that rolls back.
+
+    pytest-asyncio runs this setup, the test and the teardown as three tasks
+    that share one context; the test must run inside the fixture's transaction.
+    """
+    database = DATABASES[database_url]
+    async with database, database.transaction(force_rollback=True):
+        yield database
+
+
+@pytest.mark.parametrize("round_", [1, 2])
+async def test_fixture_transaction_is_the_tests_transaction(
+    rolled_back: Database, round_: int
+) -> None:
+    assert await rolled_back.fetch_val("SELECT count(*) FROM notes") == 0
+    await rolled_back.execute("INSERT INTO notes (text) VALUES (:t)", {"t": f"round {round_}"})
+    assert await rolled_back.fetch_val("SELECT count(*) FROM notes") == 1
+
+
+async def test_nothing_leaked_from_the_rolled_back_tests(database_url: str) -> None:
+    async with Database(database_url) as database:
+        assert await database.fetch_val("SELECT count(*) FROM notes") == 0
+
+
+async def test_a_running_parents_connection_is_not_shared_with_its_children(
+    database_url: str,
+) -> None:
+    async with Database(database_url, acquire_timeout=10) as database:
+        async with database.connection() as parent:
+            seen: list[object] = []
+
+            async def child() -> None:
+                seen.append(database.connection())
+
+            await asyncio.gather(child(), child())
+            assert parent not in seen
+            assert seen[0] is not seen[1]
+
+
+async def test_a_task_keeps_its_connection_across_calls(database_url: str) -> None:
+    async with Database(database_url) as database:
+        assert database.connection() is database.connection()
