@@ -136,17 +136,18 @@ class Connection:
         rows already yielded stay valid.
         """
         sql, args = prepare(query, values, self._backend)
-        scopes, who, call = current_scopes(), task_name(), self._runtime.call
-        cursor = await call(self._open_cursor, scopes, who, sql, args)
+        call = self._runtime.call
+        cursor = await call(self._open_cursor, current_scopes(), task_name(), sql, args)
         try:
             while True:
-                rows = await call(self._fetch_batch, scopes, who, cursor)
+                # Scopes are read per batch: the loop body may open or end transactions.
+                rows = await call(self._fetch_batch, current_scopes(), task_name(), cursor)
                 if not rows:
                     break
                 for row in rows:
                     yield Record(row)
         finally:
-            await asyncio.shield(call(self._close_cursor, scopes, who, cursor))
+            await asyncio.shield(call(self._close_cursor, current_scopes(), task_name(), cursor))
 
     def transaction(self, *, force_rollback: bool = False, **options: Any) -> Transaction:
         """A transaction on this connection (see ``Transaction``)."""
@@ -442,55 +443,54 @@ class Connection:
 
     # -- cursors (owning loop) -------------------------------------------------------------
 
-    async def _open_cursor(self, scopes: Scopes, who: str, sql: str, args: Any) -> _OpenCursor:
+    async def _open_cursor(self, scopes: Scopes, who: str, sql: str, args: Any) -> Cursor:
+        """Open a cursor; like a statement, but the connection stays held until closed."""
         await self._pass_gate(scopes, who)
         try:
             driver = await self._ensure_driver()
             self._holds += 1
             try:
-                own_frame = self._backend.cursor_needs_transaction and not self._frames
-                if own_frame:
-                    await self._push_frame(driver, None, {})
-                try:
-                    cursor = await driver.open_cursor(sql, args)
-                except BaseException:
-                    if own_frame:
-                        await self._pop_frame(commit=False)
-                    raise
+                cursor: Cursor = await self._execute(driver, _open_cursor, sql, args)
             except BaseException:
                 self._holds -= 1
                 if self._holds == 0:
                     self._release_driver()
                 raise
+            # A later guard must be taken after the cursor: rolling back to a
+            # savepoint older than the cursor would close it.
+            self._guarded = False
             if self._backend.cursor_blocks_connection:
                 self._streaming += 1
-            return _OpenCursor(cursor, self._frames[-1] if own_frame else None)
+            return cursor
         finally:
-            self._gate.release()
+            if self._recovering:
+                self._recovering = False
+            else:
+                self._gate.release()
 
-    async def _fetch_batch(self, scopes: Scopes, who: str, cursor: _OpenCursor) -> list[Any]:
+    async def _fetch_batch(self, scopes: Scopes, who: str, cursor: Cursor) -> list[Any]:
         await self._pass_gate_streaming(scopes, who)
         try:
-            driver = await self._ensure_driver()
-            rows: list[Any] = await run_statement(
-                self._backend, driver, _fetch_batch, "SELECT", cursor.cursor
+            rows: list[Any] = await self._execute(
+                await self._ensure_driver(), _fetch_batch, "FETCH", cursor
             )
             return rows
-        except asyncio.CancelledError:
-            self._dirty = True
-            raise
         finally:
-            self._gate.release()
+            if self._recovering:
+                self._recovering = False
+            else:
+                self._gate.release()
 
-    async def _close_cursor(self, scopes: Scopes, who: str, cursor: _OpenCursor) -> None:
+    async def _close_cursor(self, scopes: Scopes, who: str, cursor: Cursor) -> None:
+        """Close the cursor and let the connection go; never raises over the loop's error."""
         await self._pass_gate_streaming(scopes, who)
         try:
             if self._backend.cursor_blocks_connection:
                 self._streaming -= 1
-            await cursor.cursor.close()
-            if cursor.frame is not None and self._frames and self._frames[-1] is cursor.frame:
-                # Commit: statements run between batches belong to this frame too.
-                await self._pop_frame(commit=True)
+            await cursor.close()
+        except Exception as exc:
+            # The iteration's own error (or a rollback) may already have ended it.
+            logger.debug("closing a cursor failed: %r", exc)
         finally:
             self._gate.release()
             await self._unhold()
@@ -532,15 +532,14 @@ class Connection:
         self._release_driver()
 
 
+def _open_cursor(driver: DriverConnection, sql: str, args: Any) -> Awaitable[Cursor]:
+    """An ``Operation`` that opens a cursor for ``sql``."""
+    return driver.open_cursor(sql, args)
+
+
 def _fetch_batch(driver: DriverConnection, sql: str, cursor: Cursor) -> Awaitable[list[Any]]:
     """An ``Operation`` that reads the next batch of an open cursor."""
     return cursor.fetch(ITERATE_BATCH_SIZE)
-
-
-@dataclass
-class _OpenCursor:
-    cursor: Cursor
-    frame: _Frame | None
 
 
 _BASE = Scope("force_rollback")

@@ -221,7 +221,6 @@ class MySQLBackend:
     paramstyle: ParamStyle = "format"
     failed_statement_aborts_transaction = False
     single_connection = False
-    cursor_needs_transaction = False
     cursor_blocks_connection = True
     cancel_waits_for_statement = True
     ddl_commits_transaction = True

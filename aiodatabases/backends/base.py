@@ -82,8 +82,6 @@ class Backend(Protocol):
     failed_statement_aborts_transaction: bool
     #: When True the pool never holds more than one connection (SQLite ``:memory:``).
     single_connection: bool
-    #: When True ``open_cursor`` must run inside a transaction (the core opens one).
-    cursor_needs_transaction: bool
     #: When True nothing else can run on a connection while a cursor streams (MySQL).
     cursor_blocks_connection: bool
     #: When True a cancelled statement is interrupted (``interrupt``) and then

@@ -65,7 +65,7 @@ class _PostgresCursor:
         return rows
 
     async def close(self) -> None:
-        if not self._raw.is_closed() and self._raw.is_in_transaction():
+        if not self._raw.is_closed():
             await self._raw.execute(f"CLOSE {self._name}")
 
 
@@ -99,7 +99,12 @@ class PostgresConnection:
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         name = f"aiodatabases_cursor_{next(self._cursor_ids)}"
-        await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", *args)
+        # Outside a transaction a cursor must be WITH HOLD to outlive its
+        # statement (the server keeps the result; the client still streams).
+        # No transaction is opened for it, so transactions started while
+        # iterating are real transactions, not savepoints inside ours.
+        hold = "" if self._raw.is_in_transaction() else " WITH HOLD"
+        await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR{hold} FOR {sql}", *args)
         return _PostgresCursor(self._raw, name)
 
     async def run_control(self, statements: Sequence[str]) -> None:
@@ -114,6 +119,7 @@ class PostgresConnection:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
         # the cancel request of an interrupted statement to complete.
         await self._raw.execute("ROLLBACK")
+        await self._raw.execute("CLOSE ALL")  # WITH HOLD cursors outlive transactions
 
     async def close(self) -> None:
         await self._raw.close(timeout=5)
@@ -129,7 +135,6 @@ class PostgresBackend:
     paramstyle: ParamStyle = "numeric_dollar"
     failed_statement_aborts_transaction = True
     single_connection = False
-    cursor_needs_transaction = True
     cursor_blocks_connection = False
     cancel_waits_for_statement = False
     ddl_commits_transaction = False

@@ -173,7 +173,6 @@ class SQLiteBackend:
     paramstyle: ParamStyle = "qmark"
     # SQLite undoes only the failed statement; an interrupt is never sent.
     failed_statement_aborts_transaction = False
-    cursor_needs_transaction = False
     cursor_blocks_connection = False
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
