@@ -41,22 +41,40 @@ def check_can_carry(owner: asyncio.AbstractEventLoop) -> None:
 
 async def carry(
     owner: asyncio.AbstractEventLoop,
+    start_timeout: float | None,
     func: Callable[P, Awaitable[T]],
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
     """Run ``func(*args)`` in ``owner`` and await its outcome from the current loop.
 
+    ``start_timeout`` bounds the wait for ``owner`` to *start* the call: a
+    loop that is running but blocked in synchronous code never would.
+
     Cancellation: cancelling the caller cancels the call in ``owner``; the
     caller gets ``CancelledError`` without waiting for the owner's cleanup.
     """
     check_can_carry(owner)
+    started = threading.Event()
 
     async def run() -> T:
+        started.set()
         return await func(*args, **kwargs)
 
     future: Future[T] = asyncio.run_coroutine_threadsafe(run(), owner)
-    return await asyncio.wrap_future(future)
+    result = asyncio.wrap_future(future)
+    if start_timeout is not None and not started.is_set():
+        await asyncio.wait([result], timeout=start_timeout)
+        if not started.is_set():
+            future.cancel()
+            raise WrongEventLoopError(
+                f"the event loop this database was connected in did not run the call "
+                f"within {start_timeout}s: it is running but blocked (for example in a "
+                "synchronous TestClient call inside an async test); connect the database "
+                "in the app's own lifespan, or use force_rollback=True, which works from "
+                "any loop"
+            )
+    return await result
 
 
 class LoopThread:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import DriverConnection
-from .exceptions import PoolTimeoutError
+from .exceptions import NotConnectedError, PoolTimeoutError
 
 logger = logging.getLogger("aiodatabases.pool")
 
@@ -72,8 +72,14 @@ class Pool:
         return len(self._idle)
 
     async def open(self) -> None:
-        """Open ``min_size`` connections (concurrently)."""
-        await asyncio.gather(*(self._open_one() for _ in range(self.min_size)))
+        """Open ``min_size`` connections (concurrently); on failure, keep none open."""
+        results = await asyncio.gather(
+            *(self._open_one() for _ in range(self.min_size)), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                await self.close()
+                raise result
 
     async def _open_one(self) -> None:
         self._size += 1
@@ -93,6 +99,8 @@ class Pool:
         """
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
+            if self._closed:
+                raise NotConnectedError("the database was disconnected while this waited")
             conn = self._take_idle()
             if conn is not None:
                 return conn
@@ -222,8 +230,14 @@ class Pool:
                 return
 
     async def close(self) -> None:
-        """Close every idle connection; wait for background resets first."""
+        """Close every idle connection; wait for background resets first.
+
+        Waiting acquirers fail with ``NotConnectedError``; connections in use
+        are closed when they come back.
+        """
         self._closed = True
+        while self._waiters:
+            self._wake_one()
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         while self._idle:

@@ -268,7 +268,8 @@ _SKIP: dict[str, Callable[[str, int], int]] = {
 # -- statement kind -----------------------------------------------------------------------
 
 _READS = re.compile(
-    r"^[\s(]*(?:/\*.*?\*/[\s(]*|--[^\n]*\n[\s(]*)*(select|values|show|table|with|fetch)\b", re.I | re.S
+    r"^[\s(]*(?:/\*.*?\*/[\s(]*|--[^\n]*\n[\s(]*)*(select|values|show|table|with|fetch)\b",
+    re.I | re.S,
 )
 _WRITES = re.compile(r"\b(insert|update|delete|merge|into|call|do|copy|nextval|setval)\b", re.I)
 

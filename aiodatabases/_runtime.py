@@ -10,9 +10,9 @@ carrying it over from any other loop.
 from __future__ import annotations
 
 import asyncio
-import sys
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeAlias, TypeVar
@@ -151,6 +151,8 @@ class Runtime:
             recycle=settings.pool_recycle,
         )
         self._background: set[asyncio.Task[Any]] = set()
+        self._watch: AsyncGenerator[None, None] | None = None
+        self._closed = False
 
     # -- where code runs ------------------------------------------------------------
 
@@ -158,7 +160,9 @@ class Runtime:
         """Run ``func`` in the owning loop and return its result to the caller's loop."""
         if asyncio.get_running_loop() is self.loop:
             return await func(*args, **kwargs)
-        return await carry(self.loop, func, *args, **kwargs)
+        # A private loop thread never blocks; another application loop might.
+        start_timeout = None if self.thread is not None else self.settings.acquire_timeout
+        return await carry(self.loop, start_timeout, func, *args, **kwargs)
 
     def check_reachable(self) -> None:
         """Raise ``WrongEventLoopError`` if the current loop cannot use this runtime."""
@@ -242,10 +246,44 @@ class Runtime:
     # -- lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self.pool.open()
+        """Open the pool; on failure nothing stays open."""
+        try:
+            await self.pool.open()
+        except BaseException:
+            await asyncio.shield(self.close())
+            raise
+        if self.thread is None:
+            await self._watch_loop_shutdown()
+
+    async def _watch_loop_shutdown(self) -> None:
+        """Close gracefully when the owning loop shuts down without disconnect().
+
+        ``asyncio.run()`` and pytest-asyncio finalize the loop's async
+        generators before closing it; this one's ``finally`` closes the pool
+        while the loop can still run it, so no socket is left to the GC.
+        """
+
+        async def watch() -> AsyncGenerator[None, None]:
+            try:
+                yield
+            finally:
+                await self._close_now()
+
+        self._watch = watch()
+        await self._watch.__anext__()  # registered with the loop from here on
 
     async def close(self) -> None:
-        if self._background:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.aclose()  # its finally closes
+        else:
+            await self._close_now()
+
+    async def _close_now(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.close()
 

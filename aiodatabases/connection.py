@@ -99,7 +99,8 @@ class Connection:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._runtime.call(self._unhold)
+        # Shielded: a cancelled exit must still let the connection go.
+        await asyncio.shield(self._runtime.call(self._unhold))
 
     async def fetch_all(self, query: Query, values: Values = None) -> list[Record]:
         """All rows.
@@ -275,7 +276,10 @@ class Connection:
     async def _execute(self, driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
         guard = self._needs_guard()
         if guard and not self._guarded:
-            await driver.run_control([f"RELEASE SAVEPOINT {_GUARD}", f"SAVEPOINT {_GUARD}"])
+            # Not interruptible: half done, it would leave no guard to roll back to.
+            await _uninterrupted(
+                driver.run_control([f"RELEASE SAVEPOINT {_GUARD}", f"SAVEPOINT {_GUARD}"])
+            )
             self._guarded = True
         ddl_commits = self._backend.ddl_commits_transaction and bool(self._frames) and is_ddl(sql)
         if ddl_commits:
@@ -401,6 +405,11 @@ class Connection:
         self._guarded = False
         try:
             await self._end_statement(frame, commit)
+        except BaseException:
+            # A failed COMMIT may leave the transaction open (SQLite "database is
+            # locked"): reset the connection before it is used again.
+            self._dirty = True
+            raise
         finally:
             self._update_owner()
 
@@ -530,6 +539,16 @@ class Connection:
         self._frames.clear()
         self._holds = 0
         self._release_driver()
+
+
+async def _uninterrupted(work: Awaitable[None]) -> None:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def _open_cursor(driver: DriverConnection, sql: str, args: Any) -> Awaitable[Cursor]:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from ._loops import LoopThread, carry
+from ._loops import LoopThread
 from ._records import Record
 from ._runtime import (
     EXECUTE,
@@ -186,19 +186,28 @@ class Database:
     async def _build_runtime(self) -> tuple[Runtime, Connection | None]:
         if not self._force_rollback:
             runtime = Runtime(self._backend, self._settings, asyncio.get_running_loop(), None)
-            await runtime.open()
+            await runtime.open()  # closes what it opened if it fails
             return runtime, None
         thread = LoopThread(f"aiodatabases {self.url.obscure_password}")
         # One connection serves everything; the pool only opens it.
-        settings = Settings(min_size=0, max_size=1, acquire_timeout=self._settings.acquire_timeout)
         # pool_recycle does not apply: the one connection is held until disconnect.
+        settings = Settings(min_size=0, max_size=1, acquire_timeout=self._settings.acquire_timeout)
         runtime = Runtime(self._backend, settings, thread.loop, thread)
+        opening = runtime.submit_to_thread(lambda: self._open_shared(runtime))
         try:
-            shared = await runtime.call(self._open_shared, runtime)
+            shared = await asyncio.shield(asyncio.wrap_future(opening))
         except BaseException:
-            thread.stop()
+            # Cancelled or failed: let the opening settle in its thread, then undo it.
+            await asyncio.shield(self._undo_opening(runtime, opening))
             raise
         return runtime, shared
+
+    @staticmethod
+    async def _undo_opening(runtime: Runtime, opening: concurrent.futures.Future[Any]) -> None:
+        shared: Connection | None = None
+        with contextlib.suppress(BaseException):
+            shared = await asyncio.wrap_future(opening)
+        await Database._close(runtime, shared)
 
     @staticmethod
     async def _open_shared(runtime: Runtime) -> Connection:
@@ -234,10 +243,8 @@ class Database:
         if loop.is_closed() or (not loop.is_running() and loop is not asyncio.get_running_loop()):
             # Nothing can be awaited there any more: drop the sockets.
             runtime.terminate()
-        elif loop is asyncio.get_running_loop():
-            await close()
         else:
-            await carry(loop, close)
+            await runtime.call(close)
         if runtime.thread is not None:
             runtime.thread.stop()
 

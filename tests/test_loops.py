@@ -234,3 +234,41 @@ def test_script_exits_on_its_own(database_url: str, force_rollback: str, disconn
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "42"
+
+
+async def test_call_into_a_blocked_loop_fails_instead_of_hanging(database_url: str) -> None:
+    # Regression: the app's query was carried to the test's loop, which was
+    # blocked in the synchronous TestClient call: a hang.
+    database = Database(database_url, acquire_timeout=0.5)
+
+    async def handler(request: Request) -> JSONResponse:
+        return JSONResponse({"value": await database.fetch_val("SELECT 1")})
+
+    app = Starlette(routes=[Route("/", handler)])
+    async with database:
+        with TestClient(app) as client, pytest.raises(WrongEventLoopError, match="blocked"):
+            client.get("/")
+        assert await database.fetch_val("SELECT 2") == 2
+
+
+def test_loop_that_ends_without_disconnect_leaves_no_socket(database_url: str) -> None:
+    # Regression: the pool's sockets were left to the garbage collector
+    # (ResourceWarning, an error under filterwarnings=error) when asyncio.run()
+    # or a pytest-asyncio loop ended without disconnect().
+    database = Database(database_url)
+
+    async def connect_and_forget() -> object:
+        await database.connect()
+        return await database.fetch_val("SELECT 1")
+
+    async def connect_again() -> object:
+        await database.connect()  # the first loop is closed: replaced, with a warning log
+        try:
+            return await database.fetch_val("SELECT 2")
+        finally:
+            await database.disconnect()
+
+    assert asyncio.run(connect_and_forget()) == 1
+    gc.collect()
+    assert asyncio.run(connect_again()) == 2
+    gc.collect()

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from conftest import DATABASE_URLS, drop_notes, reset_notes
 
 from aiodatabases import Database
-from conftest import DATABASE_URLS, drop_notes, reset_notes
 
 # Plain (not force_rollback) databases, built at import time.
 DATABASES = {url: Database(url, acquire_timeout=10) for url in DATABASE_URLS}
@@ -52,16 +52,16 @@ async def test_nothing_leaked_from_the_rolled_back_tests(database_url: str) -> N
 async def test_a_running_parents_connection_is_not_shared_with_its_children(
     database_url: str,
 ) -> None:
-    async with Database(database_url, acquire_timeout=10) as database:
-        async with database.connection() as parent:
-            seen: list[object] = []
+    database = Database(database_url, acquire_timeout=10)
+    seen: list[object] = []
 
-            async def child() -> None:
-                seen.append(database.connection())
+    async def child() -> None:
+        seen.append(database.connection())
 
-            await asyncio.gather(child(), child())
-            assert parent not in seen
-            assert seen[0] is not seen[1]
+    async with database, database.connection() as parent:
+        await asyncio.gather(child(), child())
+        assert parent not in seen
+        assert seen[0] is not seen[1]
 
 
 async def test_a_task_keeps_its_connection_across_calls(database_url: str) -> None:
