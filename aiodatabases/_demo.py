@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from ._url import DatabaseURL
 from .database import Database
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, InterleaveError
 
 __all__ = ["DemoFailure", "run_demo", "shown", "url_problem"]
 
@@ -41,7 +41,11 @@ PART_TIMEOUT = 30.0
 #: How long the sibling task of part b is watched while the transaction is open.
 SIBLING_WATCH = 0.2
 
-_ID_COLUMN = {"sqlite": "INTEGER PRIMARY KEY", "postgresql": "SERIAL PRIMARY KEY"}
+_ID_COLUMN = {
+    "sqlite": "INTEGER PRIMARY KEY",
+    "postgresql": "SERIAL PRIMARY KEY",
+    "mysql": "INTEGER AUTO_INCREMENT PRIMARY KEY",
+}
 
 
 class DemoFailure(Exception):
@@ -90,7 +94,9 @@ def url_problem(url: str) -> str | None:
     except ConfigurationError as exc:
         return str(exc)
     if _dialect(url) not in _ID_COLUMN:
-        return f"the demo runs on sqlite or postgresql URLs, not {DatabaseURL(url).dialect!r}"
+        return (
+            f"the demo runs on sqlite, postgresql or mysql URLs, not {DatabaseURL(url).dialect!r}"
+        )
     if _dialect(url) == "sqlite" and DatabaseURL(url).database in ("", ":memory:"):
         # Every Database opens its own in-memory database: the setup's table
         # would not exist for the force_rollback one.
@@ -237,6 +243,9 @@ async def _part_c(database: Database, checks: _Checks) -> None:
         await database.execute_many(
             f"INSERT INTO {TABLE} (text) VALUES (:text)", [{"text": f"item {i}"} for i in range(3)]
         )
+        if _dialect(str(database.url)) == "mysql":
+            await _part_c_mysql(database, checks)
+            return
         pairs: list[tuple[str, int]] = []
         async for row in database.iterate(f"SELECT id, text FROM {TABLE} ORDER BY id"):
             upto = await database.fetch_val(
@@ -249,6 +258,21 @@ async def _part_c(database: Database, checks: _Checks) -> None:
             pairs == [("item 0", 1), ("item 1", 2), ("item 2", 3)],
             "every query inside the loop completed",
         )
+
+
+async def _part_c_mysql(database: Database, checks: _Checks) -> None:
+    # MySQL drivers stream rows over the connection itself: a statement on the
+    # iterating connection cannot run, and says so at once instead of hanging.
+    label = "c"
+    refused = ""
+    async for _ in database.iterate(f"SELECT id, text FROM {TABLE} ORDER BY id"):
+        try:
+            await database.fetch_val(f"SELECT COUNT(*) FROM {TABLE}")
+        except InterleaveError as exc:
+            refused = str(exc)
+        break
+    say(label, f"query inside the loop on MySQL's streaming connection: {refused[:60]}...")
+    checks.expect(label, bool(refused), "it failed at once with InterleaveError (no hang)")
 
 
 # -- the whole demo ----------------------------------------------------------------------------

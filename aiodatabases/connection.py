@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._gate import Gate, Scope, Scopes, current_scopes, task_name
+from ._gate import Gate, Scope, Scopes, current_scopes, enter_scope, leave_scope, task_name
 from ._query import is_ddl, is_read_only
 from ._records import Record
 from ._runtime import (
@@ -55,8 +55,9 @@ _GUARD = "aiodatabases_guard"
 class _Frame:
     """One open transaction (or savepoint) on the connection."""
 
-    scope: Scope | None  # None: opened by iterate() for a cursor, owns nothing
+    scope: Scope  # who owns the connection while it is open
     savepoint: str | None  # None: the outermost BEGIN
+    gone: bool = False  # ended by the server (MySQL DDL): nothing to send at its end
 
 
 def _records(rows: list[Any]) -> list[Record]:
@@ -86,7 +87,9 @@ class Connection:
         self._closed = False
         self._broken = False  # the driver connection is gone: discard, never reuse
         self._recovering = False  # a background recovery holds the gate
-        self._streaming = 0  # open cursors that block the connection (MySQL)
+        # Open cursors that block the connection (MySQL), each with its scope.
+        self._blocks = self._backend.cursor_blocks_connection
+        self._streams: list[tuple[Cursor, Scope]] = []
 
     # -- public API (caller's loop) ------------------------------------------------------
 
@@ -138,7 +141,13 @@ class Connection:
         """
         sql, args = prepare(query, values, self._backend)
         call = self._runtime.call
-        cursor = await call(self._open_cursor, current_scopes(), task_name(), sql, args)
+        # Where the driver cannot interleave, the iteration owns the connection
+        # like a transaction: its own task (and tasks it creates) get
+        # InterleaveError at once, others wait until the iteration ends.
+        stream = Scope(f"iteration of task {task_name()}") if self._blocks else None
+        cursor = await call(self._open_cursor, current_scopes(), task_name(), sql, args, stream)
+        if stream is not None:
+            enter_scope(stream)
         try:
             while True:
                 # Scopes are read per batch: the loop body may open or end transactions.
@@ -149,6 +158,8 @@ class Connection:
                     yield Record(row)
         finally:
             await asyncio.shield(call(self._close_cursor, current_scopes(), task_name(), cursor))
+            if stream is not None:
+                leave_scope(stream)
 
     def transaction(self, *, force_rollback: bool = False, **options: Any) -> Transaction:
         """A transaction on this connection (see ``Transaction``)."""
@@ -235,18 +246,42 @@ class Connection:
         self._runtime.pool.release(driver, dirty=dirty, broken=broken)
 
     async def _pass_gate(self, scopes: Scopes, who: str) -> None:
-        await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
-        if self._streaming:
-            self._gate.release()
+        if self._inside_stream(scopes):
+            # An iteration left by ``break`` is closed by a task the loop has
+            # queued (the generator's finalizer): give it its turn first.
+            for _ in range(5):
+                await asyncio.sleep(0)
+        if self._inside_stream(scopes):
+            # Waiting would never end: the caller is inside the iteration.
             raise InterleaveError(
                 "this connection is streaming the rows of an iterate() and its driver "
                 "(MySQL) cannot run another statement until the iteration ends; fetch the "
                 "rows with fetch_all() first, or run the statement on another connection"
             )
+        await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
+
+    def _inside_stream(self, scopes: Scopes) -> bool:
+        return any(stream in scopes for _, stream in self._streams)
 
     async def _pass_gate_streaming(self, scopes: Scopes, who: str) -> None:
         """The gate for the statements of the iteration itself."""
         await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
+
+    async def _pass_gate_ending(self, scopes: Scopes, who: str) -> None:
+        """The gate for ending a transaction: a streaming cursor is ended first.
+
+        The ``async with`` of a transaction exits before the iteration inside it
+        is closed (an async generator is closed later); its end must not fail.
+        """
+        streams, stream_scopes = self._streams, tuple(stream for _, stream in self._streams)
+        await self._pass_gate_streaming((*scopes, *stream_scopes), who)
+        self._streams = []
+        self._update_owner()
+        for cursor, _ in streams:
+            try:
+                await cursor.close()
+            except Exception as exc:
+                logger.debug("closing a streaming cursor failed: %r", exc)
 
     async def _run(self, scopes: Scopes, who: str, op: Operation, sql: str, args: Any) -> Any:
         await self._pass_gate(scopes, who)
@@ -316,10 +351,11 @@ class Connection:
     async def _restart_after_implicit_commit(self, driver: DriverConnection) -> None:
         """The server ended every open transaction: keep force_rollback isolation
         from here on by beginning again, and forget savepoints that are gone."""
+        for frame in self._frames:
+            if frame.savepoint is not None:
+                frame.gone = True  # ending it sends nothing: it no longer exists
         if self._frames and self._frames[0].scope is _BASE:
             await driver.run_control(self._backend.begin_sql({}))
-            if len(self._frames) > 1:
-                logger.error("open transactions were committed by DDL; they can no longer be ended")
 
     async def _recover(self, driver: DriverConnection) -> None:
         try:
@@ -359,7 +395,7 @@ class Connection:
             self._gate.release()
 
     async def _push_frame(
-        self, driver: DriverConnection, scope: Scope | None, options: Mapping[str, Any]
+        self, driver: DriverConnection, scope: Scope, options: Mapping[str, Any]
     ) -> None:
         if self._frames:
             name = f"aiodatabases_sp_{next(self._savepoint_ids)}"
@@ -372,9 +408,12 @@ class Connection:
         self._update_owner()
 
     def _update_owner(self) -> None:
-        """The innermost open transaction owns the connection (see ``_gate``)."""
+        """The innermost open transaction (or streaming iteration) owns the connection."""
+        if self._streams:
+            self._gate.set_owner(self._streams[-1][1])
+            return
         for frame in reversed(self._frames):
-            if frame.scope is not None and frame.scope is not _BASE:
+            if frame.scope is not _BASE:
                 self._gate.set_owner(frame.scope)
                 return
         self._gate.set_owner(None)
@@ -386,7 +425,7 @@ class Connection:
                 "cannot end this transaction: a transaction nested inside it is still "
                 "open; end the inner one first"
             )
-        await self._pass_gate(scopes, task_name())
+        await self._pass_gate_ending(scopes, task_name())
         try:
             await self._pop_frame(commit)
         finally:
@@ -415,7 +454,7 @@ class Connection:
 
     async def _end_statement(self, frame: _Frame, commit: bool) -> None:
         driver = self._driver
-        if driver is None:
+        if driver is None or frame.gone:
             return
         if frame.savepoint is None:
             await driver.run_control(["COMMIT" if commit else "ROLLBACK"])
@@ -438,9 +477,7 @@ class Connection:
         logger.warning(
             "a task ended without ending its transaction (%s); rolling it back", scope.description
         )
-        await self._pass_gate_streaming(
-            tuple(f.scope for f in self._frames if f.scope), "(cleanup)"
-        )
+        await self._pass_gate_ending(tuple(f.scope for f in self._frames), "(cleanup)")
         try:
             while len(self._frames) > index:
                 try:
@@ -452,7 +489,9 @@ class Connection:
 
     # -- cursors (owning loop) -------------------------------------------------------------
 
-    async def _open_cursor(self, scopes: Scopes, who: str, sql: str, args: Any) -> Cursor:
+    async def _open_cursor(
+        self, scopes: Scopes, who: str, sql: str, args: Any, stream: Scope | None
+    ) -> Cursor:
         """Open a cursor; like a statement, but the connection stays held until closed."""
         await self._pass_gate(scopes, who)
         try:
@@ -468,8 +507,9 @@ class Connection:
             # A later guard must be taken after the cursor: rolling back to a
             # savepoint older than the cursor would close it.
             self._guarded = False
-            if self._backend.cursor_blocks_connection:
-                self._streaming += 1
+            if stream is not None:
+                self._streams.append((cursor, stream))
+                self._update_owner()
             return cursor
         finally:
             if self._recovering:
@@ -480,6 +520,11 @@ class Connection:
     async def _fetch_batch(self, scopes: Scopes, who: str, cursor: Cursor) -> list[Any]:
         await self._pass_gate_streaming(scopes, who)
         try:
+            if self._blocks and not any(cursor is c for c, _ in self._streams):
+                raise InterleaveError(
+                    "this iteration was ended early: the transaction around it ended (or "
+                    "the database disconnected) while its rows were still streaming"
+                )
             rows: list[Any] = await self._execute(
                 await self._ensure_driver(), _fetch_batch, "FETCH", cursor
             )
@@ -494,8 +539,12 @@ class Connection:
         """Close the cursor and let the connection go; never raises over the loop's error."""
         await self._pass_gate_streaming(scopes, who)
         try:
-            if self._backend.cursor_blocks_connection:
-                self._streaming -= 1
+            if self._blocks:
+                streams = [entry for entry in self._streams if entry[0] is not cursor]
+                if len(streams) == len(self._streams):
+                    return  # already ended with its transaction
+                self._streams = streams
+                self._update_owner()
             await cursor.close()
         except Exception as exc:
             # The iteration's own error (or a rollback) may already have ended it.
@@ -521,9 +570,9 @@ class Connection:
         Statements still waiting at the gate then fail with ``NotConnectedError``.
         """
         self._closed = True
-        scopes = tuple(f.scope for f in self._frames if f.scope is not None)
+        scopes = tuple(f.scope for f in self._frames)
         try:
-            await self._pass_gate_streaming(scopes, "(disconnect)")
+            await self._pass_gate_ending(scopes, "(disconnect)")
         except ConnectionBusyError:
             logger.warning("disconnect() gave up waiting for a statement; closing anyway")
             self._broken = True

@@ -351,22 +351,27 @@ class Database:
             return
         await self._borrow(EXECUTE_MANY, *prepare_many(query, values, self._backend))
 
-    async def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
+    def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
         """Stream rows in batches. Other queries may run inside the loop.
 
         The iteration holds the current task's connection; statements of the
-        same task in the loop body run on it between batches.
+        same task in the loop body run on it between batches. (On MySQL, whose
+        drivers cannot interleave, it holds a pooled connection of its own.)
+
+        Returns the connection's async generator itself, not a wrapper: a loop
+        left by ``break`` then closes the cursor as soon as the loop allows.
         """
         # The task's own connection: statements in the loop body (same task)
         # run on it between batches instead of waiting for another one.
         connection = self._current()
         if connection is None or not connection.in_use:
-            # A driver that streams over the connection (MySQL) could not run
-            # the body's statements on it: give the iteration its own.
-            blocks = self._backend.cursor_blocks_connection
-            connection = Connection(self._require_runtime()) if blocks else self.connection()
-        async for record in connection.iterate(query, values):
-            yield record
+            # A driver that streams over the connection (MySQL) could not run the
+            # body's statements on it: give the iteration its own, unless the pool
+            # has only one (the body's statements would wait for it forever).
+            runtime = self._require_runtime()
+            own = self._backend.cursor_blocks_connection and runtime.pool.max_size > 1
+            connection = Connection(runtime) if own else self.connection()
+        return connection.iterate(query, values)
 
     async def _borrow(self, op: Any, sql: str, args: Any) -> Any:
         runtime = self._require_runtime()

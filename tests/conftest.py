@@ -8,8 +8,10 @@ named but does not answer fails its tests: it is never skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -21,13 +23,13 @@ from aiodatabases import Database, DatabaseURL
 _SQLITE_FILE = os.path.join(tempfile.mkdtemp(prefix="aiodatabases-tests-"), "test.db")
 _LOCAL_SERVERS = {
     "postgresql": ("127.0.0.1", 5432, ["postgresql://postgres@127.0.0.1:5432/test"]),
+    # Both MySQL drivers, so every shared test runs on asyncmy and on aiomysql.
+    "mysql": (
+        "127.0.0.1",
+        3306,
+        ["mysql://root@127.0.0.1:3306/test", "mysql+aiomysql://root@127.0.0.1:3306/test"],
+    ),
 }
-# MySQL joins the default servers once the shared suite is adapted to it:
-_MYSQL_SERVER = (
-    "127.0.0.1",
-    3306,
-    ["mysql://root@127.0.0.1:3306/test", "mysql+aiomysql://root@127.0.0.1:3306/test"],
-)
 
 
 def _answers(host: str, port: int) -> bool:
@@ -60,13 +62,74 @@ _SERVER_ADMIN = {
 }
 
 
+# MySQL waits a day (lock_wait_timeout) for a metadata lock: a test that leaves a
+# connection inside a transaction on a table would hang the helpers' DROP TABLE.
+# Bounded, the leak is an error that names the lock and the connections holding it.
+_MYSQL_LOCK_WAIT_SECONDS = 10
+_MYSQL_HELPER_OPTIONS = {
+    "init_command": f"SET SESSION lock_wait_timeout={_MYSQL_LOCK_WAIT_SECONDS}"
+}
+_MYSQL_LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT
+
+
+class LeakedTransactionError(AssertionError):
+    """A test left a connection inside a transaction (seen by a fixture helper)."""
+
+
+def helper_database(url: str | DatabaseURL) -> Database:
+    """A ``Database`` for fixtures and helpers (setup, teardown, server inspection)."""
+    options = _MYSQL_HELPER_OPTIONS if dialect_of(str(url)) == "mysql" else {}
+    return Database(url, **options)
+
+
+async def _kill_mysql_connections(admin: Database, database_name: str) -> list[str]:
+    """Kill the other connections using ``database_name``; describe each one killed."""
+    rows = await admin.fetch_all(
+        "SELECT p.ID, p.COMMAND, p.TIME, p.INFO, t.trx_state, t.trx_started"
+        " FROM information_schema.PROCESSLIST p"
+        " LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID"
+        " WHERE p.DB = :db AND p.ID <> CONNECTION_ID()",
+        {"db": database_name},
+    )
+    killed = []
+    for row in rows:
+        transaction = f"transaction {row[4]} since {row[5]}" if row[4] else "no InnoDB transaction"
+        killed.append(
+            f"connection {row[0]} ({row[1]} for {row[2]}s, {transaction}, info={row[3]!r})"
+        )
+        with contextlib.suppress(Exception):  # it may have ended meanwhile
+            await admin.execute(f"KILL {int(row[0])}")
+    return killed
+
+
+async def drop_table(url: str, table: str) -> None:
+    """``DROP TABLE IF EXISTS``; on MySQL a leaked transaction fails it after a bounded wait."""
+    async with helper_database(url) as database:
+        try:
+            await database.execute(f"DROP TABLE IF EXISTS {table}")
+        except Exception as exc:
+            if dialect_of(url) != "mysql" or exc.args[:1] != (_MYSQL_LOCK_WAIT_TIMEOUT,):
+                raise
+            # Kill the holders so that the tests after this one start clean.
+            holders = await _kill_mysql_connections(database, DatabaseURL(url).database)
+            await database.execute(f"DROP TABLE IF EXISTS {table}")
+            raise LeakedTransactionError(
+                f"DROP TABLE {table} waited {_MYSQL_LOCK_WAIT_SECONDS}s for the table's "
+                f"metadata lock: a connection was left inside a transaction on it. "
+                f"Killed: {'; '.join(holders) or 'none (it ended meanwhile)'}"
+            ) from exc
+
+
 def _admin(url: str, template_index: int, name: str) -> None:
     dialect = dialect_of(url)
     admin_database = _SERVER_ADMIN[dialect][0]
     statement = _SERVER_ADMIN[dialect][template_index].format(name)
 
     async def run() -> None:
-        async with Database(DatabaseURL(url).replace(database=admin_database)) as admin:
+        async with helper_database(DatabaseURL(url).replace(database=admin_database)) as admin:
+            if dialect == "mysql" and template_index == 2:
+                # What PostgreSQL's DROP DATABASE ... WITH (FORCE) does.
+                await _kill_mysql_connections(admin, name)
             await admin.execute(statement)
 
     asyncio.run(run())
@@ -84,7 +147,10 @@ def _private_database(url: str) -> str:
 
 def _drop_private_databases() -> None:
     for url, name in _CREATED:
-        _admin(url, 2, name)
+        try:
+            _admin(url, 2, name)
+        except Exception as exc:  # report it, and still drop the others
+            print(f"\nconftest: could not drop test database {name!r}: {exc!r}", file=sys.stderr)
 
 
 _CREATED: list[tuple[str, str]] = []
@@ -120,14 +186,13 @@ def notes_ddl(url: str) -> str:
 
 
 async def reset_notes(url: str) -> None:
-    async with Database(url) as database:
-        await database.execute("DROP TABLE IF EXISTS notes")
+    await drop_table(url, "notes")
+    async with helper_database(url) as database:
         await database.execute(notes_ddl(url))
 
 
 async def drop_notes(url: str) -> None:
-    async with Database(url) as database:
-        await database.execute("DROP TABLE IF EXISTS notes")
+    await drop_table(url, "notes")
 
 
 @pytest.fixture

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import aiomysql
 import aiosqlite
+import asyncmy
 import asyncpg
 import pytest
 from conftest import dialect_of, urls_for
 
-from aiodatabases import Connection, Database, NotConnectedError
+from aiodatabases import Connection, Database, DatabaseURL, InterleaveError, NotConnectedError
 
 INSERT = "INSERT INTO notes (text, completed) VALUES (:text, :completed)"
 
@@ -97,10 +100,35 @@ async def test_nested_async_with_connection(database_url: str) -> None:
             connection.raw_connection  # noqa: B018
 
 
+def raw_driver_type(url: str) -> type[Any]:
+    driver_types: dict[str, type[Any]] = {
+        "postgresql": asyncpg.Connection,
+        "sqlite": aiosqlite.Connection,
+        "mysql": asyncmy.Connection,
+        "mysql+asyncmy": asyncmy.Connection,
+        "mysql+aiomysql": aiomysql.Connection,
+    }
+    return driver_types[DatabaseURL(url).scheme]
+
+
+async def raw_select_one(raw: Any) -> Any:
+    if isinstance(raw, asyncpg.Connection):
+        return await raw.fetchval("SELECT 1")
+    if isinstance(raw, aiosqlite.Connection):
+        async with raw.execute("SELECT 1") as cursor:
+            return (await cursor.fetchone())[0]
+    # The MySQL drivers (PyMySQL's shape): asyncmy's cursor() is sync, aiomysql's a coroutine.
+    cursor = raw.cursor()
+    if asyncio.iscoroutine(cursor):
+        cursor = await cursor
+    await cursor.execute("SELECT 1")
+    value = (await cursor.fetchone())[0]
+    await cursor.close()
+    return value
+
+
 async def test_raw_connection_is_the_driver_connection_inside_the_block(database_url: str) -> None:
-    driver_type = (
-        asyncpg.Connection if dialect_of(database_url) == "postgresql" else (aiosqlite.Connection)
-    )
+    driver_type = raw_driver_type(database_url)
     async with Database(database_url) as db:
         connection = db.connection()
         with pytest.raises(NotConnectedError):
@@ -108,11 +136,7 @@ async def test_raw_connection_is_the_driver_connection_inside_the_block(database
         async with connection:
             raw = connection.raw_connection
             assert isinstance(raw, driver_type)
-            if isinstance(raw, asyncpg.Connection):
-                assert await raw.fetchval("SELECT 1") == 1
-            else:
-                async with raw.execute("SELECT 1") as cursor:
-                    assert (await cursor.fetchone())[0] == 1
+            assert await raw_select_one(raw) == 1
         with pytest.raises(NotConnectedError):
             connection.raw_connection  # noqa: B018
         async with db.transaction():
@@ -135,16 +159,40 @@ async def test_explicitly_shared_connection_runs_gathered_statements(url: str) -
 
 
 async def test_explicitly_shared_connection_on_every_backend(notes: str) -> None:
+    # MySQL cannot run a statement on a connection while it streams an iterate()
+    # (InterleaveError, tested below): there the gathered tasks do not iterate.
+    streams_block = dialect_of(notes) == "mysql"
     async with Database(notes) as db, db.connection() as connection:
 
         async def work(i: int) -> None:
             await connection.execute(INSERT, {"text": str(i), "completed": False})
             assert str(i) in await texts(connection)
-            rows = [row async for row in connection.iterate("SELECT text FROM notes")]
+            if streams_block:
+                rows = await connection.fetch_all("SELECT text FROM notes")
+            else:
+                rows = [row async for row in connection.iterate("SELECT text FROM notes")]
             assert str(i) in [row["text"] for row in rows]
 
         await asyncio.gather(*(work(i) for i in range(10)))
         assert sorted(await texts(connection), key=int) == [str(i) for i in range(10)]
+        rows = [row["text"] async for row in connection.iterate("SELECT text FROM notes")]
+        assert sorted(rows, key=int) == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("url", urls_for("mysql"), ids=lambda url: DatabaseURL(url).scheme)
+async def test_statement_while_a_shared_mysql_connection_streams_fails_at_once(url: str) -> None:
+    # Legitimate MySQL difference: the protocol cannot interleave a statement with
+    # an unbuffered result, so another task's statement fails at once (no hang).
+    async with Database(url, acquire_timeout=5) as db, db.connection() as connection:
+        rows = connection.iterate("SELECT 1 AS x UNION ALL SELECT 2")
+        first = await rows.__anext__()
+        try:
+            with pytest.raises(InterleaveError):
+                await asyncio.create_task(connection.fetch_val("SELECT 3"))
+            assert [first["x"], *[row["x"] async for row in rows]] == [1, 2]
+        finally:
+            await rows.aclose()  # type: ignore[attr-defined]
+        assert await connection.fetch_val("SELECT 3") == 3
 
 
 async def test_transaction_on_a_shared_connection_owns_it(notes: str) -> None:

@@ -47,6 +47,18 @@ def driver_errors(url: str) -> SimpleNamespace:
             unique=asyncpg.exceptions.UniqueViolationError,
             undefined_table=asyncpg.exceptions.UndefinedTableError,
         )
+    if dialect_of(url) == "mysql":
+        # Each MySQL driver raises its own PEP 249 classes (aiomysql re-uses PyMySQL's).
+        if DatabaseURL(url).driver == "aiomysql":
+            import pymysql.err as errors
+        else:
+            import asyncmy.errors as errors  # type: ignore[no-redef]
+
+        return SimpleNamespace(
+            syntax=errors.ProgrammingError,  # 1064
+            unique=errors.IntegrityError,  # 1062 duplicate entry
+            undefined_table=errors.ProgrammingError,  # 1146
+        )
     return SimpleNamespace(
         syntax=sqlite3.OperationalError,
         unique=sqlite3.IntegrityError,
@@ -132,6 +144,9 @@ def test_bad_option_values_in_url_are_rejected_at_once(
         ("postgresql://localhost/app", "asyncpg", "postgresql"),
         ("postgresql+asyncpg://localhost/app", "asyncpg", "postgresql"),
         ("sqlite:///app.db", "aiosqlite", "sqlite"),
+        ("mysql://localhost/app", "asyncmy", "mysql"),
+        ("mysql+asyncmy://localhost/app", "asyncmy", "mysql"),
+        ("mysql+aiomysql://localhost/app", "aiomysql", "aiomysql"),
     ],
 )
 def test_missing_driver_says_how_to_install_it(

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from conftest import DATABASE_URLS, dialect_of, drop_notes, reset_notes, sleep_query
+from conftest import DATABASE_URLS, drop_notes, reset_notes, sleep_query
 
 from aiodatabases import ConnectionBusyError, Database
 
@@ -214,11 +214,6 @@ async def test_cancelled_statement_keeps_earlier_writes(
     await _insert(database, "after")
     rows = await database.fetch_all("SELECT text FROM notes ORDER BY id")
     assert [r["text"] for r in rows] == ["before", "after"]
-
-
-@pytest.mark.skipif(not DATABASE_URLS, reason="no database configured")
-def test_sqlite_dialect_names_are_stable() -> None:
-    assert {dialect_of(url) for url in DATABASE_URLS} <= {"sqlite", "postgresql"}
 
 
 async def test_disconnect_waits_for_a_running_statement(database_url: str) -> None:

@@ -8,10 +8,26 @@ import gc
 import tracemalloc
 
 import pytest
+from conftest import dialect_of
 
-from aiodatabases import Database
+from aiodatabases import Database, InterleaveError
 
 _ROWS = 1234  # more than two batches
+
+
+def _interleaves(url: str) -> bool:
+    """MySQL drivers stream a cursor over the connection: nothing else can run on it."""
+    return dialect_of(url) != "mysql"
+
+
+async def _refused_while_streaming(url: str, database: Database, query: str) -> None:
+    """On MySQL a statement on the iterating connection fails at once (never hangs)."""
+    iteration = database.iterate(query)
+    async with contextlib.aclosing(iteration):
+        async for _ in iteration:
+            with pytest.raises(InterleaveError, match="streaming"):
+                await database.fetch_val("SELECT 1")
+            break
 
 
 async def _fill(database: Database, n: int = _ROWS) -> None:
@@ -25,6 +41,10 @@ async def _fill(database: Database, n: int = _ROWS) -> None:
 async def test_query_inside_iterate_completes(notes: str, force_rollback: bool) -> None:
     async with Database(notes, force_rollback=force_rollback, acquire_timeout=10) as database:
         await _fill(database)
+        if force_rollback and not _interleaves(notes):
+            # The one shared connection is the iterating one.
+            await _refused_while_streaming(notes, database, "SELECT id FROM notes")
+            return
         seen = 0
         async for row in database.iterate("SELECT id, text FROM notes ORDER BY id"):
             value = await database.fetch_val(
@@ -38,6 +58,10 @@ async def test_query_inside_iterate_completes(notes: str, force_rollback: bool) 
 async def test_write_inside_iterate_in_a_transaction(notes: str) -> None:
     async with Database(notes, acquire_timeout=10) as database:
         await _fill(database, 10)
+        if not _interleaves(notes):
+            async with database.transaction():
+                await _refused_while_streaming(notes, database, "SELECT id FROM notes")
+            return
         async with database.transaction():
             async for row in database.iterate("SELECT id FROM notes ORDER BY id"):
                 await database.execute(
@@ -50,6 +74,9 @@ async def test_iterate_inside_connection_block_interleaves(notes: str) -> None:
     async with Database(notes, acquire_timeout=10) as database:
         await _fill(database, 600)
         async with database.connection() as connection:
+            if not _interleaves(notes):
+                await _refused_while_streaming(notes, database, "SELECT id FROM notes")
+                return
             total = 0
             async for row in connection.iterate("SELECT id FROM notes"):
                 total += await connection.fetch_val(
@@ -73,7 +100,11 @@ async def test_other_tasks_run_between_batches_on_shared_connection(notes: str) 
             progress.append("writer done")
 
         await asyncio.gather(reader(), writer())
-        assert progress == ["writer done", "reader done"], "iterate did not lock the connection"
+        if _interleaves(notes):
+            assert progress == ["writer done", "reader done"], "iterate locked the connection"
+        else:
+            # MySQL: the iteration owns the connection; another task waits for it.
+            assert progress == ["reader done", "writer done"]
 
 
 async def test_break_out_of_iterate_leaves_database_usable(notes: str) -> None:
@@ -121,6 +152,11 @@ async def test_query_inside_iterate_with_a_pool_of_one(notes: str) -> None:
     # never come (PoolTimeoutError, or a hang without acquire_timeout).
     async with Database(notes, min_size=0, max_size=1, acquire_timeout=5) as database:
         await _fill(database, 700)
+        if not _interleaves(notes):
+            # The iteration holds the only connection and cannot share it: the
+            # body's query fails at once rather than wait for it.
+            await _refused_while_streaming(notes, database, "SELECT id FROM notes")
+            return
         count = 0
         async for row in database.iterate("SELECT id FROM notes"):
             assert await database.fetch_val("SELECT :v", {"v": str(row["id"])}) == str(row["id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,10 +24,16 @@ _TIME = 11
 
 
 def _ssl_option(value: Any) -> Any:
-    """``ssl``: an ``SSLContext``, a dict of PyMySQL ssl settings, or true/false."""
-    if isinstance(value, (bool, dict)) or hasattr(value, "wrap_socket"):
+    """``ssl``: an ``SSLContext`` (verify as it says), or true (encrypt, like
+    libpq's ``sslmode=require``: no certificate check), or false."""
+    if isinstance(value, ssl.SSLContext):
         return value
-    return to_bool(value)
+    if not to_bool(value):
+        return False
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 OPTIONS = OptionSpec(
@@ -117,16 +124,28 @@ class _Shaper:
 
 
 class _MySQLCursor:
-    """An unbuffered cursor: rows stream from the server as they are fetched."""
+    """An unbuffered cursor: rows stream from the server as they are fetched.
 
-    def __init__(self, cursor: Any) -> None:
+    Between batches the socket is not read (``flow``), so the server waits
+    instead of the client buffering the rest of the result.
+    """
+
+    def __init__(self, cursor: Any, raw: Any, flow: Any) -> None:
         self._cursor = cursor
+        self._raw = raw
+        self._flow = flow
         self._shaper = _Shaper(cursor.description or ())
+        flow.pause(raw)
 
     async def fetch(self, count: int) -> list[Row]:
-        return self._shaper.rows(await self._cursor.fetchmany(count))
+        self._flow.resume(self._raw)
+        try:
+            return self._shaper.rows(await self._cursor.fetchmany(count))
+        finally:
+            self._flow.pause(self._raw)
 
     async def close(self) -> None:
+        self._flow.resume(self._raw)
         await self._cursor.close()  # reads and drops the rest of the result
 
 
@@ -188,7 +207,7 @@ class MySQLConnection:
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         cursor = await self._backend.new_cursor(self._raw, unbuffered=True)
         await cursor.execute(sql, tuple(args))
-        return _MySQLCursor(cursor)
+        return _MySQLCursor(cursor, self._raw, self._backend.flow)
 
     async def run_control(self, statements: Sequence[str]) -> None:
         cursor = await self._backend.new_cursor(self._raw)
@@ -241,7 +260,30 @@ class MySQLBackend:
         self._connect_kwargs = kwargs
 
     async def connect(self) -> MySQLConnection:
-        return MySQLConnection(await self._driver.connect(**self._connect_kwargs), self)
+        connection = MySQLConnection(await self._driver.connect(**self._connect_kwargs), self)
+        if self._connect_kwargs.get("ssl"):
+            await self._require_encryption(connection)
+        return connection
+
+    async def _require_encryption(self, connection: MySQLConnection) -> None:
+        # aiomysql quietly goes on in plain text when the server offers no TLS.
+        try:
+            row = await connection.fetch_one("SHOW SESSION STATUS LIKE 'Ssl_cipher'", ())
+            encrypted = row is not None and bool(row[1])
+        except BaseException:
+            await connection.close()
+            raise
+        if not encrypted:
+            await connection.close()
+            raise ConnectionError(
+                "ssl was requested but the MySQL server did not encrypt the connection "
+                "(it offers no TLS); refusing to continue in plain text"
+            )
+
+    @property
+    def flow(self) -> Any:
+        """Pauses and resumes reading a connection's socket (see ``_MySQLCursor``)."""
+        return self._driver
 
     async def new_cursor(self, raw: Any, *, unbuffered: bool = False) -> Any:
         return await self._driver.cursor(raw, unbuffered)

@@ -40,6 +40,15 @@ class _Aiomysql:
     def is_closed(raw: Any) -> bool:
         return bool(raw.closed)
 
+    # aiomysql's stream reader already stops reading when its buffer is full.
+    @staticmethod
+    def pause(raw: Any) -> None:
+        return None
+
+    @staticmethod
+    def resume(raw: Any) -> None:
+        return None
+
 
 class AiomysqlBackend(MySQLBackend):
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:

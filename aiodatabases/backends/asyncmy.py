@@ -40,6 +40,21 @@ class _Asyncmy:
     def is_closed(raw: Any) -> bool:
         return not raw.connected
 
+    # asyncmy reads the socket into an ever growing buffer, with no back
+    # pressure: without a pause between batches an unbuffered result would
+    # end up in memory whole.
+    @staticmethod
+    def pause(raw: Any) -> None:
+        transport = getattr(raw, "_transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    @staticmethod
+    def resume(raw: Any) -> None:
+        transport = getattr(raw, "_transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
 
 class AsyncmyBackend(MySQLBackend):
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
