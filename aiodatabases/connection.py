@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._gate import Gate, Scope, Scopes, current_scopes, enter_scope, leave_scope, task_name
 from ._query import is_ddl, is_read_only
-from ._records import Record
+from ._records import Record, records
 from ._runtime import (
     EXECUTE,
     EXECUTE_MANY,
@@ -58,10 +58,6 @@ class _Frame:
     scope: Scope  # who owns the connection while it is open
     savepoint: str | None  # None: the outermost BEGIN
     gone: bool = False  # ended by the server (MySQL DDL): nothing to send at its end
-
-
-def _records(rows: list[Any]) -> list[Record]:
-    return [Record(row) for row in rows]
 
 
 class Connection:
@@ -111,27 +107,31 @@ class Connection:
         Cancellation: the statement is cancelled on the server; the connection
         is usable again before anyone else's statement runs on it.
         """
-        return _records(await self._statement(FETCH_ALL, *prepare(query, values, self._backend)))
+        sql, args, meta = prepare(query, values, self._backend)
+        return records(await self._statement(FETCH_ALL, sql, args), meta)
 
     async def fetch_one(self, query: Query, values: Values = None) -> Record | None:
         """The first row, or None. Cancellation: as ``fetch_all``."""
-        row = await self._statement(FETCH_ONE, *prepare(query, values, self._backend))
-        return None if row is None else Record(row)
+        sql, args, meta = prepare(query, values, self._backend)
+        row = await self._statement(FETCH_ONE, sql, args)
+        return None if row is None else Record(row, meta)
 
     async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
         """One value of the first row (``column`` by index or name), or None."""
-        row = await self._statement(FETCH_ONE, *prepare(query, values, self._backend))
-        return None if row is None else Record(row)[column]
+        row = await self.fetch_one(query, values)
+        return None if row is None else row[column]
 
     async def execute(self, query: Query, values: Values = None) -> Any:
         """Run a statement; PostgreSQL returns the first column of the first row
         (``RETURNING id``) or None, SQLite the cursor's ``lastrowid``.
         Cancellation: as ``fetch_all``."""
-        return await self._statement(EXECUTE, *prepare(query, values, self._backend))
+        sql, args, _ = prepare(query, values, self._backend)
+        return await self._statement(EXECUTE, sql, args)
 
     async def execute_many(self, query: Query, values: Sequence[Mapping[str, Any]]) -> None:
         """Run a statement once per mapping in ``values``, as one driver batch."""
-        await self._statement(EXECUTE_MANY, *prepare_many(query, values, self._backend))
+        sql, args_list, _ = prepare_many(query, values, self._backend)
+        await self._statement(EXECUTE_MANY, sql, args_list)
 
     async def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
         """Stream rows in batches; other statements may run between batches.
@@ -139,7 +139,7 @@ class Connection:
         Cancellation: the cursor is closed and the connection released; the
         rows already yielded stay valid.
         """
-        sql, args = prepare(query, values, self._backend)
+        sql, args, meta = prepare(query, values, self._backend)
         call = self._runtime.call
         # Where the driver cannot interleave, the iteration owns the connection
         # like a transaction: its own task (and tasks it creates) get
@@ -155,7 +155,7 @@ class Connection:
                 if not rows:
                     break
                 for row in rows:
-                    yield Record(row)
+                    yield Record(row, meta)
         finally:
             await asyncio.shield(call(self._close_cursor, current_scopes(), task_name(), cursor))
             if stream is not None:

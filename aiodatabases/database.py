@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from ._loops import LoopThread
-from ._records import Record
+from ._records import Record, records
 from ._runtime import (
     EXECUTE,
     EXECUTE_MANY,
@@ -86,10 +86,6 @@ def _take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Setti
     )
 
 
-def _records(rows: list[Any]) -> list[Record]:
-    return [Record(row) for row in rows]
-
-
 class Database:
     """A database: a pool of connections, or one rolled-back connection.
 
@@ -126,6 +122,17 @@ class Database:
         return f"<Database {self.url!r} {self._state.value}>"
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def dialect(self) -> Any:
+        """The SQLAlchemy dialect this database's statements are compiled with.
+
+        For libraries built on top (query builders, ORMs) that compile their
+        own statements or quote identifiers (``dialect.identifier_preparer``).
+        ``database._backend._dialect`` is the same object (the ``databases``
+        path). Needs SQLAlchemy (``pip install 'aiodatabases[sqlalchemy]'``).
+        """
+        return self._backend._dialect  # type: ignore[attr-defined]
 
     @property
     def is_connected(self) -> bool:
@@ -321,15 +328,17 @@ class Database:
         connection = self._current()
         if connection is not None:
             return await connection.fetch_all(query, values)
-        return _records(await self._borrow(FETCH_ALL, *prepare(query, values, self._backend)))
+        sql, args, meta = prepare(query, values, self._backend)
+        return records(await self._borrow(FETCH_ALL, sql, args), meta)
 
     async def fetch_one(self, query: Query, values: Values = None) -> Record | None:
         """The first row, or None."""
         connection = self._current()
         if connection is not None:
             return await connection.fetch_one(query, values)
-        row = await self._borrow(FETCH_ONE, *prepare(query, values, self._backend))
-        return None if row is None else Record(row)
+        sql, args, meta = prepare(query, values, self._backend)
+        row = await self._borrow(FETCH_ONE, sql, args)
+        return None if row is None else Record(row, meta)
 
     async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
         """A value of the first row (``column`` by index or name), or None."""
@@ -341,7 +350,8 @@ class Database:
         connection = self._current()
         if connection is not None:
             return await connection.execute(query, values)
-        return await self._borrow(EXECUTE, *prepare(query, values, self._backend))
+        sql, args, _ = prepare(query, values, self._backend)
+        return await self._borrow(EXECUTE, sql, args)
 
     async def execute_many(self, query: Query, values: Sequence[Mapping[str, Any]]) -> None:
         """Run a statement once per mapping, as one driver batch."""
@@ -349,7 +359,8 @@ class Database:
         if connection is not None:
             await connection.execute_many(query, values)
             return
-        await self._borrow(EXECUTE_MANY, *prepare_many(query, values, self._backend))
+        sql, args_list, _ = prepare_many(query, values, self._backend)
+        await self._borrow(EXECUTE_MANY, sql, args_list)
 
     def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
         """Stream rows in batches. Other queries may run inside the loop.

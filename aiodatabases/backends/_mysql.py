@@ -16,7 +16,7 @@ from typing import Any
 from .._query import ParamStyle
 from .._url import DatabaseURL
 from ..exceptions import ConfigurationError
-from .base import Args, Cursor, OptionSpec, Row, to_bool, to_float
+from .base import Args, Cursor, OptionSpec, Row, SQLAlchemyDialect, to_bool, to_float
 
 # MySQL field type codes (the protocol's, identical in both drivers).
 _TINY = 1
@@ -234,9 +234,10 @@ class MySQLConnection:
             self._raw.close()
 
 
-class MySQLBackend:
+class MySQLBackend(SQLAlchemyDialect):
     """MySQL/MariaDB; ``driver`` supplies the package-specific pieces."""
 
+    dialect_name = "mysql"
     paramstyle: ParamStyle = "format"
     failed_statement_aborts_transaction = False
     single_connection = False

@@ -78,6 +78,8 @@ class Backend(Protocol):
     """What one URL scheme provides: a way to open connections, and its SQL dialect."""
 
     paramstyle: ParamStyle
+    #: The SQLAlchemy dialect family ("postgresql", "sqlite", "mysql").
+    dialect_name: str
     #: True when a failed statement aborts the enclosing transaction (PostgreSQL).
     failed_statement_aborts_transaction: bool
     #: When True the pool never holds more than one connection (SQLite ``:memory:``).
@@ -107,6 +109,22 @@ class Backend(Protocol):
         Such a statement never reached the server, so the core may run it once
         more on another connection (the pool's health check).
         """
+
+
+class SQLAlchemyDialect:
+    """Mixed into backends: ``backend._dialect``, the path ``databases`` code uses.
+
+    Libraries written for ``databases`` reach the SQLAlchemy dialect as
+    ``database._backend._dialect``; ``Database.dialect`` is the public name.
+    """
+
+    dialect_name: str
+
+    @property
+    def _dialect(self) -> Any:
+        from .._runtime import sqlalchemy_support
+
+        return sqlalchemy_support().dialect_for(self.dialect_name)
 
 
 # -- options -------------------------------------------------------------------------

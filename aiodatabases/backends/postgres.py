@@ -13,7 +13,17 @@ import asyncpg
 from .._query import ParamStyle
 from .._url import DatabaseURL
 from ..exceptions import ConfigurationError
-from .base import Args, Cursor, OptionSpec, Row, passthrough, to_bool, to_float, to_int
+from .base import (
+    Args,
+    Cursor,
+    OptionSpec,
+    Row,
+    SQLAlchemyDialect,
+    passthrough,
+    to_bool,
+    to_float,
+    to_int,
+)
 
 
 def _ssl_option(value: Any) -> Any:
@@ -131,7 +141,8 @@ class PostgresConnection:
             self._raw.terminate()
 
 
-class PostgresBackend:
+class PostgresBackend(SQLAlchemyDialect):
+    dialect_name = "postgresql"
     paramstyle: ParamStyle = "numeric_dollar"
     failed_statement_aborts_transaction = True
     single_connection = False

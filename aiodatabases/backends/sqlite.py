@@ -16,7 +16,17 @@ import aiosqlite
 from .._query import ParamStyle
 from .._url import DatabaseURL
 from ..exceptions import ConfigurationError
-from .base import Args, Cursor, OptionSpec, Row, passthrough, to_bool, to_float, to_int
+from .base import (
+    Args,
+    Cursor,
+    OptionSpec,
+    Row,
+    SQLAlchemyDialect,
+    passthrough,
+    to_bool,
+    to_float,
+    to_int,
+)
 
 
 def _pragma_word(value: Any) -> str:
@@ -169,7 +179,8 @@ def _database_path(url: DatabaseURL) -> str:
     return url.database or ":memory:"
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLAlchemyDialect):
+    dialect_name = "sqlite"
     paramstyle: ParamStyle = "qmark"
     # SQLite undoes only the failed statement; an interrupt is never sent.
     failed_statement_aborts_transaction = False
