@@ -68,7 +68,9 @@ class Record(Mapping[str, Any]):
         return len(self._row)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.keys()
+        if self._meta is not None:
+            return key in self._meta.keys
+        return key in self._row.keys()  # noqa: SIM118 - iterating the row gives values
 
     @property
     def _mapping(self) -> Mapping[str, Any]:
