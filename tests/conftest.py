@@ -14,7 +14,7 @@ import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -215,3 +215,17 @@ def sleep_query(url: str, seconds: float) -> str:
         f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {steps}) "
         "SELECT count(*) FROM c"
     )
+
+
+@pytest.fixture(scope="module")
+def notes_for_module() -> Iterator[None]:
+    """An empty ``notes`` table on every backend, for a module's lifetime.
+
+    For modules whose ``Database`` objects are built at import time and
+    connected per test (the tables must exist outside their transactions).
+    """
+    for url in DATABASE_URLS:
+        asyncio.run(reset_notes(url))
+    yield
+    for url in DATABASE_URLS:
+        asyncio.run(drop_notes(url))

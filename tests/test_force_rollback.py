@@ -8,10 +8,10 @@ pytest-asyncio function-scoped loop: the case users of ``databases`` hit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from conftest import DATABASE_URLS, drop_notes, reset_notes, sleep_query
+from conftest import DATABASE_URLS, sleep_query
 
 from aiodatabases import ConnectionBusyError, Database
 
@@ -20,12 +20,8 @@ DATABASES = {url: Database(url, force_rollback=True) for url in DATABASE_URLS}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def notes_tables() -> Iterator[None]:
-    for url in DATABASE_URLS:
-        asyncio.run(reset_notes(url))
-    yield
-    for url in DATABASE_URLS:
-        asyncio.run(drop_notes(url))
+def notes_tables(notes_for_module: None) -> None:
+    """One ``notes`` table for the module's module-level databases."""
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from conftest import DATABASE_URLS, drop_notes, reset_notes
+from conftest import DATABASE_URLS
 
 from aiodatabases import Database
 
@@ -15,12 +15,8 @@ DATABASES = {url: Database(url, acquire_timeout=10) for url in DATABASE_URLS}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def notes_tables() -> Iterator[None]:
-    for url in DATABASE_URLS:
-        asyncio.run(reset_notes(url))
-    yield
-    for url in DATABASE_URLS:
-        asyncio.run(drop_notes(url))
+def notes_tables(notes_for_module: None) -> None:
+    """One ``notes`` table for the module's module-level databases."""
 
 
 @pytest.fixture
