@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._gate import Gate, Scope, Scopes, current_scopes, enter_scope, leave_scope, task_name
+from ._guard import StatementGuards
 from ._query import is_ddl, is_read_only
 from ._records import Record, records
 from ._runtime import (
@@ -47,8 +48,6 @@ logger = logging.getLogger("aiodatabases")
 #: Rows fetched per round trip by ``iterate()``; other statements may run between batches.
 ITERATE_BATCH_SIZE = 500
 
-# Name of the savepoint that guards bare statements on a force_rollback connection.
-_GUARD = "aiodatabases_guard"
 
 
 @dataclass
@@ -57,6 +56,7 @@ class _Frame:
 
     scope: Scope  # who owns the connection while it is open
     savepoint: str | None  # None: the outermost BEGIN
+    owns: bool = True  # False: force_rollback's own frames, which admit everybody
     gone: bool = False  # ended by the server (MySQL DDL): nothing to send at its end
 
 
@@ -79,7 +79,7 @@ class Connection:
         self._frames: list[_Frame] = []
         self._savepoint_ids = itertools.count(1)
         # True while the guard savepoint exists with no write after it.
-        self._guarded = False
+        self._guards = StatementGuards()
         self._closed = False
         self._broken = False  # the driver connection is gone: discard, never reuse
         self._recovering = False  # a background recovery holds the gate
@@ -242,7 +242,7 @@ class Connection:
             self._drop_frames(0)
         broken, self._broken = self._broken, False
         self._dirty = False
-        self._guarded = False
+        self._guards.forget()
         self._runtime.pool.release(driver, dirty=dirty, broken=broken)
 
     async def _pass_gate(self, scopes: Scopes, who: str) -> None:
@@ -310,12 +310,12 @@ class Connection:
 
     async def _execute(self, driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
         guard = self._needs_guard()
-        if guard and not self._guarded:
-            # Not interruptible: half done, it would leave no guard to roll back to.
-            await _uninterrupted(
-                driver.run_control([f"RELEASE SAVEPOINT {_GUARD}", f"SAVEPOINT {_GUARD}"])
-            )
-            self._guarded = True
+        depth = len(self._frames)
+        if guard:
+            renew = self._guards.before(depth)
+            if renew:
+                # Not interruptible: half done, it would leave no guard to roll back to.
+                await _uninterrupted(driver.run_control(renew))
         ddl_commits = self._backend.ddl_commits_transaction and bool(self._frames) and is_ddl(sql)
         if ddl_commits:
             logger.warning(
@@ -332,7 +332,7 @@ class Connection:
                 # The cancel aborted the force_rollback transaction: undo this
                 # statement in the background; the gate stays closed until then.
                 self._recovering = True
-                self._runtime.spawn(lambda: self._recover(driver))
+                self._runtime.spawn(lambda: self._recover(driver, depth))
             else:
                 self._dirty = True
             raise
@@ -340,10 +340,10 @@ class Connection:
             broken = self._runtime.classify_failure(driver, exc)[1]
             self._broken = self._broken or broken
             if guard and not broken:
-                await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
+                await driver.run_control(self._guards.undo(depth))
             raise
         if guard and not is_read_only(sql):
-            self._guarded = False
+            self._guards.wrote(depth)
         if ddl_commits:
             await self._restart_after_implicit_commit(driver)
         return result
@@ -356,10 +356,11 @@ class Connection:
                 frame.gone = True  # ending it sends nothing: it no longer exists
         if self._frames and self._frames[0].scope is _BASE:
             await driver.run_control(self._backend.begin_sql({}))
+        self._guards.forget()
 
-    async def _recover(self, driver: DriverConnection) -> None:
+    async def _recover(self, driver: DriverConnection, depth: int) -> None:
         try:
-            await driver.run_control([f"ROLLBACK TO SAVEPOINT {_GUARD}"])
+            await driver.run_control(self._guards.undo(depth))
         finally:
             self._gate.release()
 
@@ -371,8 +372,8 @@ class Connection:
         """
         return (
             self._backend.failed_statement_aborts_transaction
-            and len(self._frames) == 1
-            and self._frames[0].scope is _BASE
+            and bool(self._frames)
+            and not any(frame.owns for frame in self._frames)
         )
 
     # -- transactions (owning loop) ---------------------------------------------------------
@@ -395,16 +396,20 @@ class Connection:
             self._gate.release()
 
     async def _push_frame(
-        self, driver: DriverConnection, scope: Scope, options: Mapping[str, Any]
+        self,
+        driver: DriverConnection,
+        scope: Scope,
+        options: Mapping[str, Any],
+        *,
+        owns: bool = True,
     ) -> None:
         if self._frames:
             name = f"aiodatabases_sp_{next(self._savepoint_ids)}"
             await driver.run_control([f"SAVEPOINT {name}"])
-            self._frames.append(_Frame(scope, name))
+            self._frames.append(_Frame(scope, name, owns=owns))
         else:
             await driver.run_control(self._backend.begin_sql(options))
-            self._frames.append(_Frame(scope, None))
-        self._guarded = False
+            self._frames.append(_Frame(scope, None, owns=owns))
         self._update_owner()
 
     def _update_owner(self) -> None:
@@ -413,7 +418,7 @@ class Connection:
             self._gate.set_owner(self._streams[-1][1])
             return
         for frame in reversed(self._frames):
-            if frame.scope is not _BASE:
+            if frame.owns:
                 self._gate.set_owner(frame.scope)
                 return
         self._gate.set_owner(None)
@@ -441,7 +446,7 @@ class Connection:
     async def _pop_frame(self, commit: bool) -> None:
         """End the innermost frame; it is gone even if the statement fails."""
         frame = self._frames.pop()
-        self._guarded = False
+        self._guards.depth_changed(len(self._frames))
         try:
             await self._end_statement(frame, commit)
         except BaseException:
@@ -467,6 +472,7 @@ class Connection:
 
     def _drop_frames(self, index: int) -> None:
         del self._frames[index:]
+        self._guards.depth_changed(index)
         self._update_owner()
 
     async def _abandon_frame(self, scope: Scope) -> None:
@@ -506,7 +512,7 @@ class Connection:
                 raise
             # A later guard must be taken after the cursor: rolling back to a
             # savepoint older than the cursor would close it.
-            self._guarded = False
+            self._guards.wrote(len(self._frames))
             if stream is not None:
                 self._streams.append((cursor, stream))
                 self._update_owner()
@@ -559,10 +565,8 @@ class Connection:
         """Hold a connection and begin the force_rollback transaction on it."""
         driver = await self._ensure_driver()
         self._holds += 1
-        await self._push_frame(driver, _BASE, {})
-        if self._backend.failed_statement_aborts_transaction:
-            await driver.run_control([f"SAVEPOINT {_GUARD}"])
-            self._guarded = True
+        # It admits every task: force_rollback shares the connection.
+        await self._push_frame(driver, _BASE, {}, owns=False)
 
     async def close_base_transaction(self) -> None:
         """Wait for the running statement, roll everything back, give the connection back.
