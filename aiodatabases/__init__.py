@@ -28,7 +28,7 @@ from .exceptions import (
     UnknownSchemeError,
     WrongEventLoopError,
 )
-from .transaction import Transaction
+from .transaction import Isolation, Transaction
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "Database",
     "DatabaseURL",
     "InterleaveError",
+    "Isolation",
     "MissingDriverError",
     "MissingParameterError",
     "NotConnectedError",

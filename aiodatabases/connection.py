@@ -190,6 +190,14 @@ class Connection:
     async def end_frame(self, scope: Scope, commit: bool) -> None:
         await self._runtime.call(self._end, scope, commit, (*current_scopes(), scope))
 
+    async def begin_isolation(self, scope: Scope) -> None:
+        """Open a savepoint that admits every task (see ``Database.isolated``)."""
+        await self._runtime.call(self._begin_isolation, scope)
+
+    async def end_isolation(self, scope: Scope) -> None:
+        """Roll back to that savepoint, with everything opened above it."""
+        await self._runtime.call(self._end_isolation, scope)
+
     def abandon_frame(self, scope: Scope) -> None:
         """Roll back ``scope``'s transaction because its task ended (from any thread)."""
         self._runtime.spawn(lambda: self._abandon_frame(scope))
@@ -483,15 +491,41 @@ class Connection:
         logger.warning(
             "a task ended without ending its transaction (%s); rolling it back", scope.description
         )
+        await self._roll_back_to(index)
+
+    async def _roll_back_to(self, index: int) -> None:
+        """Roll back the frames from ``index`` up, whoever opened them."""
         await self._pass_gate_ending(tuple(f.scope for f in self._frames), "(cleanup)")
         try:
             while len(self._frames) > index:
+                holds = self._frames[-1].owns  # transactions hold the driver; isolation does not
                 try:
                     await self._pop_frame(commit=False)
                 finally:
-                    await self._unhold()
+                    if holds:
+                        await self._unhold()
         finally:
             self._gate.release()
+
+    async def _begin_isolation(self, scope: Scope) -> None:
+        await self._pass_gate_streaming(tuple(f.scope for f in self._frames), "(isolation)")
+        try:
+            driver = await self._ensure_driver()
+            await self._push_frame(driver, scope, {}, owns=False)
+        finally:
+            self._gate.release()
+
+    async def _end_isolation(self, scope: Scope) -> None:
+        try:
+            index = self._frame_index(scope)
+        except TransactionOrderError:
+            return
+        if len(self._frames) > index + 1:
+            logger.warning(
+                "%d transaction(s) left open inside an isolated block were rolled back",
+                len(self._frames) - index - 1,
+            )
+        await self._roll_back_to(index)
 
     # -- cursors (owning loop) -------------------------------------------------------------
 

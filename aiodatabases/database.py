@@ -37,8 +37,8 @@ from ._url import DatabaseURL
 from .backends import create_backend
 from .backends.base import to_float, to_int
 from .connection import Connection
-from .exceptions import ConfigurationError, NotConnectedError
-from .transaction import Transaction
+from .exceptions import ConfigurationError, NotConnectedError, TransactionError
+from .transaction import Isolation, Transaction
 
 logger = logging.getLogger("aiodatabases")
 
@@ -312,6 +312,21 @@ class Database:
         """
         self._backend.begin_sql(options)  # reject unknown options now, not at start
         return Transaction(self.connection, force_rollback=force_rollback, **options)
+
+    def isolated(self) -> Isolation:
+        """A rollback point: everything written inside it is undone at its end.
+
+        Only on a connected ``force_rollback=True`` database: its one shared
+        connection is where every task, loop and thread writes. This is the
+        per-test isolation of the pytest plugin (a savepoint, not a reconnect).
+        """
+        self._require_runtime()
+        if self._shared is None:
+            raise TransactionError(
+                "isolated() needs a database connected with force_rollback=True "
+                "(the writes to undo must all go through its one shared connection)"
+            )
+        return Isolation(self._shared)
 
     def _current(self) -> Connection | None:
         """The connection a statement must use, or None to borrow one for it."""

@@ -170,3 +170,41 @@ class Transaction:
 def _undo_begin(begun: asyncio.Future[None], connection: Connection, scope: Scope) -> None:
     if not begun.cancelled() and begun.exception() is None:
         connection.abandon_frame(scope)
+
+
+class Isolation:
+    """A rollback point on a force_rollback database (``Database.isolated()``).
+
+    Everything written on the shared connection between ``start()`` and
+    ``rollback()`` is undone, by whichever task, loop or thread wrote it. It
+    owns nothing: every task keeps using the connection meanwhile, and
+    transactions inside it work as usual. It is what a test framework wants
+    around each test; ``async with database.isolated():`` or, from
+    synchronous code, ``asyncio.run(isolation.start())`` and later
+    ``asyncio.run(isolation.rollback())``.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._scope = Scope("isolation")
+        self._started = False
+
+    async def start(self) -> Isolation:
+        if self._started:
+            raise TransactionError("this isolation was already started")
+        await asyncio.shield(self._connection.begin_isolation(self._scope))
+        self._started = True
+        return self
+
+    async def rollback(self) -> None:
+        """Undo everything since ``start()`` (transactions left open included)."""
+        if not self._started:
+            raise TransactionError("this isolation was not started")
+        self._started = False
+        await asyncio.shield(self._connection.end_isolation(self._scope))
+
+    async def __aenter__(self) -> Isolation:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.rollback()
