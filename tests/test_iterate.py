@@ -88,23 +88,28 @@ async def test_iterate_inside_connection_block_interleaves(notes: str) -> None:
 async def test_other_tasks_run_between_batches_on_shared_connection(notes: str) -> None:
     async with Database(notes, force_rollback=True, acquire_timeout=10) as database:
         await _fill(database)
-        progress: list[str] = []
+        iterating = asyncio.Event()
+        written = asyncio.Event()
+        seen_while_iterating: list[bool] = []
 
         async def reader() -> None:
             async for _ in database.iterate("SELECT id FROM notes"):
+                iterating.set()
                 await asyncio.sleep(0)
-            progress.append("reader done")
+                seen_while_iterating.append(written.is_set())
 
         async def writer() -> None:
+            await iterating.wait()
             await database.execute("INSERT INTO notes (text) VALUES ('during')")
-            progress.append("writer done")
+            written.set()
 
         await asyncio.gather(reader(), writer())
+        assert written.is_set()
         if _interleaves(notes):
-            assert progress == ["writer done", "reader done"], "iterate locked the connection"
+            assert any(seen_while_iterating), "iterate locked the connection for the whole loop"
         else:
             # MySQL: the iteration owns the connection; another task waits for it.
-            assert progress == ["reader done", "writer done"]
+            assert not any(seen_while_iterating)
 
 
 async def test_break_out_of_iterate_leaves_database_usable(notes: str) -> None:
