@@ -156,13 +156,13 @@ class Database:
                 if connecting is None:
                     if runtime is not None:
                         self._forget_dead_runtime(runtime)
-                    self._connecting = concurrent.futures.Future()
+                    self._connecting = mine = concurrent.futures.Future()
                     self._state = DatabaseState.CONNECTING
                     break
             # Someone else (maybe in another loop) is connecting: wait for them.
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(connecting)
-        await self._open()
+        await self._open(mine)
 
     def _forget_dead_runtime(self, runtime: Runtime) -> None:
         logger.warning(
@@ -173,9 +173,8 @@ class Database:
         runtime.terminate()
         self._runtime, self._shared, self._count = None, None, 0
 
-    async def _open(self) -> None:
-        connecting = self._connecting
-        assert connecting is not None
+    async def _open(self, connecting: concurrent.futures.Future[None]) -> None:
+        """Build the runtime; ``connecting`` tells concurrent connect() calls how it went."""
         try:
             runtime, shared = await self._build_runtime()
         except BaseException as exc:
