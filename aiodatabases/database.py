@@ -156,7 +156,8 @@ class Database:
                 if connecting is None:
                     if runtime is not None:
                         self._forget_dead_runtime(runtime)
-                    self._connecting = mine = concurrent.futures.Future()
+                    mine: concurrent.futures.Future[None] = concurrent.futures.Future()
+                    self._connecting = mine
                     self._state = DatabaseState.CONNECTING
                     break
             # Someone else (maybe in another loop) is connecting: wait for them.
