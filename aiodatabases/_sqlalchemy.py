@@ -11,6 +11,7 @@ column is read, from the ``ResultMeta`` made here once per compiled shape.
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, ParameterError, UnknownParameterError
 
 _CACHE_SIZE = 2048
 Processor = Callable[[Any], Any]
@@ -64,7 +65,13 @@ def dialect_for(name: str) -> Dialect:
 
 @dataclass
 class ResultMeta:
-    """Where each result column is, and how to turn its raw value into Python."""
+    """Where each result column is, and how to turn its raw value into Python.
+
+    ``keys``, ``processors`` and ``by_name`` belong to the compiled shape and
+    are shared; ``by_object`` maps the column objects of the statement that
+    was actually run (a cached shape may have been compiled from another
+    statement object with other columns of the same shape).
+    """
 
     keys: tuple[str, ...]
     processors: tuple[Processor | None, ...]
@@ -77,12 +84,23 @@ class ResultMeta:
         if isinstance(key, str):
             return self.by_name[key]
         position = self.by_object.get(id(key))
-        if position is not None:
-            return position
-        name = getattr(key, "key", None) or getattr(key, "name", None)
-        if isinstance(name, str) and name in self.by_name:
-            return self.by_name[name]
-        raise KeyError(key)
+        if position is None:
+            raise KeyError(key)  # a column this statement did not select
+        return position
+
+    def for_statement(self, statement: Any) -> ResultMeta:
+        """This shape's metadata, with the column objects of ``statement``."""
+        columns = getattr(statement, "exported_columns", None)
+        if not columns or len(columns) != len(self.keys):
+            return self
+        by_object: dict[int, int] = {}
+        for position, column in enumerate(columns):
+            by_object.setdefault(id(column), position)
+            # A labelled column answers to the column it labels too.
+            element = getattr(column, "element", None)
+            if element is not None:
+                by_object.setdefault(id(element), position)
+        return ResultMeta(self.keys, self.processors, self.by_name, by_object)
 
 
 @dataclass
@@ -97,17 +115,20 @@ class _ShapeCache:
 
     def __init__(self) -> None:
         self._shapes: OrderedDict[tuple[Any, ...], _Shape] = OrderedDict()
+        self._lock = threading.Lock()  # statements are prepared in any thread
 
     def get(self, key: tuple[Any, ...]) -> _Shape | None:
-        shape = self._shapes.get(key)
-        if shape is not None:
-            self._shapes.move_to_end(key)
-        return shape
+        with self._lock:
+            shape = self._shapes.get(key)
+            if shape is not None:
+                self._shapes.move_to_end(key)
+            return shape
 
     def put(self, key: tuple[Any, ...], shape: _Shape) -> None:
-        self._shapes[key] = shape
-        if len(self._shapes) > _CACHE_SIZE:
-            self._shapes.popitem(last=False)
+        with self._lock:
+            self._shapes[key] = shape
+            if len(self._shapes) > _CACHE_SIZE:
+                self._shapes.popitem(last=False)
 
 
 _cache = _ShapeCache()
@@ -130,8 +151,6 @@ def _result_meta(compiled: SQLCompiler, dialect: Dialect) -> ResultMeta | None:
     )
     for position, entry in enumerate(columns):
         meta.by_name.setdefault(entry[0], position)
-        for obj in entry[2]:
-            meta.by_object.setdefault(id(obj), position)
     return meta
 
 
@@ -144,15 +163,20 @@ def _bind_processors(compiled: SQLCompiler, dialect: Dialect) -> dict[str, Proce
     return processors
 
 
-def _with_values(statement: ClauseElement, values: Mapping[str, Any] | None) -> ClauseElement:
-    """Apply ``values`` as ``databases`` does, for every kind of statement."""
+def _with_values(
+    statement: ClauseElement, values: Mapping[str, Any] | None
+) -> tuple[ClauseElement, dict[str, Any]]:
+    """Apply ``values`` as ``databases`` does: ``.values()`` for INSERT/UPDATE,
+    bound parameters for text; for anything else they are bind parameter values.
+    Returns the statement and the bind values for this execution."""
+    params = dict(getattr(statement, "_params", None) or {})  # from .params()
     if not values:
-        return statement
+        return statement, params
     if isinstance(statement, sqlalchemy.TextClause):
-        return statement.bindparams(**values)
-    if hasattr(statement, "values") and not isinstance(statement, sqlalchemy.Select):
-        return statement.values(**values)  # type: ignore[no-any-return]
-    return statement.params(**values)
+        return statement.bindparams(**values), params
+    if isinstance(statement, (sqlalchemy.Insert, sqlalchemy.Update)):
+        return statement.values(**values), params
+    return statement, {**params, **values}
 
 
 def _shape(
@@ -214,9 +238,24 @@ def compile_statement(
 ) -> tuple[str, tuple[Any, ...], ResultMeta | None]:
     """SQL, positional arguments and result metadata for one execution."""
     dialect = dialect_for(dialect_name)
-    shape, cache_key = _shape(_with_values(statement, values), dialect)
-    sql, args = _positional(shape, cache_key, None)
-    return sql, args, shape.meta
+    statement, params = _with_values(statement, values)
+    shape, cache_key = _shape(statement, dialect)
+    _check_bind_names(shape, params)
+    sql, args = _positional(shape, cache_key, params)
+    meta = shape.meta.for_statement(statement) if shape.meta is not None else None
+    return sql, args, meta
+
+
+def _check_bind_names(shape: _Shape, params: Mapping[str, Any]) -> None:
+    compiled = shape.compiled
+    if not params or not isinstance(compiled, SQLCompiler):
+        return
+    unknown = sorted(set(params) - set(compiled.binds))
+    if unknown:
+        raise UnknownParameterError(
+            f"value(s) given for {', '.join(map(repr, unknown))}, which the statement "
+            f"does not use; its bind parameters: {sorted(compiled.binds)}"
+        )
 
 
 def compile_many(
@@ -225,9 +264,17 @@ def compile_many(
     """One SQL text and an argument tuple per mapping: one driver batch."""
     dialect = dialect_for(dialect_name)
     if not values:
-        shape, cache_key = _shape(statement, dialect)
-        return _positional(shape, cache_key, None)[0], []
-    # Compiled for the keys of the first mapping, as SQLAlchemy's executemany.
+        shape, _ = _shape(statement, dialect)
+        return str(shape.compiled), []
+    # Compiled for the keys of the first mapping, as SQLAlchemy's executemany;
+    # a mapping with other keys would lose values silently, so it is refused.
+    keys = set(values[0])
+    for number, each in enumerate(values):
+        if set(each) != keys:
+            raise ParameterError(
+                f"execute_many(): mapping {number} has keys {sorted(each)}, the first has "
+                f"{sorted(keys)}; one batch runs one statement: every mapping needs the same keys"
+            )
     shape, cache_key = _shape(statement, dialect, column_keys=list(values[0]))
     batch = [_positional(shape, cache_key, each) for each in values]
     return batch[0][0], [args for _, args in batch]

@@ -49,7 +49,6 @@ logger = logging.getLogger("aiodatabases")
 ITERATE_BATCH_SIZE = 500
 
 
-
 @dataclass
 class _Frame:
     """One open transaction (or savepoint) on the connection."""

@@ -59,11 +59,14 @@ _ISOLATION_LEVELS = {
 class KeyedRow:
     """A result row from a tuple: by position, by column name, ``keys()``."""
 
-    __slots__ = ("_index", "_values")
+    __slots__ = ("_index", "_names", "_values")
 
-    def __init__(self, values: tuple[Any, ...], index: Mapping[str, int]) -> None:
+    def __init__(
+        self, values: tuple[Any, ...], index: Mapping[str, int], names: tuple[str, ...]
+    ) -> None:
         self._values = values
         self._index = index
+        self._names = names  # in result order, duplicates kept
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
@@ -71,7 +74,7 @@ class KeyedRow:
         return self._values[key]
 
     def keys(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(self._names)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._values)
@@ -99,6 +102,7 @@ class _Shaper:
 
     def __init__(self, description: Sequence[Sequence[Any]]) -> None:
         self.index: dict[str, int] = {}
+        self.names: tuple[str, ...] = tuple(column[0] for column in description)
         for position, column in enumerate(description):
             # The first of duplicate names wins, as with the other drivers.
             self.index.setdefault(column[0], position)
@@ -111,15 +115,15 @@ class _Shaper:
                 self.converters.append((position, _bool_of))
 
     def rows(self, tuples: Sequence[tuple[Any, ...]]) -> list[Row]:
-        index, converters = self.index, self.converters
+        index, names, converters = self.index, self.names, self.converters
         if not converters:
-            return [KeyedRow(values, index) for values in tuples]
+            return [KeyedRow(values, index, names) for values in tuples]
         shaped = []
         for values in tuples:
             converted = list(values)
             for position, convert in converters:
                 converted[position] = convert(converted[position])
-            shaped.append(KeyedRow(tuple(converted), index))
+            shaped.append(KeyedRow(tuple(converted), index, names))
         return shaped
 
 

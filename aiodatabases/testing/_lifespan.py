@@ -1,7 +1,7 @@
 """Connect databases for an ASGI app's lifetime, in one line.
 
-    app = Starlette(routes=..., lifespan=lifespan(database))
-    app = FastAPI(lifespan=lifespan(database))
+app = Starlette(routes=..., lifespan=lifespan(database))
+app = FastAPI(lifespan=lifespan(database))
 """
 
 from __future__ import annotations
