@@ -363,6 +363,12 @@ class Connection:
                 frame.gone = True  # ending it sends nothing: it no longer exists
         if self._frames and self._frames[0].scope is _BASE:
             await driver.run_control(self._backend.begin_sql({}))
+            # Rollback points (Database.isolated(): a test's) must still undo
+            # what comes after: take them again in the new transaction.
+            for frame in self._frames[1:]:
+                if not frame.owns and frame.savepoint is not None:
+                    await driver.run_control([f"SAVEPOINT {frame.savepoint}"])
+                    frame.gone = False
         self._guards.forget()
 
     async def _recover(self, driver: DriverConnection, depth: int) -> None:
