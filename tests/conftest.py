@@ -13,8 +13,9 @@ import os
 import socket
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -229,3 +230,30 @@ def notes_for_module() -> Iterator[None]:
     yield
     for url in DATABASE_URLS:
         asyncio.run(drop_notes(url))
+
+
+async def until(
+    expected: object, probe: Callable[[], Awaitable[object]], within: float = 15
+) -> None:
+    """Poll an eventually-true server condition (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value == expected:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server never reached {expected!r} (last seen {value!r})")
+        await asyncio.sleep(0.05)
+
+
+async def distinct_connections_at_once(db: Database, n: int, id_query: str) -> set[int]:
+    """Hold ``n`` connections at the same time; the server's ids for them."""
+    barrier = asyncio.Barrier(n)
+
+    async def hold() -> int:
+        async with db.connection() as connection:
+            server_id = await connection.fetch_val(id_query)
+            await barrier.wait()
+            return int(server_id)
+
+    return set(await asyncio.gather(*(hold() for _ in range(n))))

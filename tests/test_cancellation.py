@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import asyncpg
 import pytest
-from conftest import sleep_query, urls_for
+from conftest import distinct_connections_at_once, sleep_query, until, urls_for
 
 from aiodatabases import Database, PoolTimeoutError
 
@@ -29,29 +28,6 @@ async def _server_sleepers(url: str) -> int:
         await monitor.close()
 
 
-async def _until(predicate_value: object, probe: object, deadline_s: float = 15.0) -> None:
-    """Poll an eventually-true server condition (not a timing assertion)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if await probe() == predicate_value:  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"server never reached {predicate_value!r}")
-
-
-async def _distinct_backends_at_once(database: Database, n: int) -> set[int]:
-    """Hold n connections at the same time; their server pids."""
-    barrier = asyncio.Barrier(n)
-
-    async def hold() -> int:
-        async with database.connection() as connection:
-            pid = await connection.fetch_val("SELECT pg_backend_pid()")
-            await barrier.wait()
-            return int(pid)
-
-    return set(await asyncio.gather(*(hold() for _ in range(n))))
-
-
 @pytest.mark.parametrize("url", POSTGRES_URLS)
 @pytest.mark.parametrize("inside_block", [False, True], ids=["bare", "in-connection-block"])
 async def test_cancel_mid_query_cancels_on_server_and_keeps_pool_full(
@@ -67,16 +43,16 @@ async def test_cancel_mid_query_cancels_on_server_and_keeps_pool_full(
                 await database.fetch_one(_LONG_SLEEP)
 
         tasks = [asyncio.create_task(sleeper()) for _ in range(3)]
-        await _until(3, lambda: _server_sleepers(url))
+        await until(3, lambda: _server_sleepers(url))
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, asyncio.CancelledError) for r in results)
 
         # The statements were cancelled on the server, not left running.
-        await _until(0, lambda: _server_sleepers(url))
+        await until(0, lambda: _server_sleepers(url))
         # The pool is at full strength: three connections usable at once.
-        assert len(await _distinct_backends_at_once(database, 3)) == 3
+        assert len(await distinct_connections_at_once(database, 3, "SELECT pg_backend_pid()")) == 3
 
 
 @pytest.mark.parametrize("url", POSTGRES_URLS)
@@ -92,11 +68,11 @@ async def test_cancel_inside_transaction_rolls_back_and_frees_connection(url: st
                     await database.fetch_one(_LONG_SLEEP)
 
             task = asyncio.create_task(work())
-            await _until(1, lambda: _server_sleepers(url))
+            await until(1, lambda: _server_sleepers(url))
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await _until(0, lambda: _server_sleepers(url))
+            await until(0, lambda: _server_sleepers(url))
             # The only connection is usable and the transaction was rolled back.
             assert await database.fetch_val("SELECT count(*) FROM cancel_t") == 0
         finally:
@@ -109,11 +85,11 @@ async def test_cancel_on_force_rollback_connection(url: str) -> None:
         await database.execute("CREATE TABLE cancel_fr (x int)")
         await database.execute("INSERT INTO cancel_fr VALUES (1)")
         task = asyncio.create_task(database.fetch_one(_LONG_SLEEP))
-        await _until(1, lambda: _server_sleepers(url))
+        await until(1, lambda: _server_sleepers(url))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await _until(0, lambda: _server_sleepers(url))
+        await until(0, lambda: _server_sleepers(url))
         await database.execute("INSERT INTO cancel_fr VALUES (2)")
         assert await database.fetch_val("SELECT sum(x) FROM cancel_fr") == 3
 

@@ -10,13 +10,19 @@ import datetime
 import gc
 import logging
 import threading
-import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import drop_table, helper_database, notes_ddl, urls_for
+from conftest import (
+    distinct_connections_at_once,
+    drop_table,
+    helper_database,
+    notes_ddl,
+    until,
+    urls_for,
+)
 
 from aiodatabases import (
     AiodatabasesError,
@@ -86,33 +92,6 @@ async def server_sleepers(url: str) -> int:
     return count
 
 
-async def until(
-    expected: object, probe: Callable[[], Awaitable[object]], within: float = 15
-) -> None:
-    """Poll an eventually-true server condition (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if value == expected:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"the server never reached {expected!r} (last seen {value!r})")
-        await asyncio.sleep(0.05)
-
-
-async def distinct_connections_at_once(db: Database, n: int) -> set[int]:
-    """Hold n connections at the same time; their server ids."""
-    barrier = asyncio.Barrier(n)
-
-    async def hold() -> int:
-        async with db.connection() as connection:
-            connection_id = await connection.fetch_val("SELECT CONNECTION_ID()")
-            await barrier.wait()
-            return int(connection_id)
-
-    return set(await asyncio.gather(*(hold() for _ in range(n))))
-
-
 # --- options -------------------------------------------------------------------------------
 
 
@@ -135,7 +114,7 @@ async def test_max_size_bounds_the_connections_held_at_once(url: str, in_url: bo
     options = {"min_size": "0", "max_size": "2", "acquire_timeout": "0.5"}
     db = Database(with_options(url, **options)) if in_url else Database(url, **options)
     async with db:
-        assert len(await distinct_connections_at_once(db, 2)) == 2
+        assert len(await distinct_connections_at_once(db, 2, "SELECT CONNECTION_ID()")) == 2
         held = asyncio.Barrier(3)
         release = asyncio.Event()
 
@@ -444,7 +423,7 @@ async def test_cancel_mid_query_kills_it_on_the_server_and_keeps_the_pool_full(
                 await task
         await until(0, lambda: server_sleepers(url))
         # Full strength: max_size connections usable at the same time.
-        assert len(await distinct_connections_at_once(db, 3)) == 3
+        assert len(await distinct_connections_at_once(db, 3, "SELECT CONNECTION_ID()")) == 3
         assert await db.fetch_val("SELECT 1") == 1
 
 
