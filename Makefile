@@ -6,10 +6,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 # Extra arguments for pytest: make test ARGS='-k iterate -x'
+# and for the benchmark: make bench ARGS='--quick --backends sqlite'
 ARGS ?=
 
-.PHONY: demo test lint install clean-venv
+.PHONY: demo test lint bench install clean-venv
 
 demo: $(STAMP)
 	$(BIN)/python -m aiodatabases demo
@@ -18,8 +20,13 @@ test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check aiodatabases tests
+	$(BIN)/ruff check aiodatabases tests bench
 	$(BIN)/mypy
+
+# Benchmark against the raw drivers, databases and SQLAlchemy (see docs/performance.md);
+# writes bench/results.md. Uses the local servers that answer, as `make test` does.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(ARGS)
 
 install: $(STAMP)
 
@@ -33,6 +40,10 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[all,test,bench]'
 	touch $@
 
 clean-venv:

@@ -1,0 +1,47 @@
+"""The benchmark harness runs: ``python -m bench --quick`` on SQLite only.
+
+No timing is asserted; only that the run succeeds and prints its table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_on_sqlite_prints_the_table(tmp_path: Path) -> None:
+    output = tmp_path / "results.md"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--backends", "sqlite", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    out = completed.stdout
+    assert "Machine: " in out
+    assert "### SQLite" in out
+    header = next(line for line in out.splitlines() if line.startswith("| Workload"))
+    assert "aiodatabases ratio vs aiosqlite" in header
+    for label in (
+        "W1 point select",
+        "W2 wide fetch_all",
+        "W3 concurrency",
+        "W4 execute_many",
+        "W5 iterate",
+        "W5 peak memory",
+        "W6 transaction churn",
+        "W7 force_rollback W1",
+        "W7 force_rollback W3",
+    ):
+        row = next((line for line in out.splitlines() if line.startswith(f"| {label} |")), None)
+        assert row is not None, f"no row for {label}:\n{out}"
+        assert "error" not in row, row
+    assert output.read_text(encoding="utf-8").startswith("# Benchmark results")
