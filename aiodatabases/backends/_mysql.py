@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -127,6 +128,12 @@ class _Shaper:
         return shaped
 
 
+@functools.lru_cache(maxsize=1024)
+def _shaper_for(description: tuple[tuple[Any, ...], ...]) -> _Shaper:
+    """One shaper per distinct result description (built once, not per statement)."""
+    return _Shaper(description)
+
+
 class _MySQLCursor:
     """An unbuffered cursor: rows stream from the server as they are fetched.
 
@@ -138,7 +145,7 @@ class _MySQLCursor:
         self._cursor = cursor
         self._raw = raw
         self._flow = flow
-        self._shaper = _Shaper(cursor.description or ())
+        self._shaper = _shaper_for(tuple(cursor.description or ()))
         flow.pause(raw)
 
     async def fetch(self, count: int) -> list[Row]:
@@ -178,7 +185,7 @@ class MySQLConnection:
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
         cursor = await self._run(sql, args)
         try:
-            return _Shaper(cursor.description or ()).rows(await cursor.fetchall())
+            return _shaper_for(tuple(cursor.description or ())).rows(await cursor.fetchall())
         finally:
             await cursor.close()
 
@@ -188,7 +195,7 @@ class MySQLConnection:
             values = await cursor.fetchone()
             if values is None:
                 return None
-            return _Shaper(cursor.description or ()).rows([values])[0]
+            return _shaper_for(tuple(cursor.description or ())).rows([values])[0]
         finally:
             await cursor.close()
 

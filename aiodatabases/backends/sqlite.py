@@ -104,7 +104,8 @@ class SQLiteConnection:
         return getattr(self._raw, "_connection", None) is None
 
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
-        return list(await self._raw.execute_fetchall(sql, args))
+        rows: list[Row] = await self._raw.execute_fetchall(sql, args)  # already a list
+        return rows
 
     async def fetch_one(self, sql: str, args: Args) -> Row | None:
         cursor = await self._raw.execute(sql, args)
