@@ -73,10 +73,6 @@ class Gate:
         self._owner: Scope | None = None
         self._waiters: deque[tuple[asyncio.Future[None], Scopes]] = deque()
 
-    @property
-    def owner(self) -> Scope | None:
-        return self._owner
-
     def _may_pass(self, scopes: Scopes) -> bool:
         return self._owner is None or self._owner in scopes
 

@@ -17,7 +17,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import DriverConnection
@@ -26,18 +25,6 @@ from .exceptions import NotConnectedError, PoolTimeoutError
 logger = logging.getLogger("aiodatabases.pool")
 
 _RESET_TIMEOUT = 10.0
-
-
-@dataclass
-class PoolStats:
-    """Named counters, for tests and for users who want to watch the pool."""
-
-    connections_opened: int = 0
-    connections_closed: int = 0
-    connections_lost: int = 0
-    returns_dirty: int = 0
-    resets_failed: int = 0
-    requests_waited: int = 0
 
 
 class Pool:
@@ -61,15 +48,6 @@ class Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.stats = PoolStats()
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
 
     async def open(self) -> None:
         """Open ``min_size`` connections (concurrently); on failure, keep none open."""
@@ -112,9 +90,9 @@ class Pool:
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts
             if conn.is_closed():
-                self._forget(conn, lost=True)
+                self._forget(conn)
             elif self._expired(conn):
-                self._discard(conn, lost=False)
+                self._discard(conn)
             else:
                 return conn
         return None
@@ -131,7 +109,6 @@ class Pool:
         return conn
 
     def _note_opened(self, conn: DriverConnection) -> None:
-        self.stats.connections_opened += 1
         self._born[id(conn)] = time.monotonic()
 
     def _expired(self, conn: DriverConnection) -> bool:
@@ -141,7 +118,6 @@ class Pool:
         return time.monotonic() - self._born.get(id(conn), 0.0) > self._recycle
 
     async def _wait(self, deadline: float | None) -> None:
-        self.stats.requests_waited += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -167,14 +143,13 @@ class Pool:
         """Return a connection. Never awaits (see the module docstring)."""
         if self._closed:
             # Returned after close(): nobody would await a graceful close.
-            self._forget(conn, lost=False)
+            self._forget(conn)
             conn.terminate()
             return
         if broken or conn.is_closed():
-            self._discard(conn, lost=True)
+            self._discard(conn)
             return
         if dirty:
-            self.stats.returns_dirty += 1
             self._run_in_background(self._reset_then_return(conn))
             return
         self._idle.append(conn)
@@ -184,18 +159,17 @@ class Pool:
         try:
             await asyncio.wait_for(conn.reset(), _RESET_TIMEOUT)
         except BaseException as exc:
-            self.stats.resets_failed += 1
             logger.warning("discarding a connection whose reset failed: %r", exc)
-            self._forget(conn, lost=False)
+            self._forget(conn)
             conn.terminate()
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         self.release(conn)
 
-    def _discard(self, conn: DriverConnection, *, lost: bool) -> None:
+    def _discard(self, conn: DriverConnection) -> None:
         """Forget ``conn`` and close it in the background."""
-        self._forget(conn, lost=lost)
+        self._forget(conn)
         # Close gracefully in the background (the driver may still be finishing
         # an interrupted statement); close() waits for these.
         self._run_in_background(self._close_quietly(conn))
@@ -214,12 +188,9 @@ class Pool:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _forget(self, conn: DriverConnection, *, lost: bool) -> None:
+    def _forget(self, conn: DriverConnection) -> None:
         self._born.pop(id(conn), None)
         self._size -= 1
-        self.stats.connections_closed += 1
-        if lost:
-            self.stats.connections_lost += 1
         self._wake_one()
 
     def _wake_one(self) -> None:
@@ -243,7 +214,6 @@ class Pool:
         while self._idle:
             conn = self._idle.pop()
             self._size -= 1
-            self.stats.connections_closed += 1
             try:
                 await conn.close()
             except Exception as exc:

@@ -267,6 +267,14 @@ class Connection:
             )
         await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
 
+    def _leave_gate(self) -> None:
+        """Let the next statement in, unless a recovery after a cancel took the
+        turn over (it lets the next one in when it is done)."""
+        if self._recovering:
+            self._recovering = False
+        else:
+            self._gate.release()
+
     def _inside_stream(self, scopes: Scopes) -> bool:
         return any(stream in scopes for _, stream in self._streams)
 
@@ -310,10 +318,7 @@ class Connection:
                 if self._holds == 0:
                     self._release_driver()
         finally:
-            if self._recovering:
-                self._recovering = False  # the recovery task releases the gate
-            else:
-                self._gate.release()
+            self._leave_gate()
 
     async def _execute(self, driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
         guard = self._needs_guard()
@@ -557,10 +562,7 @@ class Connection:
                 self._update_owner()
             return cursor
         finally:
-            if self._recovering:
-                self._recovering = False
-            else:
-                self._gate.release()
+            self._leave_gate()
 
     async def _fetch_batch(self, scopes: Scopes, who: str, cursor: Cursor) -> list[Any]:
         await self._pass_gate_streaming(scopes, who)
@@ -575,10 +577,7 @@ class Connection:
             )
             return rows
         finally:
-            if self._recovering:
-                self._recovering = False
-            else:
-                self._gate.release()
+            self._leave_gate()
 
     async def _close_cursor(self, scopes: Scopes, who: str, cursor: Cursor) -> None:
         """Close the cursor and let the connection go; never raises over the loop's error."""

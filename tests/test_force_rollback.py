@@ -236,3 +236,33 @@ async def test_statement_queued_behind_disconnect_fails_clearly(database_url: st
 
     with pytest.raises(NotConnectedError):
         await queued
+
+
+async def test_nested_transaction_of_a_child_owns_the_connection(database: Database) -> None:
+    # Inside a transaction, a child task's nested transaction owns the
+    # connection too: its sibling (created inside the outer transaction, not
+    # the inner one) waits, so the inner rollback does not discard its write.
+    async with database.transaction(force_rollback=True):
+        inner_open = asyncio.Event()
+        order: list[str] = []
+
+        async def child_with_savepoint() -> None:
+            try:
+                async with database.transaction():
+                    await _insert(database, "inner")
+                    inner_open.set()
+                    await asyncio.sleep(0.05)
+                    order.append("inner rolls back")
+                    raise LookupError
+            except LookupError:
+                pass
+
+        async def sibling() -> None:
+            await inner_open.wait()
+            await _insert(database, "sibling")
+            order.append("sibling wrote")
+
+        await asyncio.gather(child_with_savepoint(), sibling())
+        assert order == ["inner rolls back", "sibling wrote"]
+        rows = await database.fetch_all("SELECT text FROM notes")
+        assert [r["text"] for r in rows] == ["sibling"]
