@@ -56,12 +56,25 @@ def leave_scope(scope: Scope) -> None:
         _scopes.set(tuple(s for s in scopes if s is not scope))
 
 
-def task_name() -> str:
+Who = object  # the calling task, or a label such as "(cleanup)"
+
+
+def caller() -> Who:
+    """The current task: named only if a message needs it (off the hot path)."""
     try:
-        task = asyncio.current_task()
+        return asyncio.current_task()
     except RuntimeError:
-        task = None
-    return repr(task.get_name()) if task is not None else "(no task)"
+        return None
+
+
+def describe(who: Who) -> str:
+    if isinstance(who, asyncio.Task):
+        return repr(who.get_name())
+    return "(no task)" if who is None else str(who)
+
+
+def task_name() -> str:
+    return describe(caller())
 
 
 class Gate:
@@ -69,14 +82,14 @@ class Gate:
 
     def __init__(self) -> None:
         self._busy = False
-        self._holder = ""
+        self._holder: Who = None
         self._owner: Scope | None = None
         self._waiters: deque[tuple[asyncio.Future[None], Scopes]] = deque()
 
     def _may_pass(self, scopes: Scopes) -> bool:
         return self._owner is None or self._owner in scopes
 
-    async def acquire(self, scopes: Scopes, timeout: float | None, who: str) -> None:
+    async def acquire(self, scopes: Scopes, timeout: float | None, who: Who) -> None:
         """Wait for the turn of a statement from ``scopes``.
 
         Cancellation: the caller holds nothing; a turn handed over at the
@@ -106,7 +119,7 @@ class Gate:
 
     def release(self) -> None:
         self._busy = False
-        self._holder = ""
+        self._holder = None
         self._wake()
 
     def set_owner(self, scope: Scope | None) -> None:
@@ -136,7 +149,7 @@ class Gate:
         if self._owner is not None:
             holder = f"a transaction started by task {self._owner.description}"
         else:
-            holder = f"a statement of task {self._holder or '(unknown)'}"
+            holder = f"a statement of task {describe(self._holder)}"
         return (
             f"waited {timeout}s for a shared connection held by {holder}; that task "
             "never ended its transaction, or it waits for this one (a deadlock). "

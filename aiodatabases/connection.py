@@ -15,7 +15,17 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._gate import Gate, Scope, Scopes, current_scopes, enter_scope, leave_scope, task_name
+from ._gate import (
+    Gate,
+    Scope,
+    Scopes,
+    Who,
+    caller,
+    current_scopes,
+    describe,
+    enter_scope,
+    leave_scope,
+)
 from ._guard import StatementGuards
 from ._query import is_ddl, is_read_only
 from ._records import Record, records
@@ -93,7 +103,7 @@ class Connection:
 
         Cancellation: nothing is held if cancelled while waiting for the pool.
         """
-        await self._runtime.call(self._hold, current_scopes(), task_name())
+        await self._runtime.call(self._hold, current_scopes(), caller())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -143,20 +153,20 @@ class Connection:
         # Where the driver cannot interleave, the iteration owns the connection
         # like a transaction: its own task (and tasks it creates) get
         # InterleaveError at once, others wait until the iteration ends.
-        stream = Scope(f"iteration of task {task_name()}") if self._blocks else None
-        cursor = await call(self._open_cursor, current_scopes(), task_name(), sql, args, stream)
+        stream = Scope(f"iteration of task {describe(caller())}") if self._blocks else None
+        cursor = await call(self._open_cursor, current_scopes(), caller(), sql, args, stream)
         if stream is not None:
             enter_scope(stream)
         try:
             while True:
                 # Scopes are read per batch: the loop body may open or end transactions.
-                rows = await call(self._fetch_batch, current_scopes(), task_name(), cursor)
+                rows = await call(self._fetch_batch, current_scopes(), caller(), cursor)
                 if not rows:
                     break
                 for row in rows:
                     yield Record(row, meta)
         finally:
-            await asyncio.shield(call(self._close_cursor, current_scopes(), task_name(), cursor))
+            await asyncio.shield(call(self._close_cursor, current_scopes(), caller(), cursor))
             if stream is not None:
                 leave_scope(stream)
 
@@ -184,7 +194,7 @@ class Connection:
     # -- used by Transaction (caller's loop) --------------------------------------------
 
     async def begin_frame(self, scope: Scope, options: Mapping[str, Any]) -> None:
-        await self._runtime.call(self._begin, scope, options, current_scopes(), task_name())
+        await self._runtime.call(self._begin, scope, options, current_scopes(), caller())
 
     async def end_frame(self, scope: Scope, commit: bool) -> None:
         await self._runtime.call(self._end, scope, commit, (*current_scopes(), scope))
@@ -209,11 +219,11 @@ class Connection:
             self._runtime.release_orphan(driver)
 
     async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
-        return await self._runtime.call(self._run, current_scopes(), task_name(), op, sql, args)
+        return await self._runtime.call(self._run, current_scopes(), caller(), op, sql, args)
 
     # -- runs in the owning loop ----------------------------------------------------------
 
-    async def _hold(self, scopes: Scopes, who: str) -> None:
+    async def _hold(self, scopes: Scopes, who: Who) -> None:
         if self._driver is None:
             await self._pass_gate(scopes, who)
             try:
@@ -252,7 +262,7 @@ class Connection:
         self._guards.forget()
         self._runtime.pool.release(driver, dirty=dirty, broken=broken)
 
-    async def _pass_gate(self, scopes: Scopes, who: str) -> None:
+    async def _pass_gate(self, scopes: Scopes, who: Who) -> None:
         if self._inside_stream(scopes):
             # An iteration left by ``break`` is closed by a task the loop has
             # queued (the generator's finalizer): give it its turn first.
@@ -278,11 +288,11 @@ class Connection:
     def _inside_stream(self, scopes: Scopes) -> bool:
         return any(stream in scopes for _, stream in self._streams)
 
-    async def _pass_gate_streaming(self, scopes: Scopes, who: str) -> None:
+    async def _pass_gate_streaming(self, scopes: Scopes, who: Who) -> None:
         """The gate for the statements of the iteration itself."""
         await self._gate.acquire(scopes, self._runtime.settings.acquire_timeout, who)
 
-    async def _pass_gate_ending(self, scopes: Scopes, who: str) -> None:
+    async def _pass_gate_ending(self, scopes: Scopes, who: Who) -> None:
         """The gate for ending a transaction: a streaming cursor is ended first.
 
         The ``async with`` of a transaction exits before the iteration inside it
@@ -298,7 +308,7 @@ class Connection:
             except Exception as exc:
                 logger.debug("closing a streaming cursor failed: %r", exc)
 
-    async def _run(self, scopes: Scopes, who: str, op: Operation, sql: str, args: Any) -> Any:
+    async def _run(self, scopes: Scopes, who: Who, op: Operation, sql: str, args: Any) -> Any:
         await self._pass_gate(scopes, who)
         try:
             fresh = self._driver is None
@@ -397,7 +407,7 @@ class Connection:
     # -- transactions (owning loop) ---------------------------------------------------------
 
     async def _begin(
-        self, scope: Scope, options: Mapping[str, Any], scopes: Scopes, who: str
+        self, scope: Scope, options: Mapping[str, Any], scopes: Scopes, who: Who
     ) -> None:
         await self._pass_gate(scopes, who)
         try:
@@ -448,7 +458,7 @@ class Connection:
                 "cannot end this transaction: a transaction nested inside it is still "
                 "open; end the inner one first"
             )
-        await self._pass_gate_ending(scopes, task_name())
+        await self._pass_gate_ending(scopes, caller())
         try:
             await self._pop_frame(commit)
         finally:
@@ -540,7 +550,7 @@ class Connection:
     # -- cursors (owning loop) -------------------------------------------------------------
 
     async def _open_cursor(
-        self, scopes: Scopes, who: str, sql: str, args: Any, stream: Scope | None
+        self, scopes: Scopes, who: Who, sql: str, args: Any, stream: Scope | None
     ) -> Cursor:
         """Open a cursor; like a statement, but the connection stays held until closed."""
         await self._pass_gate(scopes, who)
@@ -564,7 +574,7 @@ class Connection:
         finally:
             self._leave_gate()
 
-    async def _fetch_batch(self, scopes: Scopes, who: str, cursor: Cursor) -> list[Any]:
+    async def _fetch_batch(self, scopes: Scopes, who: Who, cursor: Cursor) -> list[Any]:
         await self._pass_gate_streaming(scopes, who)
         try:
             if self._blocks and not any(cursor is c for c, _ in self._streams):
@@ -579,7 +589,7 @@ class Connection:
         finally:
             self._leave_gate()
 
-    async def _close_cursor(self, scopes: Scopes, who: str, cursor: Cursor) -> None:
+    async def _close_cursor(self, scopes: Scopes, who: Who, cursor: Cursor) -> None:
         """Close the cursor and let the connection go; never raises over the loop's error."""
         await self._pass_gate_streaming(scopes, who)
         try:

@@ -266,3 +266,13 @@ async def test_nested_transaction_of_a_child_owns_the_connection(database: Datab
         assert order == ["inner rolls back", "sibling wrote"]
         rows = await database.fetch_all("SELECT text FROM notes")
         assert [r["text"] for r in rows] == ["sibling"]
+
+
+async def test_busy_error_names_the_task_running_a_long_statement(database_url: str) -> None:
+    db = Database(database_url, force_rollback=True, acquire_timeout=0.2)
+    async with db:
+        slow = asyncio.create_task(db.fetch_one(sleep_query(database_url, 1.5)), name="slow-task")
+        await asyncio.sleep(0.1)
+        with pytest.raises(ConnectionBusyError, match="slow-task"):
+            await db.fetch_val("SELECT 1")
+        assert await slow is not None
