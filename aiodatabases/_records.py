@@ -1,8 +1,11 @@
-"""``Record``: a thin read-only view of one driver row.
+"""``Record``: one result row, read-only, by position, by name and as a mapping.
 
-The driver's row (``asyncpg.Record``, ``sqlite3.Row``) already indexes by
-position and by name in C; a ``Record`` only wraps it, so fetching costs one
-small object per row and no per-column work.
+Raw SQL results cost no Python work per row: each backend makes its driver
+build rows of a record type from ``record_type()`` (a subclass of the
+driver's own row, ``asyncpg.Record`` or ``sqlite3.Row``, which index by
+position and by name in C), registered as a ``Record``. Only SQLAlchemy Core
+results, whose values go through their column types, are wrapped in a
+``Record`` that applies the types on access.
 """
 
 from __future__ import annotations
@@ -87,19 +90,32 @@ class Record(Mapping[str, Any]):
         return _Items(self)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Record):
-            return list(self.items()) == list(other.items())
-        if isinstance(other, Mapping):
-            return dict(self.items()) == dict(other)
-        if isinstance(other, tuple):
-            return tuple(self.values()) == other
-        return NotImplemented
+        return _equal(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.items())
-        return f"<Record {fields}>"
+        return _repr(self)
+
+
+def _equal(record: Any, other: object) -> bool:
+    if isinstance(other, Record):
+        return list(record.items()) == list(other.items())
+    if isinstance(other, Mapping):
+        return dict(record.items()) == dict(other)
+    if isinstance(other, tuple):
+        return tuple(record.values()) == other
+    return NotImplemented  # type: ignore[no-any-return]
+
+
+def _not_equal(record: Any, other: object) -> bool:
+    equal = _equal(record, other)
+    return equal if equal is NotImplemented else not equal
+
+
+def _repr(record: Any) -> str:
+    fields = ", ".join(f"{k}={v!r}" for k, v in record.items())
+    return f"<Record {fields}>"
 
 
 # By position, not by name: duplicate column names keep their own values.
@@ -120,5 +136,55 @@ class _Items(ItemsView[str, Any]):
 
 
 def records(rows: list[Any], meta: Any = None) -> list[Record]:
-    """Wrap a driver result (one small object per row, no per-column work)."""
+    """A backend's rows as the caller's records: as they are for raw SQL."""
+    if meta is None:
+        return rows
     return [Record(row, meta) for row in rows]
+
+
+def record(row: Any, meta: Any = None) -> Record:
+    return row if meta is None else Record(row, meta)
+
+
+def record_type(row_type: type[Any], *, name_misses: type[Exception] = KeyError) -> type[Any]:
+    """A subclass of a driver's row type whose rows behave as ``Record`` (and are one).
+
+    ``row_type`` indexes by position, by name and slice itself and has
+    ``keys()``; this adds the mapping behaviour of ``Record`` (iterating
+    yields names, ``keys()``/``values()``/``items()`` views, attribute access,
+    equality, repr) without a wrapper object per row. ``name_misses`` is what
+    the row type raises for an unknown name (``sqlite3.Row``: IndexError); it
+    becomes KeyError, as for every ``Record``.
+    """
+    row_keys = row_type.keys
+    namespace: dict[str, Any] = {
+        "__slots__": (),
+        "__module__": __name__,
+        "__iter__": lambda self: iter(row_keys(self)),
+        "__contains__": lambda self, key: key in row_keys(self),
+        "__getattr__": Record.__getattr__,
+        "__eq__": _equal,
+        "__ne__": _not_equal,  # the row type's own would compare as tuples
+        "__hash__": None,
+        "__repr__": _repr,
+        "_mapping": Record._mapping,
+        "keys": Record.keys,
+        "values": Record.values,
+        "items": Record.items,
+        "get": Mapping.get,
+    }
+    if name_misses is not KeyError:
+        row_getitem = row_type.__getitem__
+
+        def __getitem__(self: Any, key: Any) -> Any:
+            try:
+                return row_getitem(self, key)
+            except name_misses:
+                if isinstance(key, str):
+                    raise KeyError(key) from None
+                raise
+
+        namespace["__getitem__"] = __getitem__
+    native = type("Record", (row_type,), namespace)
+    Record.register(native)
+    return native

@@ -28,7 +28,7 @@ from ._gate import (
 )
 from ._guard import StatementGuards
 from ._query import is_ddl, is_read_only
-from ._records import Record, records
+from ._records import Record, record, records
 from ._runtime import (
     EXECUTE,
     EXECUTE_MANY,
@@ -123,7 +123,7 @@ class Connection:
         """The first row, or None. Cancellation: as ``fetch_all``."""
         sql, args, meta = prepare(query, values, self._backend)
         row = await self._statement(FETCH_ONE, sql, args)
-        return None if row is None else Record(row, meta)
+        return None if row is None else record(row, meta)
 
     async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
         """One value of the first row (``column`` by index or name), or None."""
@@ -164,7 +164,7 @@ class Connection:
                 if not rows:
                     break
                 for row in rows:
-                    yield Record(row, meta)
+                    yield record(row, meta)
         finally:
             await asyncio.shield(call(self._close_cursor, current_scopes(), caller(), cursor))
             if stream is not None:

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from ._loops import LoopThread
-from ._records import Record, records
+from ._records import Record, record, records
 from ._runtime import (
     EXECUTE,
     EXECUTE_MANY,
@@ -353,7 +353,7 @@ class Database:
             return await connection.fetch_one(query, values)
         sql, args, meta = prepare(query, values, self._backend)
         row = await self._borrow(FETCH_ONE, sql, args)
-        return None if row is None else Record(row, meta)
+        return None if row is None else record(row, meta)
 
     async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
         """A value of the first row (``column`` by index or name), or None."""

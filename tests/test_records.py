@@ -92,6 +92,24 @@ async def test_equality(notes: str) -> None:
     assert first != other
 
 
+async def test_equality_compares_names_as_well_as_values(database_url: str) -> None:
+    # The drivers' own rows compare as tuples; a Record is a mapping.
+    async with Database(database_url) as db:
+        ab = await db.fetch_one("SELECT 1 AS a, 2 AS b")
+        cd = await db.fetch_one("SELECT 1 AS c, 2 AS d")
+        ab_again = await db.fetch_one("SELECT 1 AS a, 2 AS b")
+    assert ab is not None
+    assert cd is not None
+    assert ab != cd
+    assert not ab == cd  # noqa: SIM201 - == and != are checked apart
+    assert ab == ab_again
+    assert not ab != ab_again  # noqa: SIM202
+    assert ab == (1, 2)
+    assert ab != (2, 1)
+    with pytest.raises(TypeError):
+        hash(ab)
+
+
 async def test_repr_shows_names_and_values(notes: str) -> None:
     row = await one_note(notes)
     text = repr(row)

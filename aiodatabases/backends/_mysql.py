@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._query import ParamStyle
+from .._records import record_type
 from .._url import DatabaseURL
 from ..exceptions import ConfigurationError
 from .base import Args, Cursor, OptionSpec, Row, SQLAlchemyDialect, to_bool, to_float
@@ -57,7 +58,7 @@ _ISOLATION_LEVELS = {
 }
 
 
-class KeyedRow:
+class _KeyedRow:
     """A result row from a tuple: by position, by column name, ``keys()``."""
 
     __slots__ = ("_index", "_names", "_values")
@@ -82,6 +83,10 @@ class KeyedRow:
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+#: The rows of MySQL results: one object per row, the driver's tuple inside.
+KeyedRow = record_type(_KeyedRow)
 
 
 _DAY = datetime.timedelta(days=1)

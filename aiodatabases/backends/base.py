@@ -3,8 +3,9 @@
 A backend module knows its driver and nothing of tasks, loops, pools or
 transaction stacks: the core calls these methods one at a time per
 connection (it serializes them) and decides when to begin, commit or reset.
-Rows are returned as the driver makes them; they must support ``row[int]``,
-``row[str]`` and ``row.keys()`` (``asyncpg.Record`` and ``sqlite3.Row`` do).
+Rows are returned as ``Record`` objects, built by the driver where it can
+(``_records.record_type`` of its row type) so that raw SQL costs no Python
+work per row.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .._query import ParamStyle
 from ..exceptions import ConfigurationError, UnknownOptionError
 
 Row: TypeAlias = Any
-"""A driver row: indexable by position and by column name, with ``keys()``."""
+"""A result row: a ``Record`` (by position, by name, ``keys()``, the mapping API)."""
 
 Args: TypeAlias = Sequence[Any]
 

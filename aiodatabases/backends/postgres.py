@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from .._query import ParamStyle
+from .._records import record_type
 from .._url import DatabaseURL
 from ..exceptions import ConfigurationError
 from .base import (
@@ -54,6 +55,9 @@ OPTIONS = OptionSpec(
         "host": str,
     },
 )
+
+#: asyncpg builds every row as this type in C: a Record without a wrapper.
+PostgresRecord = record_type(asyncpg.Record)
 
 _ISOLATION_LEVELS = {
     "read_committed": "READ COMMITTED",
@@ -157,6 +161,7 @@ class PostgresBackend(SQLAlchemyDialect):
             "user": url.username,
             "password": url.password,
             "database": url.database or None,
+            "record_class": PostgresRecord,
         }
         self._connect_kwargs.update(options)
 
