@@ -1,4 +1,9 @@
-"""SQLite through aiosqlite (one worker thread per connection)."""
+"""SQLite through aiosqlite (one worker thread per connection).
+
+``raw_connection`` is the aiosqlite connection, as with ``databases``; the
+statements themselves run as single functions on aiosqlite's worker thread
+(its ``_execute``), so each costs one hand-over between threads.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ import sqlite3
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from .._query import ParamStyle
+from .._records import record_type
 from .._url import DatabaseURL
 from ..exceptions import ConfigurationError
 from .base import (
@@ -27,6 +33,8 @@ from .base import (
     to_float,
     to_int,
 )
+
+T = TypeVar("T")
 
 
 def _pragma_word(value: Any) -> str:
@@ -71,6 +79,9 @@ _CONNECT_OPTIONS: Mapping[str, Callable[[Any], Any]] = {
 
 OPTIONS = OptionSpec(scheme="sqlite", options={**_CONNECT_OPTIONS, **PRAGMAS})
 
+#: sqlite3 builds every row as this type in C: a Record without a wrapper.
+SQLiteRecord = record_type(sqlite3.Row, name_misses=IndexError)
+
 _BEGIN = {
     "deferred": "BEGIN DEFERRED",
     "immediate": "BEGIN IMMEDIATE",
@@ -79,14 +90,67 @@ _BEGIN = {
 
 
 class _SQLiteCursor:
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, connection: SQLiteConnection, cursor: sqlite3.Cursor) -> None:
+        self._connection = connection
         self._cursor = cursor
 
     async def fetch(self, count: int) -> list[Row]:
-        return list(await self._cursor.fetchmany(count))
+        rows: list[Row] = await self._connection.on_thread(self._cursor.fetchmany, count)
+        return rows
 
     async def close(self) -> None:
-        await self._cursor.close()
+        await self._connection.on_thread(self._cursor.close)
+
+
+# Each operation is one function run on the connection's worker thread: one
+# hand-over per statement, where aiosqlite's own calls take two or three.
+
+
+def _fetch_all(db: sqlite3.Connection, sql: str, args: Args) -> list[Row]:
+    return db.execute(sql, args).fetchall()  # the cursor is exhausted: no locks held
+
+
+def _fetch_one(db: sqlite3.Connection, sql: str, args: Args) -> Row | None:
+    cursor = db.execute(sql, args)
+    try:
+        return cursor.fetchone()
+    finally:
+        # An unfinished statement keeps its read lock while the connection idles.
+        cursor.close()
+
+
+def _execute(db: sqlite3.Connection, sql: str, args: Args) -> Any:
+    cursor = db.execute(sql, args)
+    try:
+        return cursor.lastrowid  # what databases returns on SQLite
+    finally:
+        cursor.close()  # finishes a RETURNING statement and its locks
+
+
+def _execute_many(db: sqlite3.Connection, sql: str, args_list: Sequence[Args]) -> None:
+    if db.in_transaction:
+        db.executemany(sql, args_list).close()
+        return
+    # Outside a transaction every row would commit (and sync) on its own;
+    # one transaction makes the batch fast and all-or-nothing, as asyncpg does.
+    db.execute("BEGIN")
+    try:
+        db.executemany(sql, args_list).close()
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _run_control(db: sqlite3.Connection, statements: Sequence[str]) -> None:
+    # Not executescript(): it would COMMIT an open transaction first.
+    for sql in statements:
+        db.execute(sql).close()
+
+
+def _reset(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK").close()
 
 
 class SQLiteConnection:
@@ -103,47 +167,33 @@ class SQLiteConnection:
         # aiosqlite has no public flag; its ``_connection`` is dropped on close.
         return getattr(self._raw, "_connection", None) is None
 
+    def on_thread(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Run ``function(*args)`` on the connection's worker thread (aiosqlite's)."""
+        result: Awaitable[T] = self._raw._execute(function, *args)
+        return result
+
+    def _on_db(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
+        return self.on_thread(function, self._raw._conn, *args)
+
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
-        rows: list[Row] = await self._raw.execute_fetchall(sql, args)  # already a list
+        rows: list[Row] = await self._on_db(_fetch_all, sql, args)
         return rows
 
     async def fetch_one(self, sql: str, args: Args) -> Row | None:
-        cursor = await self._raw.execute(sql, args)
-        try:
-            return await cursor.fetchone()
-        finally:
-            # An unfinished statement keeps its read lock while the connection idles.
-            await cursor.close()
+        return await self._on_db(_fetch_one, sql, args)
 
     async def execute(self, sql: str, args: Args) -> Any:
-        # databases returns the cursor's lastrowid on SQLite.
-        cursor = await self._raw.execute(sql, args)
-        try:
-            return cursor.lastrowid
-        finally:
-            await cursor.close()  # finishes a RETURNING statement and its locks
+        return await self._on_db(_execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
-        if self._raw.in_transaction:
-            await self._raw.executemany(sql, args_list)
-            return
-        # Outside a transaction every row would commit (and sync) on its own;
-        # one transaction makes the batch fast and all-or-nothing, as asyncpg does.
-        await self._raw.execute("BEGIN")
-        try:
-            await self._raw.executemany(sql, args_list)
-        except BaseException:
-            await self._raw.execute("ROLLBACK")
-            raise
-        await self._raw.execute("COMMIT")
+        await self._on_db(_execute_many, sql, args_list)
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
-        return _SQLiteCursor(await self._raw.execute(sql, args))
+        cursor = await self._on_db(sqlite3.Connection.execute, sql, args)
+        return _SQLiteCursor(self, cursor)
 
     async def run_control(self, statements: Sequence[str]) -> None:
-        # Not executescript(): it would COMMIT an open transaction first.
-        for sql in statements:
-            await self._raw.execute(sql)
+        await self._on_db(_run_control, statements)
 
     async def interrupt(self, read_only: bool) -> None:
         # The worker thread would run the statement to its end. Interrupting a
@@ -153,8 +203,7 @@ class SQLiteConnection:
             await self._raw.interrupt()
 
     async def reset(self) -> None:
-        if self._raw.in_transaction:
-            await self._raw.execute("ROLLBACK")
+        await self._on_db(_reset)
 
     async def close(self) -> None:
         await self._raw.close()
@@ -206,11 +255,10 @@ class SQLiteBackend(SQLAlchemyDialect):
         # disconnect() would hang at exit. Flag it before it starts.
         raw._thread.daemon = True
         await raw
-        raw.row_factory = sqlite3.Row
+        raw.row_factory = SQLiteRecord
         connection = SQLiteConnection(raw)
         try:
-            for pragma in self._pragmas:
-                await raw.execute(pragma)
+            await connection.run_control(self._pragmas)
         except BaseException:
             await raw.close()
             raise
