@@ -13,6 +13,7 @@ awaits, so it cannot be interrupted half way by a cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -25,6 +26,15 @@ from .exceptions import NotConnectedError, PoolTimeoutError
 logger = logging.getLogger("aiodatabases.pool")
 
 _RESET_TIMEOUT = 10.0
+
+
+class _WaitTimedOut(Exception):
+    """Set on a waiter's future when its acquire deadline passes."""
+
+
+def _time_out(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(_WaitTimedOut())
 
 
 class Pool:
@@ -118,26 +128,40 @@ class Pool:
         return time.monotonic() - self._born.get(id(conn), 0.0) > self._recycle
 
     async def _wait(self, deadline: float | None) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._waiters.append(future)
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        # A timer on the future itself: no task or shield per wait.
+        timer = None
+        if deadline is not None:
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), _time_out, future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-        except BaseException as exc:
+            await future
+        except _WaitTimedOut:
+            self._drop_waiter(future)
+            raise PoolTimeoutError(
+                f"no database connection became free within {self._timeout}s "
+                f"(max_size={self.max_size}, all in use); raise max_size or "
+                "acquire_timeout, or look for a task that holds a connection while it "
+                "waits for another task that needs one (a deadlock)"
+            ) from None
+        except BaseException:
             if future.done() and not future.cancelled():
-                # A wake-up meant for us goes unused if we leave now: pass it on.
+                # Woken, then cancelled before running on: the wake-up goes
+                # unused if we leave now, so pass it on.
                 self._wake_one()
             else:
                 future.cancel()
-                self._waiters.remove(future)
-            if isinstance(exc, asyncio.TimeoutError):
-                raise PoolTimeoutError(
-                    f"no database connection became free within {self._timeout}s "
-                    f"(max_size={self.max_size}, all in use); raise max_size or "
-                    "acquire_timeout, or look for a task that holds a connection while it "
-                    "waits for another task that needs one (a deadlock)"
-                ) from None
+                self._drop_waiter(future)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _drop_waiter(self, future: asyncio.Future[None]) -> None:
+        # A finished future may already have been popped (and skipped) by a wake-up.
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(future)
 
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""

@@ -1,0 +1,87 @@
+"""The pool's waiting line, where a wake-up, a timeout and a cancellation meet.
+
+These drive ``_pool.Pool`` directly (with real connections of each backend)
+because the races need a release and a cancellation in the same step of the
+loop, which the public API cannot arrange on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiodatabases import PoolTimeoutError
+from aiodatabases._pool import Pool
+from aiodatabases._url import DatabaseURL
+from aiodatabases.backends import create_backend
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    backend = create_backend(DatabaseURL(database_url), {}, {})
+    pool = Pool(backend.connect, min_size=1, max_size=1, timeout=5.0)
+    await pool.open()
+    yield pool
+    await pool.close()
+
+
+async def waiting(pool: Pool) -> asyncio.Task[object]:
+    task = asyncio.create_task(pool.acquire())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not task.done()  # it waits in line
+    return task
+
+
+async def test_a_waiter_cancelled_just_before_a_release_passes_it_on(pool: Pool) -> None:
+    held = await pool.acquire()
+    first = await waiting(pool)
+    second = await waiting(pool)
+    first.cancel()  # its wait ends now, in the line still
+    pool.release(held)  # in the same step: the first in line is skipped
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    connection = await asyncio.wait_for(second, 5)
+    assert connection is held
+    pool.release(connection)
+
+
+async def test_a_waiter_woken_then_cancelled_passes_the_wake_up_on(pool: Pool) -> None:
+    held = await pool.acquire()
+    first = await waiting(pool)
+    second = await waiting(pool)
+    pool.release(held)  # wakes the first in line...
+    first.cancel()  # ...which is cancelled before it runs on
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    connection = await asyncio.wait_for(second, 5)
+    assert connection is held
+    pool.release(connection)
+
+
+async def test_a_waiter_timed_out_just_before_a_release_raises_pool_timeout(
+    database_url: str,
+) -> None:
+    backend = create_backend(DatabaseURL(database_url), {}, {})
+    pool = Pool(backend.connect, min_size=1, max_size=1, timeout=0.05)
+    await pool.open()
+    try:
+        held = await pool.acquire()
+        late = await waiting(pool)
+        time.sleep(0.1)  # noqa: ASYNC251 - the loop is held while the deadline passes
+        # One step of the loop runs this task on, then the late timer; in the
+        # next, this task runs before the waiter the timer woke.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # The timer has fired, the waiter has not run on yet: the release skips it.
+        pool.release(held)
+        with pytest.raises(PoolTimeoutError):
+            await late
+        connection = await pool.acquire()
+        assert connection is held
+        pool.release(connection)
+    finally:
+        await pool.close()
