@@ -20,9 +20,10 @@ does).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Literal, TypeAlias
 
 from .exceptions import MissingParameterError, UnknownParameterError
@@ -45,9 +46,14 @@ class CompiledQuery:
     """The parameter name for each positional slot, in order."""
     # Precomputed so that bind() can detect unused values with one len().
     _unique: frozenset[str] = field(init=False, repr=False, compare=False)
+    # Takes a mapping's values in slot order, in C (bind_many).
+    _take: Callable[[Any], Any] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_unique", frozenset(self.names))
+        # itemgetter of several names returns a tuple; of one, the bare value.
+        take = itemgetter(*self.names) if len(self.names) > 1 else None
+        object.__setattr__(self, "_take", take)
 
     def bind(self, values: Mapping[str, Any] | None) -> tuple[Any, ...]:
         """Return the positional arguments for ``values``.
@@ -67,6 +73,22 @@ class CompiledQuery:
         if len(values) > len(self._unique):
             raise self._unknown_error(values)
         return args
+
+    def bind_many(self, values_list: Iterable[Mapping[str, Any] | None]) -> list[tuple[Any, ...]]:
+        """``bind()`` for each mapping, checked the same way, as one list."""
+        take = self._take
+        if take is None:
+            return [self.bind(values) for values in values_list]
+        values_list = values_list if isinstance(values_list, (list, tuple)) else list(values_list)
+        unique = len(self._unique)
+        try:
+            args: list[tuple[Any, ...]] = [take(values) for values in values_list]
+            if all(len(values) <= unique for values in values_list):  # type: ignore[arg-type]
+                return args
+        except (KeyError, TypeError):
+            pass
+        # Some mapping is wrong (or not a mapping): bind() says which and how.
+        return [self.bind(values) for values in values_list]
 
     def _missing_error(self, values: Mapping[str, Any]) -> MissingParameterError:
         missing = [name for name in dict.fromkeys(self.names) if name not in values]

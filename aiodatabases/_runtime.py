@@ -119,7 +119,7 @@ def prepare_many(query: Query, values: Sequence[Mapping[str, Any]], backend: Bac
         raise TypeError("execute_many() takes a sequence of mappings, one per statement")
     if isinstance(query, str):
         compiled = compile_query(query, backend.paramstyle)
-        return Prepared(compiled.sql, [compiled.bind(v) for v in values])
+        return Prepared(compiled.sql, compiled.bind_many(values))
     return Prepared(*_core().compile_many(_clause(query), values, backend.dialect_name))
 
 

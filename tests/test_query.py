@@ -376,6 +376,46 @@ def test_binding_puts_each_value_in_its_slot(segments: list[Segment], style: Par
     assert args == tuple(f"value of {name}" for name in occurrences)
 
 
+# --- binding many (execute_many) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1", "SELECT :a", "SELECT :b, :a, :b"])
+@pytest.mark.parametrize("style", STYLES)
+def test_bind_many_is_bind_for_each(sql: str, style: ParamStyle) -> None:
+    compiled = compile_query(sql, style)
+    names = set(compiled.names)
+    rows = [{name: f"{name}{i}" for name in names} for i in range(3)]
+    assert compiled.bind_many(rows) == [compiled.bind(row) for row in rows]
+    assert compiled.bind_many(iter(rows)) == [compiled.bind(row) for row in rows]
+    assert compiled.bind_many([]) == []
+
+
+def test_bind_many_accepts_any_mapping() -> None:
+    compiled = compile_query("SELECT :a, :b", "qmark")
+    rows = [MappingProxyType({"a": 1, "b": 2}), {"b": 4, "a": 3}]
+    assert compiled.bind_many(rows) == [(1, 2), (3, 4)]
+
+
+def test_bind_many_names_a_missing_parameter_of_any_row() -> None:
+    compiled = compile_query("SELECT :a, :b", "qmark")
+    with pytest.raises(MissingParameterError, match=r"':b' has no value; values given: \['a'\]"):
+        compiled.bind_many([{"a": 1, "b": 2}, {"a": 1}])
+
+
+def test_bind_many_names_an_unknown_value_of_any_row() -> None:
+    compiled = compile_query("SELECT :a, :b", "qmark")
+    with pytest.raises(UnknownParameterError, match="':c'"):
+        compiled.bind_many([{"a": 1, "b": 2}, {"a": 1, "b": 2, "c": 3}])
+
+
+def test_bind_many_refuses_a_row_that_is_not_a_mapping_as_bind_does() -> None:
+    compiled = compile_query("SELECT :a, :b", "qmark")
+    with pytest.raises(MissingParameterError):
+        compiled.bind_many([{"a": 1, "b": 2}, None])
+    with pytest.raises(TypeError):
+        compiled.bind_many([{"a": 1, "b": 2}, [1, 2]])  # type: ignore[list-item]
+
+
 @settings(max_examples=50, deadline=None)
 @given(segment_lists(), st.sampled_from(STYLES))
 def test_translation_is_deterministic_and_cached(
