@@ -11,6 +11,7 @@ instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -53,28 +54,118 @@ async def carry(
 
     Cancellation: cancelling the caller cancels the call in ``owner``; the
     caller gets ``CancelledError`` without waiting for the owner's cleanup.
+
+    The call is one task in ``owner`` (created in a copy of the caller's
+    context, so context variables carry over) and one future here; each
+    side wakes the other once (no ``concurrent.futures`` future, no lock
+    held across the call).
     """
     check_can_carry(owner)
-    started = threading.Event()
+    call = _Carried(asyncio.get_running_loop(), owner, lambda: func(*args, **kwargs))
+    owner.call_soon_threadsafe(call.start)  # the context is copied here
+    timer = None
+    if start_timeout is not None:
+        timer = call.loop.call_later(start_timeout, call.start_overdue, start_timeout)
+    try:
+        result: T = await call.done
+    except asyncio.CancelledError:
+        call.abandon()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return result
 
-    async def run() -> T:
-        started.set()
-        return await func(*args, **kwargs)
 
-    future: Future[T] = asyncio.run_coroutine_threadsafe(run(), owner)
-    result = asyncio.wrap_future(future)
-    if start_timeout is not None and not started.is_set():
-        await asyncio.wait([result], timeout=start_timeout)
-        if not started.is_set():
-            future.cancel()
-            raise WrongEventLoopError(
-                f"the event loop this database was connected in did not run the call "
-                f"within {start_timeout}s: it is running but blocked (for example in a "
-                "synchronous TestClient call inside an async test); connect the database "
-                "in the app's own lifespan, or use force_rollback=True, which works from "
-                "any loop"
+class _Carried:
+    """One carried call: its task in the owning loop and its future in the caller's."""
+
+    __slots__ = ("_lock", "_make", "_state", "_task", "done", "loop", "owner")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        owner: asyncio.AbstractEventLoop,
+        make: Callable[[], Awaitable[Any]],
+    ) -> None:
+        self.loop = loop
+        self.owner = owner
+        self.done: asyncio.Future[Any] = loop.create_future()
+        self._make: Callable[[], Awaitable[Any]] | None = make
+        self._task: asyncio.Future[Any] | None = None
+        self._state = "waiting"  # -> "started" | "abandoned"
+        self._lock = threading.Lock()  # the start and the caller giving up race
+
+    # -- in the owning loop --------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._state != "waiting":
+                return
+            self._state = "started"
+        make, self._make = self._make, None
+        assert make is not None
+        task = asyncio.ensure_future(make())
+        self._task = task
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        # The outcome is read here, so a failure is never left "unretrieved".
+        if task.cancelled():
+            outcome: tuple[str, Any] = ("cancelled", None)
+        elif (exc := task.exception()) is not None:
+            outcome = ("error", exc)
+        else:
+            outcome = ("result", task.result())
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+            self.loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- in the caller's loop ------------------------------------------------------
+
+    def _settle(self, outcome: tuple[str, Any]) -> None:
+        done = self.done
+        if done.done():
+            return
+        kind, value = outcome
+        if kind == "result":
+            done.set_result(value)
+        elif kind == "error":
+            done.set_exception(value)
+        else:
+            done.cancel()
+
+    def start_overdue(self, start_timeout: float) -> None:
+        with self._lock:
+            if self._state != "waiting":
+                return
+            self._state = "abandoned"
+        self._make = None
+        if not self.done.done():
+            self.done.set_exception(
+                WrongEventLoopError(
+                    f"the event loop this database was connected in did not run the call "
+                    f"within {start_timeout}s: it is running but blocked (for example in a "
+                    "synchronous TestClient call inside an async test); connect the database "
+                    "in the app's own lifespan, or use force_rollback=True, which works from "
+                    "any loop"
+                )
             )
-    return await result
+
+    def abandon(self) -> None:
+        """The caller was cancelled: the call must not start, or is cancelled."""
+        with self._lock:
+            started = self._state == "started"
+            if not started:
+                self._state = "abandoned"
+        if started:
+            with contextlib.suppress(RuntimeError):  # the owning loop is closed
+                self.owner.call_soon_threadsafe(self._cancel_task)
+        else:
+            self._make = None
 
 
 class LoopThread:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from aiodatabases import Database, WrongEventLoopError
+from aiodatabases._loops import carry
 
 
 class LoopInThread:
@@ -272,3 +274,66 @@ def test_loop_that_ends_without_disconnect_leaves_no_socket(database_url: str) -
     gc.collect()
     assert asyncio.run(connect_again()) == 2
     gc.collect()
+
+
+# -- carrying a call to the owning loop (``_loops.carry``), without a database -----
+
+_who = contextvars.ContextVar("_who", default="nobody")
+
+
+async def test_carry_brings_back_the_result_the_error_and_the_context(
+    loop_thread: LoopInThread,
+) -> None:
+    async def owner_side(value: int) -> tuple[int, str, bool]:
+        in_owner = asyncio.get_running_loop() is loop_thread.loop
+        return value * 2, _who.get(), in_owner
+
+    async def failing() -> None:
+        raise LookupError("from the owner")
+
+    _who.set("the caller")
+    assert await carry(loop_thread.loop, None, owner_side, 21) == (42, "the caller", True)
+    with pytest.raises(LookupError, match="from the owner"):
+        await carry(loop_thread.loop, 5.0, failing)
+
+
+async def test_cancelling_the_caller_cancels_the_carried_call(loop_thread: LoopInThread) -> None:
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def long_call() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    caller = asyncio.create_task(carry(loop_thread.loop, None, long_call))
+    await asyncio.to_thread(started.wait, 10)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await asyncio.to_thread(cancelled.wait, 10)
+
+
+async def test_a_call_given_up_before_it_started_never_runs(loop_thread: LoopInThread) -> None:
+    ran = threading.Event()
+    unblock = threading.Event()
+
+    async def call() -> None:
+        ran.set()
+
+    # The owner is running but blocked, as a loop inside a synchronous call is.
+    loop_thread.loop.call_soon_threadsafe(unblock.wait, 30)
+    with pytest.raises(WrongEventLoopError, match=r"did not run the call within 0\.1s"):
+        await carry(loop_thread.loop, 0.1, call)
+    cancelled_caller = asyncio.create_task(carry(loop_thread.loop, None, call))
+    await asyncio.sleep(0.05)
+    cancelled_caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled_caller
+    unblock.set()
+    # The owner runs on: both calls were given up before they started.
+    assert loop_thread.run(asyncio.sleep(0, "alive")) == "alive"
+    assert not ran.is_set()
