@@ -19,6 +19,7 @@ import contextvars
 from collections import deque
 from typing import Final
 
+from ._waits import TimedOut, wait
 from .exceptions import ConnectionBusyError
 
 
@@ -104,16 +105,17 @@ class Gate:
         entry = (future, scopes)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-        except BaseException as exc:
+            await wait(future, timeout)
+        except TimedOut:
+            self._remove(entry)
+            raise ConnectionBusyError(self._busy_message(timeout)) from None
+        except BaseException:
             if future.done() and not future.cancelled():
                 # We were handed the turn as we gave up: hand it on.
                 self.release()
             else:
                 future.cancel()
                 self._remove(entry)
-            if isinstance(exc, asyncio.TimeoutError):
-                raise ConnectionBusyError(self._busy_message(timeout)) from None
             raise
         self._holder = who
 

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from ._waits import TimedOut, wait
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
 
@@ -27,14 +28,6 @@ logger = logging.getLogger("aiodatabases.pool")
 
 _RESET_TIMEOUT = 10.0
 
-
-class _WaitTimedOut(Exception):
-    """Set on a waiter's future when its acquire deadline passes."""
-
-
-def _time_out(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(_WaitTimedOut())
 
 
 class Pool:
@@ -128,16 +121,11 @@ class Pool:
         return time.monotonic() - self._born.get(id(conn), 0.0) > self._recycle
 
     async def _wait(self, deadline: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
-        # A timer on the future itself: no task or shield per wait.
-        timer = None
-        if deadline is not None:
-            timer = loop.call_later(max(0.0, deadline - time.monotonic()), _time_out, future)
         try:
-            await future
-        except _WaitTimedOut:
+            await wait(future, None if deadline is None else deadline - time.monotonic())
+        except TimedOut:
             self._drop_waiter(future)
             raise PoolTimeoutError(
                 f"no database connection became free within {self._timeout}s "
@@ -154,9 +142,6 @@ class Pool:
                 future.cancel()
                 self._drop_waiter(future)
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
 
     def _drop_waiter(self, future: asyncio.Future[None]) -> None:
         # A finished future may already have been popped (and skipped) by a wake-up.
