@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeVar
@@ -62,7 +64,7 @@ async def carry(
     """
     check_can_carry(owner)
     call = _Carried(asyncio.get_running_loop(), owner, lambda: func(*args, **kwargs))
-    owner.call_soon_threadsafe(call.start)  # the context is copied here
+    post(owner, contextvars.copy_context().run, call.start)
     timer = None
     if start_timeout is not None:
         timer = call.loop.call_later(start_timeout, call.start_overdue, start_timeout)
@@ -75,6 +77,74 @@ async def carry(
         if timer is not None:
             timer.cancel()
     return result
+
+
+class _Mailbox:
+    """Callbacks posted to one loop from other threads, run in one wake-up.
+
+    ``call_soon_threadsafe`` wakes the loop (a write to its self-pipe) for
+    every callback; many calls in flight between two loops would pay that
+    system call and wake-up each. A mailbox wakes its loop only when it was
+    empty: whatever arrives before the loop gets to it rides along.
+    """
+
+    __slots__ = ("__weakref__", "_items", "_lock", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._items.append((callback, args))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except BaseException:
+            with self._lock:
+                self._scheduled = False
+                self._items.remove((callback, args))
+            raise
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._scheduled = False
+        for callback, args in items:
+            try:
+                callback(*args)
+            except Exception as exc:  # as the loop would for a callback of its own
+                self._loop.call_exception_handler(
+                    {"message": "aiodatabases: a carried callback failed", "exception": exc}
+                )
+
+
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
+    weakref.WeakKeyDictionary()
+)
+_mailboxes_lock = threading.Lock()
+
+
+def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """``loop.call_soon_threadsafe(callback, *args)``, sharing wake-ups (``_Mailbox``).
+
+    Raises RuntimeError if ``loop`` is closed.
+    """
+    mailbox = _mailboxes.get(loop)
+    if mailbox is None:
+        with _mailboxes_lock:
+            mailbox = _mailboxes.get(loop)
+            if mailbox is None:
+                try:
+                    mailbox = _mailboxes[loop] = _Mailbox(loop)
+                except TypeError:  # a loop type without weak references
+                    loop.call_soon_threadsafe(callback, *args)
+                    return
+    mailbox.post(callback, args)
 
 
 class _Carried:
@@ -118,7 +188,7 @@ class _Carried:
         else:
             outcome = ("result", task.result())
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed
-            self.loop.call_soon_threadsafe(self._settle, outcome)
+            post(self.loop, self._settle, outcome)
 
     def _cancel_task(self) -> None:
         if self._task is not None:

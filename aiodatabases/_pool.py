@@ -29,7 +29,6 @@ logger = logging.getLogger("aiodatabases.pool")
 _RESET_TIMEOUT = 10.0
 
 
-
 class Pool:
     def __init__(
         self,

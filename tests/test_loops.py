@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from aiodatabases import Database, WrongEventLoopError
-from aiodatabases._loops import carry
+from aiodatabases._loops import carry, post
 
 
 class LoopInThread:
@@ -337,3 +337,42 @@ async def test_a_call_given_up_before_it_started_never_runs(loop_thread: LoopInT
     # The owner runs on: both calls were given up before they started.
     assert loop_thread.run(asyncio.sleep(0, "alive")) == "alive"
     assert not ran.is_set()
+
+
+async def test_many_calls_in_flight_keep_their_own_context_and_result(
+    loop_thread: LoopInThread,
+) -> None:
+    # Calls posted while the owner is busy share its wake-ups; each must still
+    # run in its own caller's context and bring back its own result.
+    async def owner_side(n: int) -> tuple[int, str]:
+        await asyncio.sleep(0)
+        return n, _who.get()
+
+    async def caller(n: int) -> tuple[int, str]:
+        _who.set(f"caller {n}")
+        return await carry(loop_thread.loop, None, owner_side, n)
+
+    results = await asyncio.gather(*(caller(n) for n in range(300)))
+    assert results == [(n, f"caller {n}") for n in range(300)]
+
+
+async def test_a_failing_posted_callback_does_not_stop_the_others(
+    loop_thread: LoopInThread,
+) -> None:
+    reported: list[BaseException] = []
+    ran = threading.Event()
+    unblock = threading.Event()
+    loop = loop_thread.loop
+    loop.call_soon_threadsafe(
+        loop.set_exception_handler, lambda _, c: reported.append(c["exception"])
+    )
+    loop.call_soon_threadsafe(unblock.wait, 30)  # both posts wait for one delivery
+
+    def failing() -> None:
+        raise LookupError("posted")
+
+    post(loop, failing)
+    post(loop, ran.set)
+    unblock.set()
+    assert await asyncio.to_thread(ran.wait, 10)
+    assert [type(exc) for exc in reported] == [LookupError]
