@@ -177,7 +177,7 @@ class Runtime:
         self.thread = thread
         max_size = 1 if backend.single_connection else settings.max_size
         self.pool = Pool(
-            backend.connect,
+            backend.connect if thread is None else self._connect_for_thread,
             min_size=min(settings.min_size, max_size),
             max_size=max_size,
             timeout=settings.acquire_timeout,
@@ -186,6 +186,13 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self._watch: AsyncGenerator[None, None] | None = None
         self._closed = False
+
+    async def _connect_for_thread(self) -> DriverConnection:
+        driver = await self.backend.connect()
+        # The private loop thread serves this database alone: it may run
+        # brief statements itself instead of handing them to a worker thread.
+        driver.prefer_calling_thread()
+        return driver
 
     # -- where code runs ------------------------------------------------------------
 

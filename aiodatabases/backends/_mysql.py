@@ -244,6 +244,9 @@ class MySQLConnection:
     async def close(self) -> None:
         await self._raw.ensure_closed()
 
+    def prefer_calling_thread(self) -> None:
+        return None  # the drivers run in the event loop: no hand-over to save
+
     def terminate(self) -> None:
         # If its loop is closed this raises; the garbage collector closes the socket.
         with contextlib.suppress(RuntimeError):

@@ -74,6 +74,14 @@ class DriverConnection(Protocol):
     def terminate(self) -> None:
         """Close at once, without awaiting anything (the loop may be gone)."""
 
+    def prefer_calling_thread(self) -> None:
+        """The calling thread serves this connection alone and may block briefly.
+
+        A driver that hands statements to a worker thread may then run the
+        ones that finish quickly on the calling thread instead (blocking it
+        for about a millisecond at most); other drivers do nothing.
+        """
+
 
 class Backend(Protocol):
     """What one URL scheme provides: a way to open connections, and its SQL dialect."""

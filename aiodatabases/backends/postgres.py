@@ -138,6 +138,9 @@ class PostgresConnection:
     async def close(self) -> None:
         await self._raw.close(timeout=5)
 
+    def prefer_calling_thread(self) -> None:
+        return None  # asyncpg runs in the event loop: no hand-over to save
+
     def terminate(self) -> None:
         # If its event loop is closed this raises: the socket can then only be
         # left to the garbage collector (which warns about the unclosed transport).

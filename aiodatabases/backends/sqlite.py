@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .._query import ParamStyle
+from .._query import ParamStyle, is_read_only
 from .._records import record_type
 from .._url import DatabaseURL
 from ..exceptions import ConfigurationError
@@ -153,11 +153,38 @@ def _reset(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK").close()
 
 
-class SQLiteConnection:
-    __slots__ = ("_raw",)
+#: A read run on the calling thread (``prefer_calling_thread``) is checked
+#: every ``_BRIEF_STEPS`` SQLite VM instructions; after ``_BRIEF_CHECKS``
+#: checks (well under a millisecond) it is stopped and run again on the
+#: worker thread, so the calling thread is never blocked for long.
+_BRIEF_STEPS = 1000
+_BRIEF_CHECKS = 40
 
-    def __init__(self, raw: Any) -> None:
+
+class _Budget:
+    """A progress handler that stops a statement after ``_BRIEF_CHECKS`` calls."""
+
+    __slots__ = ("checks",)
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def __call__(self) -> bool:
+        self.checks += 1
+        return self.checks > _BRIEF_CHECKS  # true: SQLite interrupts the statement
+
+    @property
+    def spent(self) -> bool:
+        return self.checks > _BRIEF_CHECKS
+
+
+class SQLiteConnection:
+    __slots__ = ("_here", "_here_allowed", "_raw")
+
+    def __init__(self, raw: Any, *, here_allowed: bool = False) -> None:
         self._raw = raw
+        self._here_allowed = here_allowed  # the sqlite3 connection may change threads
+        self._here = False
 
     @property
     def raw(self) -> Any:
@@ -175,15 +202,44 @@ class SQLiteConnection:
     def _on_db(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
         return self.on_thread(function, self._raw._conn, *args)
 
+    def prefer_calling_thread(self) -> None:
+        self._here = self._here_allowed
+
+    def _try_here(self, function: Callable[..., T], sql: str, args: Args) -> tuple[bool, Any]:
+        """Run a brief read on the calling thread: (True, result), or (False, None)
+        when it is not a read, might wait for a lock, or runs too long."""
+        if not self._here or self.is_closed() or not is_read_only(sql):
+            return False, None
+        db = self._raw._conn
+        # Inside a transaction the connection holds its locks already: a
+        # read never waits for another connection (no busy timeout here).
+        if not db.in_transaction:
+            return False, None
+        budget = _Budget()
+        db.set_progress_handler(budget, _BRIEF_STEPS)
+        try:
+            return True, function(db, sql, args)
+        except sqlite3.OperationalError:
+            if budget.spent:
+                # Stopped by the budget; a read leaves the transaction intact.
+                return False, None
+            raise
+        finally:
+            db.set_progress_handler(None, 0)
+
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
-        rows: list[Row] = await self._on_db(_fetch_all, sql, args)
-        return rows
+        done, rows = self._try_here(_fetch_all, sql, args)
+        if not done:
+            rows = await self._on_db(_fetch_all, sql, args)
+        return rows  # type: ignore[no-any-return]
 
     async def fetch_one(self, sql: str, args: Args) -> Row | None:
-        return await self._on_db(_fetch_one, sql, args)
+        done, row = self._try_here(_fetch_one, sql, args)
+        return row if done else await self._on_db(_fetch_one, sql, args)
 
     async def execute(self, sql: str, args: Args) -> Any:
-        return await self._on_db(_execute, sql, args)
+        done, result = self._try_here(_execute, sql, args)
+        return result if done else await self._on_db(_execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         await self._on_db(_execute_many, sql, args_list)
@@ -241,6 +297,9 @@ class SQLiteBackend(SQLAlchemyDialect):
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._path = _database_path(url)
         self._connect_kwargs = {k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
+        # aiosqlite's worker thread runs every statement unless brief reads may
+        # run on a calling thread (prefer_calling_thread), which needs this.
+        self._connect_kwargs.setdefault("check_same_thread", False)
         self._pragmas = [
             f"PRAGMA {name} = {PRAGMAS[name](value)}"
             for name, value in options.items()
@@ -256,7 +315,9 @@ class SQLiteBackend(SQLAlchemyDialect):
         raw._thread.daemon = True
         await raw
         raw.row_factory = SQLiteRecord
-        connection = SQLiteConnection(raw)
+        connection = SQLiteConnection(
+            raw, here_allowed=not self._connect_kwargs["check_same_thread"]
+        )
         try:
             await connection.run_control(self._pragmas)
         except BaseException:

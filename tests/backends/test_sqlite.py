@@ -273,3 +273,75 @@ async def test_savepoints(tmp_path: Path) -> None:
                 await db.execute("INSERT INTO t VALUES (4)")
         async with Database(url) as other:
             assert await other.fetch_val("SELECT SUM(x) FROM t") == 5
+
+
+# --- force_rollback: brief reads on the database's own loop thread ---------------------
+
+
+def _thread_name() -> str:
+    import threading
+
+    return threading.current_thread().name
+
+
+async def _with_whoami(db: Database) -> None:
+    async with db.connection() as connection:
+        raw: aiosqlite.Connection = connection.raw_connection
+        await raw.create_function("whoami", 0, _thread_name)
+
+
+_LONG_READ = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+    "SELECT count(*) AS n, whoami() AS thread FROM c"
+)
+
+
+async def test_force_rollback_runs_brief_reads_itself_and_the_rest_on_the_worker(
+    tmp_path: Path,
+) -> None:
+    url = file_url(tmp_path / "brief.db")
+    await make_table(url)
+    async with Database(url, force_rollback=True) as db:
+        await _with_whoami(db)
+        await db.execute("INSERT INTO t (x) SELECT whoami()")  # a write
+        writer = await db.fetch_val("SELECT whoami()")  # a brief read
+        long = await db.fetch_one(_LONG_READ)
+        assert long is not None
+        assert long["n"] == 300000  # stopped on the loop thread, run again in full
+        assert writer.startswith("aiodatabases")  # the database's own loop thread
+        assert not long["thread"].startswith("aiodatabases")  # aiosqlite's worker
+        # The stopped read left the transaction and its write as they were.
+        assert await db.fetch_val("SELECT count(*) FROM t") == 1
+        assert not (await db.fetch_val("SELECT x FROM t")).startswith("aiodatabases")
+
+
+async def test_force_rollback_brief_read_errors_reach_the_caller(tmp_path: Path) -> None:
+    url = file_url(tmp_path / "brief_errors.db")
+    await make_table(url)
+    async with Database(url, force_rollback=True) as db:
+        await db.execute("INSERT INTO t (x) VALUES (1)")
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            await db.fetch_all("SELECT * FROM missing")
+        with pytest.raises(sqlite3.OperationalError, match="no such column"):
+            await db.fetch_one("SELECT missing FROM t")
+        assert await db.fetch_val("SELECT sum(x) FROM t") == 1
+    async with Database(url) as db:
+        assert await db.fetch_val("SELECT count(*) FROM t") == 0  # rolled back
+
+
+async def test_force_rollback_long_read_can_still_be_interrupted(tmp_path: Path) -> None:
+    url = file_url(tmp_path / "brief_cancel.db")
+    await make_table(url)
+    async with Database(url, force_rollback=True) as db:
+        await db.execute("INSERT INTO t (x) VALUES (1)")
+        forever = (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+            "SELECT count(*) FROM c"
+        )
+        task = asyncio.create_task(db.fetch_val(forever))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Only an interrupt ends that read: the next statement gets its turn.
+        assert await asyncio.wait_for(db.fetch_val("SELECT sum(x) FROM t"), 30) == 1
