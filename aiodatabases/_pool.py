@@ -88,6 +88,12 @@ class Pool:
                 return await self._open_for_caller()
             await self._wait(deadline)
 
+    def take_idle(self) -> DriverConnection | None:
+        """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""
+        if self._closed:
+            return None
+        return self._take_idle()
+
     def _take_idle(self) -> DriverConnection | None:
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts

@@ -60,21 +60,32 @@ EXECUTE_MANY: Operation = _execute_many
 _CANCEL_WAIT = 30.0
 
 
-async def run_statement(
+def run_statement(
     backend: Backend, driver: DriverConnection, op: Operation, sql: str, args: Any
-) -> Any:
+) -> Awaitable[Any]:
     """Run one driver operation, stopping it on the server if the caller is cancelled.
 
     Cancellation: the statement is interrupted where the driver allows it;
     drivers that cannot abandon a statement half read (MySQL) are waited for
-    until the interrupted statement ends, so the connection stays usable.
+    until the interrupted statement ends, so the connection stays usable. A
+    driver that stops a cancelled statement itself (asyncpg) runs as it is.
     """
-    if not backend.cancel_waits_for_statement:
-        try:
-            return await op(driver, sql, args)
-        except asyncio.CancelledError:
-            await driver.interrupt(is_read_only(sql))
-            raise
+    if backend.cancel_waits_for_statement:
+        return _run_to_its_end(driver, op, sql, args)
+    if backend.cancel_needs_interrupt:
+        return _run_interruptible(driver, op, sql, args)
+    return op(driver, sql, args)
+
+
+async def _run_interruptible(driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
+    try:
+        return await op(driver, sql, args)
+    except asyncio.CancelledError:
+        await driver.interrupt(is_read_only(sql))
+        raise
+
+
+async def _run_to_its_end(driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
     statement = asyncio.ensure_future(op(driver, sql, args))
     try:
         return await asyncio.shield(statement)
@@ -196,13 +207,18 @@ class Runtime:
 
     # -- where code runs ------------------------------------------------------------
 
-    async def call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``func`` in the owning loop and return its result to the caller's loop."""
+    def call(
+        self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[T]:
+        """Run ``func`` in the owning loop; await the result in the caller's loop.
+
+        In the owning loop this is ``func(*args)`` itself (no extra frame).
+        """
         if asyncio.get_running_loop() is self.loop:
-            return await func(*args, **kwargs)
+            return func(*args, **kwargs)
         # A private loop thread never blocks; another application loop might.
         start_timeout = None if self.thread is not None else self.settings.acquire_timeout
-        return await carry(self.loop, start_timeout, func, *args, **kwargs)
+        return carry(self.loop, start_timeout, func, *args, **kwargs)
 
     def check_reachable(self) -> None:
         """Raise ``WrongEventLoopError`` if the current loop cannot use this runtime."""
@@ -254,26 +270,19 @@ class Runtime:
         (the server-side statement cancelled) before anyone reuses it.
         """
         pool = self.pool
-        driver = await pool.acquire()
-        try:
-            return await self._run_released(driver, op, sql, args)
-        except BaseException as exc:
-            if not self.backend.is_stale(exc):
-                raise
-        return await self._run_released(await pool.acquire(), op, sql, args)
-
-    async def _run_released(
-        self, driver: DriverConnection, op: Operation, sql: str, args: Any
-    ) -> Any:
-        """Run ``op`` and give ``driver`` back to the pool in whatever state it is."""
-        try:
-            result = await run_statement(self.backend, driver, op, sql, args)
-        except BaseException as exc:
-            dirty, broken = self.classify_failure(driver, exc)
-            self.pool.release(driver, dirty=dirty, broken=broken)
-            raise
-        self.pool.release(driver)
-        return result
+        for attempt in (1, 2):
+            driver = pool.take_idle() or await pool.acquire()
+            try:
+                result = await run_statement(self.backend, driver, op, sql, args)
+            except BaseException as exc:
+                dirty, broken = self.classify_failure(driver, exc)
+                pool.release(driver, dirty=dirty, broken=broken)
+                if attempt == 2 or not self.backend.is_stale(exc):
+                    raise
+                continue
+            pool.release(driver)
+            return result
+        raise AssertionError("unreachable")
 
     def classify_failure(self, driver: DriverConnection, exc: BaseException) -> tuple[bool, bool]:
         """(dirty, broken) for a connection whose statement raised ``exc``."""

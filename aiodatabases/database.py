@@ -14,7 +14,7 @@ import contextlib
 import enum
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -399,6 +399,6 @@ class Database:
             connection = Connection(runtime) if own else self.connection()
         return connection.iterate(query, values)
 
-    async def _borrow(self, op: Any, sql: str, args: Any) -> Any:
+    def _borrow(self, op: Any, sql: str, args: Any) -> Awaitable[Any]:
         runtime = self._require_runtime()
-        return await runtime.call(runtime.run_borrowed, op, sql, args)
+        return runtime.call(runtime.run_borrowed, op, sql, args)

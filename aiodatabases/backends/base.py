@@ -10,7 +10,7 @@ work per row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -42,11 +42,12 @@ class DriverConnection(Protocol):
 
     def is_closed(self) -> bool: ...
 
-    async def fetch_all(self, sql: str, args: Args) -> list[Row]: ...
+    # These may be plain functions returning the driver's awaitable (no frame).
+    def fetch_all(self, sql: str, args: Args) -> Awaitable[list[Row]]: ...
 
-    async def fetch_one(self, sql: str, args: Args) -> Row | None: ...
+    def fetch_one(self, sql: str, args: Args) -> Awaitable[Row | None]: ...
 
-    async def execute(self, sql: str, args: Args) -> Any:
+    def execute(self, sql: str, args: Args) -> Awaitable[Any]:
         """Run one statement; return what ``databases`` returns for this backend."""
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
@@ -95,6 +96,9 @@ class Backend(Protocol):
     single_connection: bool
     #: When True nothing else can run on a connection while a cursor streams (MySQL).
     cursor_blocks_connection: bool
+    #: When True a cancelled statement is interrupted (``interrupt``); False when
+    #: the driver stops it on the server itself.
+    cancel_needs_interrupt: bool
     #: When True a cancelled statement is interrupted (``interrupt``) and then
     #: awaited to its end, because the driver cannot abandon it half read.
     cancel_waits_for_statement: bool

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import ssl as _ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -97,16 +97,19 @@ class PostgresConnection:
     def is_closed(self) -> bool:
         return bool(self._raw.is_closed())
 
-    async def fetch_all(self, sql: str, args: Args) -> list[Row]:
-        rows: list[Row] = await self._raw.fetch(sql, *args)
+    # The driver's own coroutines, returned as they are: no frame of ours.
+    def fetch_all(self, sql: str, args: Args) -> Awaitable[list[Row]]:
+        rows: Awaitable[list[Row]] = self._raw.fetch(sql, *args)
         return rows
 
-    async def fetch_one(self, sql: str, args: Args) -> Row | None:
-        return await self._raw.fetchrow(sql, *args)
+    def fetch_one(self, sql: str, args: Args) -> Awaitable[Row | None]:
+        row: Awaitable[Row | None] = self._raw.fetchrow(sql, *args)
+        return row
 
-    async def execute(self, sql: str, args: Args) -> Any:
+    def execute(self, sql: str, args: Args) -> Awaitable[Any]:
         # databases returns the first column of the first row (RETURNING id), else None.
-        return await self._raw.fetchval(sql, *args)
+        value: Awaitable[Any] = self._raw.fetchval(sql, *args)
+        return value
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         await self._raw.executemany(sql, args_list)
@@ -154,6 +157,7 @@ class PostgresBackend(SQLAlchemyDialect):
     failed_statement_aborts_transaction = True
     single_connection = False
     cursor_blocks_connection = False
+    cancel_needs_interrupt = False
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
 

@@ -291,6 +291,7 @@ class SQLiteBackend(SQLAlchemyDialect):
     # SQLite undoes only the failed statement; an interrupt is never sent.
     failed_statement_aborts_transaction = False
     cursor_blocks_connection = False
+    cancel_needs_interrupt = True
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
 
