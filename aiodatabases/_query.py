@@ -46,14 +46,14 @@ class CompiledQuery:
     """The parameter name for each positional slot, in order."""
     # Precomputed so that bind() can detect unused values with one len().
     _unique: frozenset[str] = field(init=False, repr=False, compare=False)
-    # Takes a mapping's values in slot order, in C (bind_many).
-    _take: Callable[[Any], Any] | None = field(init=False, repr=False, compare=False)
+    # Takes a mapping's values in slot order as a tuple (itemgetter: in C).
+    _take: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_unique", frozenset(self.names))
-        # itemgetter of several names returns a tuple; of one, the bare value.
-        take = itemgetter(*self.names) if len(self.names) > 1 else None
-        object.__setattr__(self, "_take", take)
+        object.__setattr__(self, "_take", _taker(self.names))
 
     def bind(self, values: Mapping[str, Any] | None) -> tuple[Any, ...]:
         """Return the positional arguments for ``values``.
@@ -66,7 +66,7 @@ class CompiledQuery:
         if values is None:
             values = {}
         try:
-            args = tuple([values[name] for name in self.names])
+            args = self._take(values)
         except KeyError:
             raise self._missing_error(values) from None
         # Every name was found, so a longer mapping must hold extra keys.
@@ -77,12 +77,10 @@ class CompiledQuery:
     def bind_many(self, values_list: Iterable[Mapping[str, Any] | None]) -> list[tuple[Any, ...]]:
         """``bind()`` for each mapping, checked the same way, as one list."""
         take = self._take
-        if take is None:
-            return [self.bind(values) for values in values_list]
         values_list = values_list if isinstance(values_list, (list, tuple)) else list(values_list)
         unique = len(self._unique)
         try:
-            args: list[tuple[Any, ...]] = [take(values) for values in values_list]
+            args: list[tuple[Any, ...]] = [take(values) for values in values_list]  # type: ignore[arg-type]
             if all(len(values) <= unique for values in values_list):  # type: ignore[arg-type]
                 return args
         except (KeyError, TypeError):
@@ -106,6 +104,15 @@ class CompiledQuery:
         return UnknownParameterError(
             f"value given for {listing}, which the query does not use; query parameters: {used}"
         )
+
+
+def _taker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    if len(names) > 1:
+        return itemgetter(*names)  # several names: a tuple
+    if names:
+        name = names[0]
+        return lambda values: (values[name],)  # itemgetter would give the bare value
+    return lambda values: ()
 
 
 def compile_query(sql: str, style: ParamStyle) -> CompiledQuery:

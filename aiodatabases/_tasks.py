@@ -47,9 +47,11 @@ class TaskConnections:
 
     def current(self, runtime: Runtime) -> Connection | None:
         """The current task's connection if it has one (none is created)."""
-        task = asyncio.current_task()
         entry = self._var.get()
-        if task is None or entry is None or entry.runtime is not runtime:
+        if entry is None or entry.runtime is not runtime:
+            return None  # the common case for a bare statement: decided without the task
+        task = asyncio.current_task()
+        if task is None:
             return None
         owner, connection = entry.owner(), entry.connection()
         if connection is None:
