@@ -5,9 +5,11 @@ Why our own and not the driver's: we decide when a connection needs a reset
 query), it is the same for every driver, and it is built in ``connect()`` in
 the running loop, never earlier.
 
-A connection comes back clean (put on the idle list at once) or dirty (reset
-in a background task first; terminated if the reset fails). Releasing never
-awaits, so it cannot be interrupted half way by a cancellation.
+A connection comes back clean (handed to the first waiter, or put on the
+idle list) or dirty (reset in a background task first; terminated if the
+reset fails). Releasing never awaits, so it cannot be interrupted half way
+by a cancellation. Waiters are served in arrival order: a released
+connection goes to the longest waiter directly, never to a newcomer.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Pool:
         self._born: dict[int, float] = {}  # id(connection) -> time opened, for recycle
         self._idle: deque[DriverConnection] = deque()
         self._size = 0  # open or opening, idle or in use
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[DriverConnection | None]] = deque()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -86,7 +88,9 @@ class Pool:
                 return conn
             if self._size < self.max_size:
                 return await self._open_for_caller()
-            await self._wait(deadline)
+            conn = await self._wait(deadline)
+            if conn is not None:
+                return conn  # handed over by release()
 
     def take_idle(self) -> DriverConnection | None:
         """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""
@@ -125,11 +129,14 @@ class Pool:
             return False
         return time.monotonic() - self._born.get(id(conn), 0.0) > self._recycle
 
-    async def _wait(self, deadline: float | None) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _wait(self, deadline: float | None) -> DriverConnection | None:
+        """A connection handed over, or None: look again (one may be opened)."""
+        future: asyncio.Future[DriverConnection | None] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._waiters.append(future)
         try:
-            await wait(future, None if deadline is None else deadline - time.monotonic())
+            return await wait(future, None if deadline is None else deadline - time.monotonic())
         except TimedOut:
             self._drop_waiter(future)
             raise PoolTimeoutError(
@@ -140,15 +147,18 @@ class Pool:
             ) from None
         except BaseException:
             if future.done() and not future.cancelled():
-                # Woken, then cancelled before running on: the wake-up goes
-                # unused if we leave now, so pass it on.
-                self._wake_one()
+                # Served, then cancelled before running on: pass on what we got.
+                handed = future.result()
+                if handed is not None:
+                    self.release(handed)
+                else:
+                    self._wake_one()
             else:
                 future.cancel()
                 self._drop_waiter(future)
             raise
 
-    def _drop_waiter(self, future: asyncio.Future[None]) -> None:
+    def _drop_waiter(self, future: asyncio.Future[DriverConnection | None]) -> None:
         # A finished future may already have been popped (and skipped) by a wake-up.
         with contextlib.suppress(ValueError):
             self._waiters.remove(future)
@@ -166,8 +176,15 @@ class Pool:
         if dirty:
             self._run_in_background(self._reset_then_return(conn))
             return
+        if self._expired(conn):
+            self._discard(conn)  # a waiter opens a new one
+            return
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(conn)
+                return
         self._idle.append(conn)
-        self._wake_one()
 
     async def _reset_then_return(self, conn: DriverConnection) -> None:
         try:

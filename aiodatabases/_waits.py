@@ -8,29 +8,31 @@ On timeout the future holds ``TimedOut``; the waiter then leaves the line.
 from __future__ import annotations
 
 import asyncio
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class TimedOut(Exception):
     """Set on a waiting future when its deadline passes."""
 
 
-def _time_out(future: asyncio.Future[None]) -> None:
+def _time_out(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(TimedOut())
 
 
-async def wait(future: asyncio.Future[None], timeout: float | None) -> None:
-    """Await ``future``; raise ``TimedOut`` after ``timeout`` seconds (None: never).
+async def wait(future: asyncio.Future[T], timeout: float | None) -> T:
+    """``await future``; raise ``TimedOut`` after ``timeout`` seconds (None: never).
 
     Cancelling the caller cancels ``future`` unless it is already done, so
     a caller that catches the cancellation can tell a turn handed over at
     that moment (``future.done() and not future.cancelled()``) from none.
     """
     if timeout is None:
-        await future
-        return
+        return await future
     timer = asyncio.get_running_loop().call_later(max(0.0, timeout), _time_out, future)
     try:
-        await future
+        return await future
     finally:
         timer.cancel()

@@ -85,3 +85,35 @@ async def test_a_waiter_timed_out_just_before_a_release_raises_pool_timeout(
         pool.release(connection)
     finally:
         await pool.close()
+
+
+async def test_a_released_connection_goes_to_the_longest_waiter_not_a_newcomer(
+    pool: Pool,
+) -> None:
+    held = await pool.acquire()
+    first = await waiting(pool)
+    pool.release(held)
+    # A statement arriving now (before the waiter has run on) finds nothing idle.
+    assert pool.take_idle() is None
+    newcomer = asyncio.create_task(pool.acquire())
+    assert await asyncio.wait_for(first, 5) is held
+    await asyncio.sleep(0.05)
+    assert not newcomer.done()  # it waits its turn
+    pool.release(held)
+    assert await asyncio.wait_for(newcomer, 5) is held
+    pool.release(held)
+
+
+async def test_a_connection_handed_to_a_cancelled_waiter_goes_to_the_next(pool: Pool) -> None:
+    held = await pool.acquire()
+    first = await waiting(pool)
+    second = await waiting(pool)
+    pool.release(held)  # handed to the first...
+    first.cancel()  # ...cancelled before it runs on: it must not keep it
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(second, 5) is held
+    pool.release(held)
+    assert pool.take_idle() is held  # and nothing was lost or doubled
+    assert pool.take_idle() is None
+    pool.release(held)
