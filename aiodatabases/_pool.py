@@ -198,6 +198,11 @@ class Pool:
             return
         self.release(conn)
 
+    def discard(self, conn: DriverConnection, *, first: Awaitable[None]) -> None:
+        """Take ``conn`` out of the pool now; await ``first``, then close it (background)."""
+        self._forget(conn)
+        self._run_in_background(self._close_quietly(conn, first))
+
     def _discard(self, conn: DriverConnection) -> None:
         """Forget ``conn`` and close it in the background."""
         self._forget(conn)
@@ -205,8 +210,12 @@ class Pool:
         # an interrupted statement); close() waits for these.
         self._run_in_background(self._close_quietly(conn))
 
-    async def _close_quietly(self, conn: DriverConnection) -> None:
+    async def _close_quietly(
+        self, conn: DriverConnection, first: Awaitable[None] | None = None
+    ) -> None:
         try:
+            if first is not None:
+                await first
             await asyncio.wait_for(conn.close(), _RESET_TIMEOUT)
         except BaseException as exc:
             logger.debug("closing a discarded connection failed: %r", exc)

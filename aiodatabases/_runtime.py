@@ -95,13 +95,17 @@ async def _run_to_its_end(driver: DriverConnection, op: Operation, sql: str, arg
         raise
 
 
-async def _interrupt_and_wait(
-    driver: DriverConnection, statement: asyncio.Future[Any], sql: str
-) -> None:
+async def _interrupt_quietly(driver: DriverConnection, sql: str) -> None:
     try:
         await driver.interrupt(is_read_only(sql))
     except Exception as exc:
         logger.warning("could not interrupt a cancelled statement: %r", exc)
+
+
+async def _interrupt_and_wait(
+    driver: DriverConnection, statement: asyncio.Future[Any], sql: str
+) -> None:
+    await _interrupt_quietly(driver, sql)
     await asyncio.wait([statement], timeout=_CANCEL_WAIT)
     if statement.done() and not statement.cancelled():
         statement.exception()  # expected: "interrupted"; retrieved, not logged
@@ -267,17 +271,29 @@ class Runtime:
         once (the health check); nothing else is retried.
 
         Cancellation: the connection goes back marked dirty and is reset
-        (the server-side statement cancelled) before anyone reuses it.
+        (the server-side statement cancelled) before anyone reuses it. Where
+        the driver cannot abandon a statement half read (MySQL), the borrowed
+        connection holds nothing worth keeping: the statement is stopped on
+        the server and the connection discarded (the pool opens another),
+        instead of running every statement as a task of its own to protect it.
         """
         pool = self.pool
+        backend = self.backend
+        discard_on_cancel = backend.cancel_waits_for_statement
         for attempt in (1, 2):
             driver = pool.take_idle() or await pool.acquire()
             try:
-                result = await run_statement(self.backend, driver, op, sql, args)
+                if discard_on_cancel:
+                    result = await op(driver, sql, args)
+                else:
+                    result = await run_statement(backend, driver, op, sql, args)
             except BaseException as exc:
+                if discard_on_cancel and isinstance(exc, asyncio.CancelledError):
+                    pool.discard(driver, first=_interrupt_quietly(driver, sql))
+                    raise
                 dirty, broken = self.classify_failure(driver, exc)
                 pool.release(driver, dirty=dirty, broken=broken)
-                if attempt == 2 or not self.backend.is_stale(exc):
+                if attempt == 2 or not backend.is_stale(exc):
                     raise
                 continue
             pool.release(driver)

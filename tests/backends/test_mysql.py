@@ -81,13 +81,13 @@ async def server_connections(url: str) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-async def server_sleepers(url: str) -> int:
-    """How many connections run the long sleep on the server right now (seen from outside)."""
+async def server_sleepers(url: str, info: str = _LONG_SLEEP) -> int:
+    """How many connections run the long sleep (or ``info``) on the server right now."""
     async with helper_database(url) as monitor:
         count: int = await monitor.fetch_val(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
             "WHERE DB = :db AND COMMAND = 'Query' AND INFO = :info",
-            {"db": DatabaseURL(url).database, "info": _LONG_SLEEP},
+            {"db": DatabaseURL(url).database, "info": info},
         )
     return count
 
@@ -425,6 +425,25 @@ async def test_cancel_mid_query_kills_it_on_the_server_and_keeps_the_pool_full(
         # Full strength: max_size connections usable at the same time.
         assert len(await distinct_connections_at_once(db, 3, "SELECT CONNECTION_ID()")) == 3
         assert await db.fetch_val("SELECT 1") == 1
+
+
+async def test_cancelled_bare_write_does_not_happen_and_the_next_answer_is_its_own(
+    notes: str,
+) -> None:
+    # One pooled connection: whatever serves the next statements must not be
+    # the one whose reply was half read when the write was cancelled.
+    async with Database(notes, min_size=1, max_size=1, acquire_timeout=10) as db:
+        await db.execute(INSERT, {"text": "kept", "completed": False})
+        slow_update = f"UPDATE notes SET text = 'changed' WHERE ({_LONG_SLEEP}) = 0"
+        task = asyncio.create_task(db.execute(slow_update))
+        await until(1, lambda: server_sleepers(notes, slow_update))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [await db.fetch_val("SELECT :n", {"n": n}) for n in range(5)] == list(range(5))
+        await until(0, lambda: server_sleepers(notes, slow_update))
+        assert await texts(db) == ["kept"]
+        assert await committed(notes) == ["kept"]
 
 
 async def test_cancel_mid_query_on_the_force_rollback_connection(notes: str) -> None:
