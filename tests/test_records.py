@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import dialect_of
 
 from aiodatabases import Database, Record
 
@@ -108,6 +109,20 @@ async def test_equality_compares_names_as_well_as_values(database_url: str) -> N
     assert ab != (2, 1)
     with pytest.raises(TypeError):
         hash(ab)
+
+
+async def test_columns_named_like_sequence_methods_are_columns(database_url: str) -> None:
+    quote = "`" if dialect_of(database_url) == "mysql" else '"'
+    async with Database(database_url) as db:
+        row = await db.fetch_one(f"SELECT 3 AS {quote}count{quote}, 4 AS {quote}index{quote}")
+        other = await db.fetch_one("SELECT 1 AS one")
+    assert row is not None
+    assert other is not None
+    assert (row.count, row.index) == (3, 4)
+    assert (row["count"], row["index"]) == (3, 4)
+    for name in ("count", "index"):
+        with pytest.raises(AttributeError, match=name):
+            getattr(other, name)
 
 
 async def test_repr_shows_names_and_values(notes: str) -> None:
