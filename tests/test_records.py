@@ -125,6 +125,30 @@ async def test_columns_named_like_sequence_methods_are_columns(database_url: str
             getattr(other, name)
 
 
+async def test_every_way_of_reading_a_boolean_gives_the_same_value(notes: str) -> None:
+    query = "SELECT completed, id, completed AS again FROM notes"
+    async with Database(notes) as db:
+        await db.execute(INSERT, {"text": "a", "completed": True})
+        row = await db.fetch_one(query)
+        rows = await db.fetch_all(query)
+        streamed = [r async for r in db.iterate(query)]
+    assert row is not None
+    for record in (row, rows[0], streamed[0]):
+        read = [
+            record["completed"],
+            record[0],
+            record[-1],
+            record.completed,
+            *record[0:3:2],
+            *list(record.values())[0::2],
+            dict(record)["again"],
+        ]
+        assert read == [True] * len(read)
+        if dialect_of(notes) != "sqlite":  # SQLite has no boolean type: 1
+            assert all(type(value) is bool for value in read)
+        assert record == {"completed": True, "id": 1, "again": True}
+
+
 async def test_repr_shows_names_and_values(notes: str) -> None:
     row = await one_note(notes)
     text = repr(row)

@@ -93,8 +93,32 @@ class _TupleRow(tuple[Any, ...]):
         return tuple.__getitem__(self, position)
 
 
+class _ConvertingRow(_TupleRow):
+    """A row whose BOOLEAN and TIME values are converted when read, not when fetched."""
+
+    __slots__ = ()
+    _converters: ClassVar[Mapping[int, Callable[[Any], Any]]] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            position = self._index[key]
+        elif isinstance(key, slice):
+            return tuple(self[i] for i in range(len(self))[key])
+        else:
+            position = key + len(self) if key < 0 else key
+        value = tuple.__getitem__(self, position)
+        convert = self._converters.get(position)
+        return value if convert is None else convert(value)
+
+    def _column(self, name: str) -> Any:
+        if name not in self._index:
+            raise AttributeError(f"'Record' object has no column or attribute {name!r}")
+        return self[name]
+
+
 #: The rows of MySQL results (a subclass per result shape, see ``_Shaper``).
 MySQLRecord = record_type(_TupleRow)
+_ConvertingRecord = record_type(_ConvertingRow)
 
 
 _DAY = datetime.timedelta(days=1)
@@ -112,17 +136,18 @@ def _bool_of(value: Any) -> Any:
 
 
 class _Shaper:
-    """Turns one result's tuples into rows, converting where MySQL differs."""
+    """Turns one result's tuples into rows of a class made for the result's shape.
+
+    The rows are the driver's tuples re-made as that class in C; columns
+    where MySQL differs from the other backends (BOOLEAN as an integer, TIME
+    as a timedelta) are converted when read.
+    """
 
     def __init__(self, description: Sequence[Sequence[Any]]) -> None:
         names = tuple(column[0] for column in description)
         index: dict[str, int] = {}
         for position, name in enumerate(names):
             index.setdefault(name, position)  # the first of duplicate names wins
-        # A row class for this shape: rows are its instances, made in C.
-        self.row_class: type[Any] = type(
-            "Record", (MySQLRecord,), {"__slots__": (), "_index": index, "_names": names}
-        )
         converters: dict[int, Callable[[Any], Any]] = {}
         for position, column in enumerate(description):
             type_code, length = column[1], column[3]
@@ -130,28 +155,14 @@ class _Shaper:
                 converters[position] = _time_of
             elif type_code == _TINY and length == 1:  # BOOLEAN is TINYINT(1)
                 converters[position] = _bool_of
-        self.convert = _converter(len(names), converters) if converters else None
+        base = _ConvertingRecord if converters else MySQLRecord
+        namespace: dict[str, Any] = {"__slots__": (), "_index": index, "_names": names}
+        if converters:
+            namespace["_converters"] = converters
+        self.row_class: type[Any] = type("Record", (base,), namespace)
 
     def rows(self, tuples: Sequence[tuple[Any, ...]]) -> list[Row]:
-        if self.convert is not None:
-            tuples = list(map(self.convert, tuples))
         return list(map(self.row_class, tuples))
-
-
-def _converter(
-    width: int, converters: Mapping[int, Callable[[Any], Any]]
-) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    """One function that rebuilds a row with some columns converted.
-
-    Generated as ``lambda v: (v[0], c1(v[1]), v[2], ...)``: a single tuple
-    display, several times faster per row than a loop over the columns. The
-    source holds only column positions, never names or values.
-    """
-    parts = [f"c{p}(v[{p}])" if p in converters else f"v[{p}]" for p in range(width)]
-    source = f"lambda v: ({', '.join(parts)},)"
-    namespace = {f"c{p}": function for p, function in converters.items()}
-    function: Callable[[tuple[Any, ...]], tuple[Any, ...]] = eval(source, namespace)
-    return function
 
 
 @functools.lru_cache(maxsize=1024)
