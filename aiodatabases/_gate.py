@@ -19,7 +19,7 @@ import contextvars
 from collections import deque
 from typing import Final
 
-from ._waits import TimedOut, wait
+from ._waits import TimedOut, served, wait
 from .exceptions import ConnectionBusyError
 
 
@@ -110,7 +110,7 @@ class Gate:
             self._remove(entry)
             raise ConnectionBusyError(self._busy_message(timeout)) from None
         except BaseException:
-            if future.done() and not future.cancelled():
+            if served(future):
                 # We were handed the turn as we gave up: hand it on.
                 self.release()
             else:

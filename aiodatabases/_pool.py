@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ._waits import TimedOut, wait
+from ._waits import TimedOut, served, wait
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
 
@@ -146,7 +146,7 @@ class Pool:
                 "waits for another task that needs one (a deadlock)"
             ) from None
         except BaseException:
-            if future.done() and not future.cancelled():
+            if served(future):
                 # Served, then cancelled before running on: pass on what we got.
                 handed = future.result()
                 if handed is not None:

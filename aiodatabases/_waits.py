@@ -27,7 +27,7 @@ async def wait(future: asyncio.Future[T], timeout: float | None) -> T:
 
     Cancelling the caller cancels ``future`` unless it is already done, so
     a caller that catches the cancellation can tell a turn handed over at
-    that moment (``future.done() and not future.cancelled()``) from none.
+    that moment (``served(future)``) from none.
     """
     if timeout is None:
         return await future
@@ -36,3 +36,8 @@ async def wait(future: asyncio.Future[T], timeout: float | None) -> T:
         return await future
     finally:
         timer.cancel()
+
+
+def served(future: asyncio.Future[Any]) -> bool:
+    """Whether ``future`` was handed its turn (not cancelled, not timed out)."""
+    return future.done() and not future.cancelled() and future.exception() is None

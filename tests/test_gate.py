@@ -111,3 +111,19 @@ async def test_an_owned_gate_admits_only_its_scope_and_times_out_others() -> Non
     outsider = await waiting(gate)
     gate.set_owner(None)  # the transaction ended: the outsider passes
     await asyncio.wait_for(outsider, 5)
+
+
+async def test_a_waiter_timed_out_and_cancelled_at_once_takes_no_turn() -> None:
+    # Regression: the deadline's mark on the future was taken for a turn
+    # handed over, and the turn "passed on" while the holder still held it.
+    loop = asyncio.get_running_loop()
+    gate = Gate()
+    await gate.acquire(NOBODY, None, "holder")
+    late = await waiting(gate, timeout=0.01)
+    loop.call_later(0.02, late.cancel)
+    time.sleep(0.05)  # noqa: ASYNC251 - both timers fall due in one step of the loop
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    third = await waiting(gate)  # the holder still has the turn
+    gate.release()
+    await asyncio.wait_for(third, 5)

@@ -117,3 +117,22 @@ async def test_a_connection_handed_to_a_cancelled_waiter_goes_to_the_next(pool: 
     assert pool.take_idle() is held  # and nothing was lost or doubled
     assert pool.take_idle() is None
     pool.release(held)
+
+
+async def test_a_waiter_timed_out_and_cancelled_at_once_is_cancelled(database_url: str) -> None:
+    # Regression: the deadline's internal mark escaped to a cancelled caller.
+    backend = create_backend(DatabaseURL(database_url), {}, {})
+    pool = Pool(backend.connect, min_size=1, max_size=1, timeout=0.01)
+    await pool.open()
+    try:
+        held = await pool.acquire()
+        late = await waiting(pool)
+        asyncio.get_running_loop().call_later(0.02, late.cancel)
+        time.sleep(0.05)  # noqa: ASYNC251 - both timers fall due in one step of the loop
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        pool.release(held)
+        assert pool.take_idle() is held
+        pool.release(held)
+    finally:
+        await pool.close()
