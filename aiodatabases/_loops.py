@@ -1,11 +1,12 @@
 """Event loops: carrying a call to the loop that owns a connection.
 
 A driver connection belongs to the loop it was opened in. A call from any
-other loop is carried to the owning loop (``run_coroutine_threadsafe``) and
-its result or exception brought back; cancelling the caller cancels the
-carried call. If the owning loop cannot run it (closed, or not running while
-the caller waits in the same thread), ``WrongEventLoopError`` says so at once
-instead of hanging.
+other loop is carried to the owning loop (``carry``: a task there, a future
+here, wake-ups shared through a per-loop mailbox) and its result or
+exception brought back; cancelling the caller cancels the carried call. If
+the owning loop cannot run it (closed, or not running while the caller waits
+in the same thread), ``WrongEventLoopError`` says so at once instead of
+hanging.
 """
 
 from __future__ import annotations
@@ -85,25 +86,29 @@ class _Mailbox:
     ``call_soon_threadsafe`` wakes the loop (a write to its self-pipe) for
     every callback; many calls in flight between two loops would pay that
     system call and wake-up each. A mailbox wakes its loop only when it was
-    empty: whatever arrives before the loop gets to it rides along.
+    empty: whatever arrives before the loop gets to it rides along. It refers
+    to its loop weakly (the registry is keyed by the loop).
     """
 
     __slots__ = ("__weakref__", "_items", "_lock", "_loop", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)
         self._items: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._lock = threading.Lock()
         self._scheduled = False
 
     def post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            raise RuntimeError("Event loop is closed")
         with self._lock:
             self._items.append((callback, args))
             if self._scheduled:
                 return
             self._scheduled = True
         try:
-            self._loop.call_soon_threadsafe(self._deliver)
+            loop.call_soon_threadsafe(self._deliver)
         except BaseException:
             with self._lock:
                 self._scheduled = False
@@ -114,13 +119,30 @@ class _Mailbox:
         with self._lock:
             items, self._items = self._items, []
             self._scheduled = False
-        for callback, args in items:
+        for position, (callback, args) in enumerate(items):
             try:
                 callback(*args)
-            except Exception as exc:  # as the loop would for a callback of its own
-                self._loop.call_exception_handler(
-                    {"message": "aiodatabases: a carried callback failed", "exception": exc}
-                )
+            except (SystemExit, KeyboardInterrupt):
+                self._requeue(items[position + 1 :])
+                raise
+            except BaseException as exc:  # as the loop would for a callback of its own
+                loop = self._loop()
+                if loop is not None:
+                    loop.call_exception_handler(
+                        {"message": "aiodatabases: a carried callback failed", "exception": exc}
+                    )
+
+    def _requeue(self, items: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+        """Put back what an interrupted delivery did not run, for the next one."""
+        loop = self._loop()
+        if not items or loop is None or loop.is_closed():
+            return
+        with self._lock:
+            self._items[:0] = items
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop.call_soon_threadsafe(self._deliver)
 
 
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
@@ -175,7 +197,12 @@ class _Carried:
             self._state = "started"
         make, self._make = self._make, None
         assert make is not None
-        task = asyncio.ensure_future(make())
+        try:
+            task = asyncio.ensure_future(make())
+        except BaseException as exc:  # not even started: the caller must not wait forever
+            with contextlib.suppress(RuntimeError):
+                post(self.loop, self._settle, ("error", exc))
+            return
         self._task = task
         task.add_done_callback(self._finished)
 

@@ -376,3 +376,36 @@ async def test_a_failing_posted_callback_does_not_stop_the_others(
     unblock.set()
     assert await asyncio.to_thread(ran.wait, 10)
     assert [type(exc) for exc in reported] == [LookupError]
+
+
+def test_a_loop_posted_to_is_not_kept_alive_after_it_closed() -> None:
+    # Regression: the mailbox of a loop held the loop, so every loop a call
+    # was ever carried to (one per test) stayed in memory with its tasks.
+    import weakref
+
+    gone = []
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        post(loop, lambda: None)
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        gone.append(weakref.ref(loop))
+        del loop
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]
+
+
+def test_posting_to_a_closed_loop_raises() -> None:
+    loop = asyncio.new_event_loop()
+    post(loop, lambda: None)  # a delivery is pending when the loop closes
+    loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        post(loop, lambda: None)
+
+
+async def test_a_call_that_fails_to_start_fails_its_caller(loop_thread: LoopInThread) -> None:
+    def not_a_coroutine_function() -> object:
+        raise LookupError("before any await")
+
+    with pytest.raises(LookupError, match="before any await"):
+        await asyncio.wait_for(carry(loop_thread.loop, None, not_a_coroutine_function), 10)  # type: ignore[arg-type]
