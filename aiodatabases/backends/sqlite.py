@@ -179,12 +179,17 @@ class _Budget:
 
 
 class SQLiteConnection:
-    __slots__ = ("_here", "_here_allowed", "_raw")
+    __slots__ = ("_done", "_here", "_here_allowed", "_raw", "_sent")
 
     def __init__(self, raw: Any, *, here_allowed: bool = False) -> None:
         self._raw = raw
         self._here_allowed = here_allowed  # the sqlite3 connection may change threads
         self._here = False
+        # Functions handed to the worker thread, and how many it has finished
+        # (each written by one thread only). A cancelled caller stops waiting,
+        # not the worker: its statement may still be running there.
+        self._sent = 0
+        self._done = 0
 
     @property
     def raw(self) -> Any:
@@ -196,8 +201,15 @@ class SQLiteConnection:
 
     def on_thread(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
         """Run ``function(*args)`` on the connection's worker thread (aiosqlite's)."""
-        result: Awaitable[T] = self._raw._execute(function, *args)
+        self._sent += 1
+        result: Awaitable[T] = self._raw._execute(self._counted, function, *args)
         return result
+
+    def _counted(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return function(*args)
+        finally:
+            self._done += 1  # on the worker thread
 
     def _on_db(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
         return self.on_thread(function, self._raw._conn, *args)
@@ -209,6 +221,10 @@ class SQLiteConnection:
         """Run a brief read on the calling thread: (True, result), or (False, None)
         when it is not a read, might wait for a lock, or runs too long."""
         if not self._here or self.is_closed() or not is_read_only(sql):
+            return False, None
+        if self._sent != self._done:
+            # The worker still runs something (a cancelled caller's statement):
+            # never use the connection from two threads at once.
             return False, None
         db = self._raw._conn
         # Inside a transaction the connection holds its locks already: a

@@ -345,3 +345,37 @@ async def test_force_rollback_long_read_can_still_be_interrupted(tmp_path: Path)
             await task
         # Only an interrupt ends that read: the next statement gets its turn.
         assert await asyncio.wait_for(db.fetch_val("SELECT sum(x) FROM t"), 30) == 1
+
+
+async def test_force_rollback_read_waits_for_a_cancelled_write_still_running(
+    tmp_path: Path,
+) -> None:
+    # Regression: a cancelled write goes on running on the worker thread (a
+    # write is not interrupted); a brief read then ran on the loop thread at
+    # the same time, its budget stopped the write, and SQLite rolled back the
+    # whole force_rollback transaction (or the two threads deadlocked).
+    path = tmp_path / "cancelled_write.db"
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    setup.executemany("INSERT INTO t (v) VALUES (?)", ((i,) for i in range(400_000)))
+    setup.execute("CREATE TABLE marker (x INTEGER)")
+    setup.commit()
+    setup.close()
+    async with Database(file_url(path), force_rollback=True, acquire_timeout=30) as db:
+        await db.execute("INSERT INTO marker VALUES (42)")
+        writes = []
+        for step, running in ((1, 0.02), (2, 0.005)):
+            # Each is cancelled while it runs (or waits) on the worker thread.
+            writes.append(asyncio.create_task(db.execute(f"UPDATE t SET v = v + {step}")))
+            await asyncio.sleep(running)
+            writes[-1].cancel()
+        await asyncio.gather(*writes, return_exceptions=True)
+        for _ in range(50):
+            assert len(await db.fetch_all("SELECT id FROM t LIMIT 300")) == 300
+        assert await db.fetch_val("SELECT count(*) FROM marker") == 1
+        await db.execute("INSERT INTO marker VALUES (7)")
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("SELECT count(*) FROM marker").fetchone() == (0,)
+    finally:
+        check.close()
