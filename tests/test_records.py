@@ -149,6 +149,19 @@ async def test_every_way_of_reading_a_boolean_gives_the_same_value(notes: str) -
         assert record == {"completed": True, "id": 1, "again": True}
 
 
+async def test_an_index_out_of_range_raises_index_error(notes: str) -> None:
+    # Regression: on MySQL, a row with a BOOLEAN column answered row[-5] of
+    # three columns with a value instead of raising.
+    async with Database(notes) as db:
+        await db.execute(INSERT, {"text": "a", "completed": True})
+        row = await db.fetch_one("SELECT completed, id, text FROM notes")
+    assert row is not None
+    for index in (3, 4, -4, -5, 100, -100):
+        with pytest.raises(IndexError):
+            row[index]
+    assert (row[-3], row[-2], row[-1]) == (row["completed"], 1, "a")
+
+
 async def test_repr_shows_names_and_values(notes: str) -> None:
     row = await one_note(notes)
     text = repr(row)

@@ -105,8 +105,10 @@ class _ConvertingRow(_TupleRow):
         elif isinstance(key, slice):
             return tuple(self[i] for i in range(len(self))[key])
         else:
-            position = key + len(self) if key < 0 else key
-        value = tuple.__getitem__(self, position)
+            position = key
+        value = tuple.__getitem__(self, position)  # IndexError when out of range
+        if position < 0:
+            position += len(self)
         convert = self._converters.get(position)
         return value if convert is None else convert(value)
 
