@@ -31,6 +31,13 @@ logger = logging.getLogger("aiodatabases.pool")
 _RESET_TIMEOUT = 10.0
 
 
+class _Slot:
+    """A free place in a full pool, handed to the longest waiter to open a connection in."""
+
+
+_SLOT = _Slot()
+
+
 class Pool:
     def __init__(
         self,
@@ -49,7 +56,9 @@ class Pool:
         self._born: dict[int, float] = {}  # id(connection) -> time opened, for recycle
         self._idle: deque[DriverConnection] = deque()
         self._size = 0  # open or opening, idle or in use
-        self._waiters: deque[asyncio.Future[DriverConnection | None]] = deque()
+        # What a waiter is handed: a connection, a slot to open one in, or
+        # None (the pool closed: look again).
+        self._waiters: deque[asyncio.Future[DriverConnection | _Slot | None]] = deque()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -76,8 +85,9 @@ class Pool:
     async def acquire(self) -> DriverConnection:
         """A connection for the caller's exclusive use.
 
-        Cancellation: nothing is taken; a connection being opened for the
-        caller goes to the idle list instead.
+        Waiters are served in arrival order, with a released connection or
+        with a place freed by a discarded one. Cancellation: nothing is
+        taken; whatever was handed to the caller is passed on.
         """
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
@@ -87,10 +97,13 @@ class Pool:
             if conn is not None:
                 return conn
             if self._size < self.max_size:
-                return await self._open_for_caller()
-            conn = await self._wait(deadline)
-            if conn is not None:
-                return conn  # handed over by release()
+                self._size += 1
+                return await self._open_in_slot()
+            handed = await self._wait(deadline)
+            if isinstance(handed, _Slot):
+                return await self._open_in_slot()  # a place freed for us, not a newcomer
+            if handed is not None:
+                return handed  # a connection handed over by release()
 
     def take_idle(self) -> DriverConnection | None:
         """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""
@@ -109,8 +122,8 @@ class Pool:
                 return conn
         return None
 
-    async def _open_for_caller(self) -> DriverConnection:
-        self._size += 1
+    async def _open_in_slot(self) -> DriverConnection:
+        """Open a connection in a place already counted in ``_size`` for the caller."""
         try:
             conn = await self._connect()
         except BaseException:
@@ -129,9 +142,9 @@ class Pool:
             return False
         return time.monotonic() - self._born.get(id(conn), 0.0) > self._recycle
 
-    async def _wait(self, deadline: float | None) -> DriverConnection | None:
-        """A connection handed over, or None: look again (one may be opened)."""
-        future: asyncio.Future[DriverConnection | None] = (
+    async def _wait(self, deadline: float | None) -> DriverConnection | _Slot | None:
+        """A connection handed over, a slot to open one in, or None: look again."""
+        future: asyncio.Future[DriverConnection | _Slot | None] = (
             asyncio.get_running_loop().create_future()
         )
         self._waiters.append(future)
@@ -149,16 +162,17 @@ class Pool:
             if served(future):
                 # Served, then cancelled before running on: pass on what we got.
                 handed = future.result()
-                if handed is not None:
-                    self.release(handed)
-                else:
+                if isinstance(handed, _Slot):
+                    self._size -= 1
                     self._wake_one()
+                elif handed is not None:
+                    self.release(handed)
             else:
                 future.cancel()
                 self._drop_waiter(future)
             raise
 
-    def _drop_waiter(self, future: asyncio.Future[DriverConnection | None]) -> None:
+    def _drop_waiter(self, future: asyncio.Future[DriverConnection | _Slot | None]) -> None:
         # A finished future may already have been popped (and skipped) by a wake-up.
         with contextlib.suppress(ValueError):
             self._waiters.remove(future)
@@ -234,10 +248,14 @@ class Pool:
         self._wake_one()
 
     def _wake_one(self) -> None:
+        """A place came free: give it to the longest waiter (counted for it at once)."""
+        if self._closed or self._size >= self.max_size:
+            return
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
-                future.set_result(None)
+                self._size += 1
+                future.set_result(_SLOT)
                 return
 
     async def close(self) -> None:
@@ -248,7 +266,9 @@ class Pool:
         """
         self._closed = True
         while self._waiters:
-            self._wake_one()
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # it looks again and finds the pool closed
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         while self._idle:

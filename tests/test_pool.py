@@ -136,3 +136,21 @@ async def test_a_waiter_timed_out_and_cancelled_at_once_is_cancelled(database_ur
         pool.release(held)
     finally:
         await pool.close()
+
+
+async def test_a_slot_freed_by_a_broken_connection_goes_to_the_longest_waiter(
+    pool: Pool,
+) -> None:
+    held = await pool.acquire()
+    first = await waiting(pool)
+    # The newcomer's first step is queued before the waiter's wake-up.
+    newcomer = asyncio.create_task(pool.acquire())
+    pool.release(held, broken=True)  # discarded: its place is free for a new one
+    replacement = await asyncio.wait_for(first, 10)
+    assert replacement is not held
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not newcomer.done()  # it waits its turn behind the first
+    pool.release(replacement)
+    assert await asyncio.wait_for(newcomer, 10) is replacement
+    pool.release(replacement)
