@@ -163,8 +163,8 @@ class Connection:
                 rows = await call(self._fetch_batch, current_scopes(), caller(), cursor)
                 if not rows:
                     break
-                for row in rows:
-                    yield record(row, meta)
+                for row in records(rows, meta):
+                    yield row
         finally:
             await asyncio.shield(call(self._close_cursor, current_scopes(), caller(), cursor))
             if stream is not None:
