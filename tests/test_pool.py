@@ -8,6 +8,7 @@ loop, which the public API cannot arrange on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -19,13 +20,21 @@ from aiodatabases._url import DatabaseURL
 from aiodatabases.backends import create_backend
 
 
+@contextlib.asynccontextmanager
+async def one_connection_pool(url: str, timeout: float) -> AsyncIterator[Pool]:
+    backend = create_backend(DatabaseURL(url), {}, {})
+    pool = Pool(backend.connect, min_size=1, max_size=1, timeout=timeout)
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[Pool]:
-    backend = create_backend(DatabaseURL(database_url), {}, {})
-    pool = Pool(backend.connect, min_size=1, max_size=1, timeout=5.0)
-    await pool.open()
-    yield pool
-    await pool.close()
+    async with one_connection_pool(database_url, 5.0) as pool:
+        yield pool
 
 
 async def waiting(pool: Pool) -> asyncio.Task[object]:
@@ -65,10 +74,7 @@ async def test_a_waiter_woken_then_cancelled_passes_the_wake_up_on(pool: Pool) -
 async def test_a_waiter_timed_out_just_before_a_release_raises_pool_timeout(
     database_url: str,
 ) -> None:
-    backend = create_backend(DatabaseURL(database_url), {}, {})
-    pool = Pool(backend.connect, min_size=1, max_size=1, timeout=0.05)
-    await pool.open()
-    try:
+    async with one_connection_pool(database_url, 0.05) as pool:
         held = await pool.acquire()
         late = await waiting(pool)
         time.sleep(0.1)  # noqa: ASYNC251 - the loop is held while the deadline passes
@@ -83,8 +89,6 @@ async def test_a_waiter_timed_out_just_before_a_release_raises_pool_timeout(
         connection = await pool.acquire()
         assert connection is held
         pool.release(connection)
-    finally:
-        await pool.close()
 
 
 async def test_a_released_connection_goes_to_the_longest_waiter_not_a_newcomer(
@@ -121,10 +125,7 @@ async def test_a_connection_handed_to_a_cancelled_waiter_goes_to_the_next(pool: 
 
 async def test_a_waiter_timed_out_and_cancelled_at_once_is_cancelled(database_url: str) -> None:
     # Regression: the deadline's internal mark escaped to a cancelled caller.
-    backend = create_backend(DatabaseURL(database_url), {}, {})
-    pool = Pool(backend.connect, min_size=1, max_size=1, timeout=0.01)
-    await pool.open()
-    try:
+    async with one_connection_pool(database_url, 0.01) as pool:
         held = await pool.acquire()
         late = await waiting(pool)
         asyncio.get_running_loop().call_later(0.02, late.cancel)
@@ -134,8 +135,6 @@ async def test_a_waiter_timed_out_and_cancelled_at_once_is_cancelled(database_ur
         pool.release(held)
         assert pool.take_idle() is held
         pool.release(held)
-    finally:
-        await pool.close()
 
 
 async def test_a_slot_freed_by_a_broken_connection_goes_to_the_longest_waiter(
