@@ -18,7 +18,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from .exceptions import WrongEventLoopError
 
@@ -80,6 +80,9 @@ async def carry(
     return result
 
 
+_Item: TypeAlias = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
 class _Mailbox:
     """Callbacks posted to one loop from other threads, run in one wake-up.
 
@@ -94,16 +97,23 @@ class _Mailbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
-        self._items: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._items: list[_Item] = []
         self._lock = threading.Lock()
         self._scheduled = False
 
     def post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._add([(callback, args)], front=False)
+
+    def _add(self, items: list[_Item], *, front: bool) -> None:
+        """Queue ``items`` (ahead of the rest when ``front``); wake the loop if it was empty."""
         loop = self._loop()
         if loop is None or loop.is_closed():
             raise RuntimeError("Event loop is closed")
         with self._lock:
-            self._items.append((callback, args))
+            if front:
+                self._items[:0] = items
+            else:
+                self._items.extend(items)
             if self._scheduled:
                 return
             self._scheduled = True
@@ -112,7 +122,8 @@ class _Mailbox:
         except BaseException:
             with self._lock:
                 self._scheduled = False
-                self._items.remove((callback, args))
+                for item in items:
+                    self._items.remove(item)
             raise
 
     def _deliver(self) -> None:
@@ -123,7 +134,11 @@ class _Mailbox:
             try:
                 callback(*args)
             except (SystemExit, KeyboardInterrupt):
-                self._requeue(items[position + 1 :])
+                # What this delivery did not run goes first in the next one.
+                rest = items[position + 1 :]
+                if rest:
+                    with contextlib.suppress(RuntimeError):  # the loop is gone
+                        self._add(rest, front=True)
                 raise
             except BaseException as exc:  # as the loop would for a callback of its own
                 loop = self._loop()
@@ -131,18 +146,6 @@ class _Mailbox:
                     loop.call_exception_handler(
                         {"message": "aiodatabases: a carried callback failed", "exception": exc}
                     )
-
-    def _requeue(self, items: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
-        """Put back what an interrupted delivery did not run, for the next one."""
-        loop = self._loop()
-        if not items or loop is None or loop.is_closed():
-            return
-        with self._lock:
-            self._items[:0] = items
-            if self._scheduled:
-                return
-            self._scheduled = True
-        loop.call_soon_threadsafe(self._deliver)
 
 
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (

@@ -117,7 +117,7 @@ class Pool:
             if conn.is_closed():
                 self._forget(conn)
             elif self._expired(conn):
-                self._discard(conn)
+                self.discard(conn)
             else:
                 return conn
         return None
@@ -185,20 +185,15 @@ class Pool:
             conn.terminate()
             return
         if broken or conn.is_closed():
-            self._discard(conn)
+            self.discard(conn)
             return
         if dirty:
             self._run_in_background(self._reset_then_return(conn))
             return
         if self._expired(conn):
-            self._discard(conn)  # a waiter opens a new one
-            return
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(conn)
-                return
-        self._idle.append(conn)
+            self.discard(conn)  # a waiter opens a new one
+        elif not self._serve_first(conn):
+            self._idle.append(conn)
 
     async def _reset_then_return(self, conn: DriverConnection) -> None:
         try:
@@ -212,17 +207,14 @@ class Pool:
             return
         self.release(conn)
 
-    def discard(self, conn: DriverConnection, *, first: Awaitable[None]) -> None:
-        """Take ``conn`` out of the pool now; await ``first``, then close it (background)."""
+    def discard(self, conn: DriverConnection, *, first: Awaitable[None] | None = None) -> None:
+        """Take ``conn`` out of the pool now; await ``first``, then close it.
+
+        Both happen gracefully in the background (the driver may still be
+        finishing an interrupted statement); close() waits for them.
+        """
         self._forget(conn)
         self._run_in_background(self._close_quietly(conn, first))
-
-    def _discard(self, conn: DriverConnection) -> None:
-        """Forget ``conn`` and close it in the background."""
-        self._forget(conn)
-        # Close gracefully in the background (the driver may still be finishing
-        # an interrupted statement); close() waits for these.
-        self._run_in_background(self._close_quietly(conn))
 
     async def _close_quietly(
         self, conn: DriverConnection, first: Awaitable[None] | None = None
@@ -251,12 +243,18 @@ class Pool:
         """A place came free: give it to the longest waiter (counted for it at once)."""
         if self._closed or self._size >= self.max_size:
             return
+        self._size += 1
+        if not self._serve_first(_SLOT):
+            self._size -= 1  # nobody waits: the place stays free
+
+    def _serve_first(self, handed: DriverConnection | _Slot | None) -> bool:
+        """Hand ``handed`` to the longest live waiter; False if nobody waits."""
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
-                self._size += 1
-                future.set_result(_SLOT)
-                return
+                future.set_result(handed)
+                return True
+        return False
 
     async def close(self) -> None:
         """Close every idle connection; wait for background resets first.
@@ -265,10 +263,8 @@ class Pool:
         are closed when they come back.
         """
         self._closed = True
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(None)  # it looks again and finds the pool closed
+        while self._serve_first(None):  # each looks again and finds the pool closed
+            pass
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         while self._idle:

@@ -409,3 +409,21 @@ async def test_a_call_that_fails_to_start_fails_its_caller(loop_thread: LoopInTh
 
     with pytest.raises(LookupError, match="before any await"):
         await asyncio.wait_for(carry(loop_thread.loop, None, not_a_coroutine_function), 10)  # type: ignore[arg-type]
+
+
+def test_a_delivery_interrupted_by_keyboard_interrupt_keeps_the_rest() -> None:
+    loop = asyncio.new_event_loop()
+    ran: list[str] = []
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    try:
+        post(loop, interrupted)
+        post(loop, ran.append, "the rest")  # rides in the same delivery
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ran == ["the rest"]
+    finally:
+        loop.close()

@@ -171,7 +171,7 @@ class _Budget:
 
     def __call__(self) -> bool:
         self.checks += 1
-        return self.checks > _BRIEF_CHECKS  # true: SQLite interrupts the statement
+        return self.spent  # true: SQLite interrupts the statement
 
     @property
     def spent(self) -> bool:
@@ -243,19 +243,19 @@ class SQLiteConnection:
         finally:
             db.set_progress_handler(None, 0)
 
-    async def fetch_all(self, sql: str, args: Args) -> list[Row]:
-        done, rows = self._try_here(_fetch_all, sql, args)
-        if not done:
-            rows = await self._on_db(_fetch_all, sql, args)
-        return rows  # type: ignore[no-any-return]
+    async def _statement(self, function: Callable[..., T], sql: str, args: Args) -> T:
+        """``function(db, sql, args)`` here if it is a brief read, else on the worker."""
+        done, result = self._try_here(function, sql, args)
+        return result if done else await self._on_db(function, sql, args)
 
-    async def fetch_one(self, sql: str, args: Args) -> Row | None:
-        done, row = self._try_here(_fetch_one, sql, args)
-        return row if done else await self._on_db(_fetch_one, sql, args)
+    def fetch_all(self, sql: str, args: Args) -> Awaitable[list[Row]]:
+        return self._statement(_fetch_all, sql, args)
 
-    async def execute(self, sql: str, args: Args) -> Any:
-        done, result = self._try_here(_execute, sql, args)
-        return result if done else await self._on_db(_execute, sql, args)
+    def fetch_one(self, sql: str, args: Args) -> Awaitable[Row | None]:
+        return self._statement(_fetch_one, sql, args)
+
+    def execute(self, sql: str, args: Args) -> Awaitable[Any]:
+        return self._statement(_execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         await self._on_db(_execute_many, sql, args_list)
