@@ -113,6 +113,18 @@ async def _interrupt_and_wait(
         statement.cancel()
 
 
+async def yield_before(backend: Backend, sql: str) -> None:
+    """Let the loop's other tasks run first if this statement may not suspend.
+
+    A brief read that the backend runs on the calling thread (SQLite) would
+    finish without suspending its caller: a loop of such reads would starve
+    every other task (and could never be cancelled). So every statement
+    suspends once, as one that waits for I/O does.
+    """
+    if backend.brief_reads_inline and is_read_only(sql):
+        await asyncio.sleep(0)
+
+
 class Prepared(NamedTuple):
     """A query ready for the driver."""
 
@@ -192,7 +204,7 @@ class Runtime:
         self.thread = thread
         max_size = 1 if backend.single_connection else settings.max_size
         self.pool = Pool(
-            backend.connect if thread is None else self._connect_for_thread,
+            backend.connect,
             min_size=min(settings.min_size, max_size),
             max_size=max_size,
             timeout=settings.acquire_timeout,
@@ -201,13 +213,6 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self._watch: AsyncGenerator[None, None] | None = None
         self._closed = False
-
-    async def _connect_for_thread(self) -> DriverConnection:
-        driver = await self.backend.connect()
-        # The private loop thread serves this database alone: it may run
-        # brief statements itself instead of handing them to a worker thread.
-        driver.prefer_calling_thread()
-        return driver
 
     # -- where code runs ------------------------------------------------------------
 
@@ -279,6 +284,7 @@ class Runtime:
         """
         pool = self.pool
         backend = self.backend
+        await yield_before(backend, sql)  # before borrowing: nothing is held meanwhile
         discard_on_cancel = backend.cancel_waits_for_statement
         for attempt in (1, 2):
             driver = pool.take_idle() or await pool.acquire()

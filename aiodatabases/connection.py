@@ -41,6 +41,7 @@ from ._runtime import (
     prepare,
     prepare_many,
     run_statement,
+    yield_before,
 )
 from .backends.base import Cursor, DriverConnection
 from .exceptions import (
@@ -219,7 +220,12 @@ class Connection:
             self._runtime.release_orphan(driver)
 
     async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
-        return await self._runtime.call(self._run, current_scopes(), caller(), op, sql, args)
+        runtime = self._runtime
+        if runtime.thread is None:
+            # Run in an application loop, maybe this one. (A private loop
+            # thread's callers wait for it in their own loops: they suspend.)
+            await yield_before(self._backend, sql)
+        return await runtime.call(self._run, current_scopes(), caller(), op, sql, args)
 
     # -- runs in the owning loop ----------------------------------------------------------
 

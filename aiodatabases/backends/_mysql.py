@@ -278,9 +278,6 @@ class MySQLConnection:
     async def close(self) -> None:
         await self._raw.ensure_closed()
 
-    def prefer_calling_thread(self) -> None:
-        return None  # the drivers run in the event loop: no hand-over to save
-
     def terminate(self) -> None:
         # If its loop is closed this raises; the garbage collector closes the socket.
         with contextlib.suppress(RuntimeError):
@@ -298,6 +295,7 @@ class MySQLBackend(SQLAlchemyDialect):
     cancel_needs_interrupt = True
     cancel_waits_for_statement = True
     ddl_commits_transaction = True
+    brief_reads_inline = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any], driver: Any) -> None:
         self._driver = driver

@@ -75,14 +75,6 @@ class DriverConnection(Protocol):
     def terminate(self) -> None:
         """Close at once, without awaiting anything (the loop may be gone)."""
 
-    def prefer_calling_thread(self) -> None:
-        """The calling thread serves this connection alone and may block briefly.
-
-        A driver that hands statements to a worker thread may then run the
-        ones that finish quickly on the calling thread instead (blocking it
-        for about a millisecond at most); other drivers do nothing.
-        """
-
 
 class Backend(Protocol):
     """What one URL scheme provides: a way to open connections, and its SQL dialect."""
@@ -104,6 +96,10 @@ class Backend(Protocol):
     cancel_waits_for_statement: bool
     #: When True DDL commits the open transaction implicitly (MySQL).
     ddl_commits_transaction: bool
+    #: When True a brief read may finish on the calling thread without
+    #: suspending the caller (SQLite): the core then yields to the loop first,
+    #: so that every statement lets other tasks run, as I/O would.
+    brief_reads_inline: bool
 
     async def connect(self) -> DriverConnection: ...
 

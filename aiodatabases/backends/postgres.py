@@ -141,9 +141,6 @@ class PostgresConnection:
     async def close(self) -> None:
         await self._raw.close(timeout=5)
 
-    def prefer_calling_thread(self) -> None:
-        return None  # asyncpg runs in the event loop: no hand-over to save
-
     def terminate(self) -> None:
         # If its event loop is closed this raises: the socket can then only be
         # left to the garbage collector (which warns about the unclosed transport).
@@ -160,6 +157,7 @@ class PostgresBackend(SQLAlchemyDialect):
     cancel_needs_interrupt = False
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
+    brief_reads_inline = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._connect_kwargs: dict[str, Any] = {

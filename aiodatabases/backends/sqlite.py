@@ -1,8 +1,9 @@
 """SQLite through aiosqlite (one worker thread per connection).
 
-``raw_connection`` is the aiosqlite connection, as with ``databases``; the
-statements themselves run as single functions on aiosqlite's worker thread
-(its ``_execute``), so each costs one hand-over between threads.
+``raw_connection`` is the aiosqlite connection, as with ``databases``. A
+brief read runs on the calling thread (no hand-over at all, see
+``SQLiteConnection``); every other statement runs as one function on
+aiosqlite's worker thread (its ``_execute``): one hand-over between threads.
 """
 
 from __future__ import annotations
@@ -153,12 +154,30 @@ def _reset(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK").close()
 
 
-#: A read run on the calling thread (``prefer_calling_thread``) is checked
-#: every ``_BRIEF_STEPS`` SQLite VM instructions; after ``_BRIEF_CHECKS``
-#: checks (well under a millisecond) it is stopped and run again on the
-#: worker thread, so the calling thread is never blocked for long.
+#: A read run on the calling thread is checked every ``_BRIEF_STEPS`` SQLite
+#: VM instructions; after ``_BRIEF_CHECKS`` checks (well under a millisecond)
+#: it is stopped and run again on the worker thread, so the calling thread
+#: is never blocked for long.
 _BRIEF_STEPS = 1000
 _BRIEF_CHECKS = 40
+
+#: SQL texts remembered as too long for the calling thread (they go to the
+#: worker at once); forgotten all together when there are more than this.
+_SLOW_READS_KEPT = 1024
+
+# SQLITE_BUSY and SQLITE_LOCKED (primary result codes).
+_BUSY_CODES = (5, 6)
+_BUSY_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
+_SETS_BUSY_TIMEOUT = re.compile(r"\bbusy_timeout\b", re.I)
+_TAKES_WRITE_LOCK = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says a lock was taken (it would have waited with a busy timeout)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    return str(exc) in _BUSY_MESSAGES
 
 
 class _Budget:
@@ -179,17 +198,34 @@ class _Budget:
 
 
 class SQLiteConnection:
-    __slots__ = ("_done", "_here", "_here_allowed", "_raw", "_sent")
+    """An aiosqlite connection; brief reads run on the calling thread.
 
-    def __init__(self, raw: Any, *, here_allowed: bool = False) -> None:
+    A read (``is_read_only``) runs on the calling thread when the worker
+    thread is idle, with no busy timeout and a budget of VM steps: a read
+    that would wait for a lock, or that runs too long, is stopped (a read
+    leaves nothing half done) and runs again on the worker thread, where it
+    waits and can be interrupted as usual. So a point select costs no
+    hand-over between threads. Everything else runs on the worker thread.
+    """
+
+    __slots__ = ("_done", "_here", "_locked", "_raw", "_sent", "_slow", "_wait")
+
+    def __init__(self, raw: Any, *, here: bool, slow: set[str]) -> None:
         self._raw = raw
-        self._here_allowed = here_allowed  # the sqlite3 connection may change threads
-        self._here = False
+        self._here = here  # the sqlite3 connection may be used from the calling thread
+        self._slow = slow  # shared by the database's connections
         # Functions handed to the worker thread, and how many it has finished
         # (each written by one thread only). A cancelled caller stops waiting,
         # not the worker: its statement may still be running there.
         self._sent = 0
         self._done = 0
+        # The open transaction began with a write lock (ours: BEGIN IMMEDIATE),
+        # so a read cannot wait for another connection. Cleared by the worker
+        # when it sees the transaction ended.
+        self._locked = False
+        # "PRAGMA busy_timeout = <ms>" restoring the configured wait, or None:
+        # unknown (not read yet, or a statement may have changed it).
+        self._wait: str | None = None
 
     @property
     def raw(self) -> Any:
@@ -209,44 +245,67 @@ class SQLiteConnection:
         try:
             return function(*args)
         finally:
-            self._done += 1  # on the worker thread
+            # On the worker thread; a caller reads these only once it is idle.
+            if not self._raw._conn.in_transaction:
+                self._locked = False
+            self._done += 1
 
     def _on_db(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
         return self.on_thread(function, self._raw._conn, *args)
 
-    def prefer_calling_thread(self) -> None:
-        self._here = self._here_allowed
-
     def _try_here(self, function: Callable[..., T], sql: str, args: Args) -> tuple[bool, Any]:
         """Run a brief read on the calling thread: (True, result), or (False, None)
-        when it is not a read, might wait for a lock, or runs too long."""
-        if not self._here or self.is_closed() or not is_read_only(sql):
+        when it is not a read, would wait for a lock, or runs too long."""
+        if not self._here or sql in self._slow or not is_read_only(sql) or self.is_closed():
             return False, None
         if self._sent != self._done:
             # The worker still runs something (a cancelled caller's statement):
             # never use the connection from two threads at once.
             return False, None
         db = self._raw._conn
-        # Inside a transaction the connection holds its locks already: a
-        # read never waits for another connection (no busy timeout here).
-        if not db.in_transaction:
-            return False, None
+        # Never wait for a lock here (the busy timeout would block the thread):
+        # such a read runs on the worker instead. A transaction that holds
+        # the write lock already waits for nobody.
+        wait = None if self._locked and db.in_transaction else self._no_wait(db)
         budget = _Budget()
         db.set_progress_handler(budget, _BRIEF_STEPS)
         try:
             return True, function(db, sql, args)
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
+            # Stopped by the budget or by a lock: a read leaves nothing half done.
             if budget.spent:
-                # Stopped by the budget; a read leaves the transaction intact.
+                self._remember_slow(sql)
+                return False, None
+            if wait is not None and _is_busy(exc):
                 return False, None
             raise
         finally:
             db.set_progress_handler(None, 0)
+            if wait is not None:
+                db.execute(wait).close()
+
+    def _no_wait(self, db: sqlite3.Connection) -> str:
+        """Set the busy timeout to 0; return the statement that restores it."""
+        wait = self._wait
+        if wait is None:
+            milliseconds = int(db.execute("PRAGMA busy_timeout").fetchone()[0])
+            wait = self._wait = f"PRAGMA busy_timeout = {milliseconds}"
+        db.execute("PRAGMA busy_timeout = 0").close()
+        return wait
+
+    def _remember_slow(self, sql: str) -> None:
+        if len(self._slow) >= _SLOW_READS_KEPT:
+            self._slow.clear()
+        self._slow.add(sql)
 
     async def _statement(self, function: Callable[..., T], sql: str, args: Args) -> T:
         """``function(db, sql, args)`` here if it is a brief read, else on the worker."""
         done, result = self._try_here(function, sql, args)
-        return result if done else await self._on_db(function, sql, args)
+        if done:
+            return result  # type: ignore[no-any-return]
+        if _SETS_BUSY_TIMEOUT.search(sql):
+            self._wait = None  # read it again before the next read here
+        return await self._on_db(function, sql, args)
 
     def fetch_all(self, sql: str, args: Args) -> Awaitable[list[Row]]:
         return self._statement(_fetch_all, sql, args)
@@ -266,6 +325,8 @@ class SQLiteConnection:
 
     async def run_control(self, statements: Sequence[str]) -> None:
         await self._on_db(_run_control, statements)
+        if any(sql.startswith(_TAKES_WRITE_LOCK) for sql in statements):
+            self._locked = True  # it began (a failed BEGIN raised)
 
     async def interrupt(self, read_only: bool) -> None:
         # The worker thread would run the statement to its end. Interrupting a
@@ -310,13 +371,16 @@ class SQLiteBackend(SQLAlchemyDialect):
     cancel_needs_interrupt = True
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
+    brief_reads_inline: bool
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._path = _database_path(url)
         self._connect_kwargs = {k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
-        # aiosqlite's worker thread runs every statement unless brief reads may
-        # run on a calling thread (prefer_calling_thread), which needs this.
+        # Brief reads run on the calling thread (see SQLiteConnection), which
+        # needs this; with check_same_thread=True everything runs on the worker.
         self._connect_kwargs.setdefault("check_same_thread", False)
+        self.brief_reads_inline = not self._connect_kwargs["check_same_thread"]
+        self._slow_reads: set[str] = set()
         self._pragmas = [
             f"PRAGMA {name} = {PRAGMAS[name](value)}"
             for name, value in options.items()
@@ -332,9 +396,7 @@ class SQLiteBackend(SQLAlchemyDialect):
         raw._thread.daemon = True
         await raw
         raw.row_factory = SQLiteRecord
-        connection = SQLiteConnection(
-            raw, here_allowed=not self._connect_kwargs["check_same_thread"]
-        )
+        connection = SQLiteConnection(raw, here=self.brief_reads_inline, slow=self._slow_reads)
         try:
             await connection.run_control(self._pragmas)
         except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +276,7 @@ async def test_savepoints(tmp_path: Path) -> None:
             assert await other.fetch_val("SELECT SUM(x) FROM t") == 5
 
 
-# --- force_rollback: brief reads on the database's own loop thread ---------------------
+# --- brief reads on the calling thread --------------------------------------------------
 
 
 def _thread_name() -> str:
@@ -294,6 +295,146 @@ _LONG_READ = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
     "SELECT count(*) AS n, whoami() AS thread FROM c"
 )
+
+
+async def test_brief_reads_run_on_the_loop_thread_and_the_rest_on_the_worker(
+    tmp_path: Path,
+) -> None:
+    url = file_url(tmp_path / "inline.db")
+    await make_table(url)
+    loop_thread = _thread_name()
+    async with Database(url, max_size=1) as db:  # one connection: whoami is known to it
+        await _with_whoami(db)
+        await db.execute("INSERT INTO t (x) SELECT whoami()")
+        assert await db.fetch_val("SELECT whoami()") == loop_thread
+        async with db.transaction(), db.connection() as connection:
+            assert await connection.fetch_val("SELECT whoami()") == loop_thread
+        long = await db.fetch_one(_LONG_READ)
+        assert long is not None
+        assert long["n"] == 300000  # stopped on the loop thread, run again in full
+        assert long["thread"] != loop_thread
+        assert await db.fetch_val("SELECT x FROM t") != loop_thread  # the write
+
+
+async def test_a_read_too_long_for_the_loop_thread_goes_to_the_worker_at_once_next_time(
+    tmp_path: Path,
+) -> None:
+    url = file_url(tmp_path / "slow.db")
+    threads: list[str] = []
+    async with Database(url, max_size=1) as db:
+        async with db.connection() as connection:
+            raw: aiosqlite.Connection = connection.raw_connection
+            await raw.create_function("note", 0, lambda: threads.append(_thread_name()) or 1)
+        slow = (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
+            "SELECT count(*) FROM c WHERE note()"
+        )
+        assert await db.fetch_val(slow) == 100000
+        assert _thread_name() in threads  # tried here first, then stopped
+        threads.clear()
+        assert await db.fetch_val(slow) == 100000
+        assert len(threads) == 100000
+        assert _thread_name() not in threads
+
+
+async def test_with_check_same_thread_every_statement_runs_on_the_worker(tmp_path: Path) -> None:
+    url = file_url(tmp_path / "same_thread.db")
+    async with Database(url, max_size=1, check_same_thread=True) as db:
+        await _with_whoami(db)
+        assert await db.fetch_val("SELECT whoami()") != _thread_name()
+
+
+async def _read_outside_a_transaction(db: Database, lock: Callable[[], None]) -> Any:
+    lock()
+    return await db.fetch_val("SELECT count(*) FROM t")
+
+
+async def _read_in_a_deferred_transaction(db: Database, lock: Callable[[], None]) -> Any:
+    async with db.transaction(isolation="deferred"):
+        lock()
+        return await db.fetch_val("SELECT count(*) FROM t")
+
+
+async def _read_in_a_raw_begin_after_an_immediate_transaction(
+    db: Database, lock: Callable[[], None]
+) -> Any:
+    async with db.connection() as connection:
+        async with connection.transaction():  # BEGIN IMMEDIATE: holds the write lock
+            await connection.fetch_val("SELECT count(*) FROM t")
+        await connection.execute("BEGIN")  # deferred: holds no lock yet
+        try:
+            lock()
+            return await connection.fetch_val("SELECT count(*) FROM t")
+        finally:
+            await connection.execute("COMMIT")
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        _read_outside_a_transaction,
+        _read_in_a_deferred_transaction,
+        _read_in_a_raw_begin_after_an_immediate_transaction,
+    ],
+)
+async def test_a_read_that_must_wait_for_a_lock_never_blocks_the_loop(
+    tmp_path: Path, read: Any
+) -> None:
+    # The lock is released by a callback of this loop: a read that waited for
+    # it on the loop thread (its busy timeout) would block that callback and
+    # fail with "database is locked" when the timeout ends.
+    path = tmp_path / "locked.db"
+    await make_table(file_url(path))
+    blocker = sqlite3.connect(path, isolation_level=None)
+
+    def lock() -> None:
+        blocker.execute("BEGIN EXCLUSIVE")
+        blocker.execute("INSERT INTO t VALUES (1)")
+        asyncio.get_running_loop().call_later(0.2, blocker.execute, "COMMIT")
+
+    try:
+        async with Database(file_url(path), max_size=1, timeout=3) as db:
+            assert await read(db, lambda: None) == 0
+            assert await read(db, lock) == 1
+            # The configured busy timeout is back after the reads here.
+            assert await db.fetch_val("PRAGMA busy_timeout") == 3000
+    finally:
+        blocker.close()
+
+
+async def test_a_busy_timeout_set_by_a_statement_stays_after_brief_reads(tmp_path: Path) -> None:
+    async with Database(file_url(tmp_path / "busy.db"), max_size=1, timeout=0.25) as db:
+        assert await db.fetch_val("SELECT 1") == 1
+        await db.execute("PRAGMA busy_timeout = 1234")
+        for _ in range(3):
+            assert await db.fetch_val("SELECT 1") == 1
+        assert await db.fetch_val("PRAGMA busy_timeout") == 1234
+
+
+async def _reads_until(done: asyncio.Event, read: Any) -> int:
+    for count in range(1, 1001):
+        if done.is_set():
+            return count
+        await read("SELECT 1")
+    return 0
+
+
+async def test_a_loop_of_brief_reads_lets_other_tasks_run(tmp_path: Path) -> None:
+    # Each read finishes on the loop thread; without a suspension per
+    # statement the other task would not run until the loop ended.
+    async with Database(file_url(tmp_path / "fair.db")) as db:
+        done = asyncio.Event()
+        other = asyncio.create_task(asyncio.sleep(0))
+        other.add_done_callback(lambda _: done.set())
+        assert await _reads_until(done, db.fetch_val) > 0
+        done.clear()
+        other = asyncio.create_task(asyncio.sleep(0))
+        other.add_done_callback(lambda _: done.set())
+        async with db.connection() as connection:
+            assert await _reads_until(done, connection.fetch_one) > 0
+
+
+# --- force_rollback: brief reads on the database's own loop thread ---------------------
 
 
 async def test_force_rollback_runs_brief_reads_itself_and_the_rest_on_the_worker(
