@@ -4,7 +4,8 @@ For each backend (PostgreSQL, SQLite, MySQL) it creates its ``bench_`` tables,
 connects every contender, then runs repetitions. In each repetition every
 workload runs once per contender, the contenders taking turns in an order
 rotated from one repetition to the next (interleaved, so drift of the machine
-hits them all alike). It prints, per workload, the median time of each
+hits them all alike), aiodatabases and its raw baselines back to back
+(``run_order``). It prints, per workload, the median time of each
 contender and the median of the per-repetition ratios of aiodatabases to the
 raw driver (and to the held connection on PostgreSQL and MySQL), then drops
 its tables. The tables are also written as markdown (``--output``).
@@ -475,6 +476,28 @@ async def _memory_of_w5(backend: Backend, contender: Contender) -> int | None:
         tracemalloc.stop()
 
 
+def run_order(backend: Backend, contenders: Sequence[Contender], rep: int) -> list[Contender]:
+    """The order of the contenders in repetition ``rep``.
+
+    aiodatabases and the raw baselines it is compared with run back to back,
+    so that each ratio compares runs a second or so apart: on a shared
+    virtual machine the CPU's speed drifts by up to a third over seconds, and
+    a slow contender between them (``databases`` inserting row by row) would
+    let the drift into the ratio. Within that block and among the others the
+    order rotates from one repetition to the next; the block runs before the
+    others in even repetitions and after them in odd ones.
+    """
+
+    def rotated(group: list[Contender]) -> list[Contender]:
+        shift = rep % len(group) if group else 0
+        return group[shift:] + group[:shift]
+
+    compared = (SUBJECT, backend.baseline, backend.held)
+    block = rotated([c for c in contenders if c.name in compared])
+    others = rotated([c for c in contenders if c.name not in compared])
+    return block + others if rep % 2 == 0 else others + block
+
+
 async def run_backend(
     backend: Backend, sizes: Sizes, reps: int, workloads: Sequence[Workload], warmup: bool
 ) -> Result:
@@ -513,8 +536,7 @@ async def run_backend(
         for rep in range(reps):
             print(f"{backend.title}: repetition {rep + 1}/{reps}", file=sys.stderr)
             for workload in workloads:
-                shift = rep % len(contenders)
-                for contender in contenders[shift:] + contenders[:shift]:
+                for contender in run_order(backend, contenders, rep):
                     times = result.times[workload.key][contender.name]
                     failed = (workload.key, contender.name) in result.errors
                     if workload.key not in contender.supports or failed:
@@ -718,7 +740,8 @@ async def _run_all(
         + (f" Benchmark and servers pinned to CPU {args.pin} (`--pin`)." if pinned else ""),
         "",
         f"{reps} repetitions{' (quick sizes)' if args.quick else ''}, contenders "
-        "interleaved (order rotated per repetition); times are medians per repetition, "
+        "interleaved (order rotated per repetition; aiodatabases and its raw baselines back "
+        "to back); times are medians per repetition, "
         "ratios the median of the per-repetition ratios (lower is better; "
         "other contenders' ratios in parentheses)." + others_note,
         "",

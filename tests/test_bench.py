@@ -9,6 +9,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from bench.data import Sizes
+from bench.run import SUBJECT, postgres_backend, run_order
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,3 +49,22 @@ def test_quick_benchmark_on_sqlite_prints_the_table(tmp_path: Path) -> None:
         assert row is not None, f"no row for {label}:\n{out}"
         assert "error" not in row, row
     assert output.read_text(encoding="utf-8").startswith("# Benchmark results")
+
+
+def test_aiodatabases_and_its_baselines_run_back_to_back_in_every_order() -> None:
+    class Named:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    backend = postgres_backend("postgresql://localhost/x", Sizes(), others=False)
+    names = [SUBJECT, "asyncpg pool", "databases", "asyncpg held", "SQLAlchemy"]
+    compared = {SUBJECT, "asyncpg pool", "asyncpg held"}
+    firsts = set()
+    for rep in range(6):
+        contenders: Any = [Named(name) for name in names]
+        order = [contender.name for contender in run_order(backend, contenders, rep)]
+        assert sorted(order) == sorted(names)
+        positions = sorted(order.index(name) for name in compared)
+        assert positions == list(range(positions[0], positions[0] + 3)), order
+        firsts.add(order[positions[0]])
+    assert firsts == compared  # each of them runs first in its block in some repetition
