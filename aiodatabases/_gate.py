@@ -19,7 +19,7 @@ import contextvars
 from collections import deque
 from typing import Final
 
-from ._waits import TimedOut, served, wait
+from ._waits import Deadlines, TimedOut, served
 from .exceptions import ConnectionBusyError
 
 
@@ -79,13 +79,14 @@ def task_name() -> str:
 
 
 class Gate:
-    __slots__ = ("_busy", "_holder", "_owner", "_waiters")
+    __slots__ = ("_busy", "_deadlines", "_holder", "_owner", "_waiters")
 
     def __init__(self) -> None:
         self._busy = False
         self._holder: Who = None
         self._owner: Scope | None = None
         self._waiters: deque[tuple[asyncio.Future[None], Scopes]] = deque()
+        self._deadlines = Deadlines()
 
     def _may_pass(self, scopes: Scopes) -> bool:
         return self._owner is None or self._owner in scopes
@@ -104,8 +105,9 @@ class Gate:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (future, scopes)
         self._waiters.append(entry)
+        self._deadlines.add(future, timeout)
         try:
-            await wait(future, timeout)
+            await future
         except TimedOut:
             self._remove(entry)
             raise ConnectionBusyError(self._busy_message(timeout)) from None

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ._waits import TimedOut, served, wait
+from ._waits import Deadlines, TimedOut, served
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
 
@@ -59,6 +59,7 @@ class Pool:
         # What a waiter is handed: a connection, a slot to open one in, or
         # None (the pool closed: look again).
         self._waiters: deque[asyncio.Future[DriverConnection | _Slot | None]] = deque()
+        self._deadlines = Deadlines()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -148,8 +149,9 @@ class Pool:
             asyncio.get_running_loop().create_future()
         )
         self._waiters.append(future)
+        self._deadlines.add(future, None if deadline is None else deadline - time.monotonic())
         try:
-            return await wait(future, None if deadline is None else deadline - time.monotonic())
+            return await future
         except TimedOut:
             self._drop_waiter(future)
             raise PoolTimeoutError(

@@ -4,8 +4,8 @@ For each backend (PostgreSQL, SQLite, MySQL) it creates its ``bench_`` tables,
 connects every contender, then runs repetitions. In each repetition every
 workload runs once per contender, the contenders taking turns in an order
 rotated from one repetition to the next (interleaved, so drift of the machine
-hits them all alike), aiodatabases and its raw baselines back to back
-(``run_order``). It prints, per workload, the median time of each
+hits them all alike), aiodatabases and its raw baselines back to back, twice
+in mirrored order (``run_order``). It prints, per workload, the median time of each
 contender and the median of the per-repetition ratios of aiodatabases to the
 raw driver (and to the held connection on PostgreSQL and MySQL), then drops
 its tables. The tables are also written as markdown (``--output``).
@@ -477,15 +477,17 @@ async def _memory_of_w5(backend: Backend, contender: Contender) -> int | None:
 
 
 def run_order(backend: Backend, contenders: Sequence[Contender], rep: int) -> list[Contender]:
-    """The order of the contenders in repetition ``rep``.
+    """The order of the runs in repetition ``rep`` (a contender may run twice).
 
     aiodatabases and the raw baselines it is compared with run back to back,
-    so that each ratio compares runs a second or so apart: on a shared
-    virtual machine the CPU's speed drifts by up to a third over seconds, and
-    a slow contender between them (``databases`` inserting row by row) would
-    let the drift into the ratio. Within that block and among the others the
-    order rotates from one repetition to the next; the block runs before the
-    others in even repetitions and after them in odd ones.
+    twice, in mirrored order (A B C C B A): on a shared virtual machine the
+    CPU's speed drifts by up to a third over seconds, so a ratio should
+    compare runs close in time (a slow contender between them, ``databases``
+    inserting row by row, would let the drift in), and a drift that is steady
+    over the block cancels out of the mean of each contender's two runs.
+    Within the block and among the others the order rotates from one
+    repetition to the next; the block runs before the others in even
+    repetitions and after them in odd ones.
     """
 
     def rotated(group: list[Contender]) -> list[Contender]:
@@ -494,8 +496,27 @@ def run_order(backend: Backend, contenders: Sequence[Contender], rep: int) -> li
 
     compared = (SUBJECT, backend.baseline, backend.held)
     block = rotated([c for c in contenders if c.name in compared])
+    block += block[::-1]
     others = rotated([c for c in contenders if c.name not in compared])
     return block + others if rep % 2 == 0 else others + block
+
+
+async def _run_repetition(
+    backend: Backend, contenders: Sequence[Contender], workload: str, rep: int, result: Result
+) -> None:
+    """Every contender's runs of ``workload`` in repetition ``rep``; each keeps the
+    mean of its runs (None if one failed or it does not run this workload)."""
+    runs: dict[str, list[float | None]] = {c.name: [] for c in contenders}
+    for contender in run_order(backend, contenders, rep):
+        failed = (workload, contender.name) in result.errors
+        if workload not in contender.supports or failed:
+            runs[contender.name].append(None)
+            continue
+        runs[contender.name].append(await _one_run(backend, contender, workload, result))
+    for name, seconds in runs.items():
+        done = [s for s in seconds if s is not None]
+        mean = statistics.fmean(done) if done and len(done) == len(seconds) else None
+        result.times[workload][name].append(mean)
 
 
 async def run_backend(
@@ -536,13 +557,7 @@ async def run_backend(
         for rep in range(reps):
             print(f"{backend.title}: repetition {rep + 1}/{reps}", file=sys.stderr)
             for workload in workloads:
-                for contender in run_order(backend, contenders, rep):
-                    times = result.times[workload.key][contender.name]
-                    failed = (workload.key, contender.name) in result.errors
-                    if workload.key not in contender.supports or failed:
-                        times.append(None)
-                        continue
-                    times.append(await _one_run(backend, contender, workload.key, result))
+                await _run_repetition(backend, contenders, workload.key, rep, result)
         if any(w.key == "w5" for w in workloads):
             for contender in contenders:
                 if contender.name in (SUBJECT, backend.baseline, backend.held):
@@ -741,7 +756,8 @@ async def _run_all(
         "",
         f"{reps} repetitions{' (quick sizes)' if args.quick else ''}, contenders "
         "interleaved (order rotated per repetition; aiodatabases and its raw baselines back "
-        "to back); times are medians per repetition, "
+        "to back, twice, in mirrored order, each keeping the mean of its two runs); "
+        "times are medians per repetition, "
         "ratios the median of the per-repetition ratios (lower is better; "
         "other contenders' ratios in parentheses)." + others_note,
         "",
