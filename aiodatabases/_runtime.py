@@ -1,4 +1,4 @@
-"""What one ``connect()`` builds, and the statement operations run on it.
+"""What one ``connect()`` builds: the pool, and where its statements run.
 
 A ``Runtime`` is created by ``Database.connect()`` and dropped by the
 ``disconnect()`` that balances it. It owns the pool and every loop-bound
@@ -19,8 +19,9 @@ from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
 
 from ._loops import LoopThread, carry, check_can_carry
 from ._pool import Pool
-from ._query import compile_query, is_read_only
-from .backends.base import Args, Backend, DriverConnection
+from ._query import compile_query
+from ._statements import Operation, interrupt_quietly, run_statement, yield_before
+from .backends.base import Backend, DriverConnection
 from .exceptions import MissingDriverError
 
 logger = logging.getLogger("aiodatabases")
@@ -30,100 +31,6 @@ P = ParamSpec("P")
 
 Query: TypeAlias = Any  # SQL text, or a SQLAlchemy Core statement
 Values: TypeAlias = Mapping[str, Any] | None
-
-#: One driver operation: (driver connection, sql, args) -> result.
-Operation: TypeAlias = Callable[[DriverConnection, str, Any], Awaitable[Any]]
-
-
-def _fetch_all(d: DriverConnection, sql: str, args: Args) -> Awaitable[Any]:
-    return d.fetch_all(sql, args)
-
-
-def _fetch_one(d: DriverConnection, sql: str, args: Args) -> Awaitable[Any]:
-    return d.fetch_one(sql, args)
-
-
-def _execute(d: DriverConnection, sql: str, args: Args) -> Awaitable[Any]:
-    return d.execute(sql, args)
-
-
-def _execute_many(d: DriverConnection, sql: str, args: Sequence[Args]) -> Awaitable[Any]:
-    return d.execute_many(sql, args)
-
-
-FETCH_ALL: Operation = _fetch_all
-FETCH_ONE: Operation = _fetch_one
-EXECUTE: Operation = _execute
-EXECUTE_MANY: Operation = _execute_many
-
-
-_CANCEL_WAIT = 30.0
-
-
-def run_statement(
-    backend: Backend, driver: DriverConnection, op: Operation, sql: str, args: Any
-) -> Awaitable[Any]:
-    """Run one driver operation, stopping it on the server if the caller is cancelled.
-
-    Cancellation: the statement is interrupted where the driver allows it;
-    drivers that cannot abandon a statement half read (MySQL) are waited for
-    until the interrupted statement ends, so the connection stays usable. A
-    driver that stops a cancelled statement itself (asyncpg) runs as it is.
-    """
-    if backend.cancel_waits_for_statement:
-        return _run_to_its_end(driver, op, sql, args)
-    if backend.cancel_needs_interrupt:
-        return _run_interruptible(driver, op, sql, args)
-    return op(driver, sql, args)
-
-
-async def _run_interruptible(driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
-    try:
-        return await op(driver, sql, args)
-    except asyncio.CancelledError:
-        await driver.interrupt(is_read_only(sql))
-        raise
-
-
-async def _run_to_its_end(driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
-    statement = asyncio.ensure_future(op(driver, sql, args))
-    try:
-        return await asyncio.shield(statement)
-    except asyncio.CancelledError:
-        if not statement.done():
-            await asyncio.shield(_interrupt_and_wait(driver, statement, sql))
-        raise
-
-
-async def _interrupt_quietly(driver: DriverConnection, sql: str) -> None:
-    try:
-        await driver.interrupt(is_read_only(sql))
-    except Exception as exc:
-        logger.warning("could not interrupt a cancelled statement: %r", exc)
-
-
-async def _interrupt_and_wait(
-    driver: DriverConnection, statement: asyncio.Future[Any], sql: str
-) -> None:
-    await _interrupt_quietly(driver, sql)
-    await asyncio.wait([statement], timeout=_CANCEL_WAIT)
-    if statement.done() and not statement.cancelled():
-        statement.exception()  # expected: "interrupted"; retrieved, not logged
-    else:
-        statement.cancel()
-
-
-async def yield_before(backend: Backend, sql: str) -> None:
-    """Let the loop's other tasks run first if this statement may not suspend.
-
-    A brief read that the backend runs on the calling thread (SQLite) would
-    finish without suspending its caller: a loop of such reads would starve
-    every other task (and could never be cancelled). So every statement
-    suspends once, as one that waits for I/O does.
-    """
-    if backend.brief_reads_inline and is_read_only(sql):
-        await asyncio.sleep(0)
-
 
 class Prepared(NamedTuple):
     """A query ready for the driver."""
@@ -295,7 +202,7 @@ class Runtime:
                     result = await run_statement(backend, driver, op, sql, args)
             except BaseException as exc:
                 if discard_on_cancel and isinstance(exc, asyncio.CancelledError):
-                    pool.discard(driver, first=_interrupt_quietly(driver, sql))
+                    pool.discard(driver, first=interrupt_quietly(driver, sql))
                     raise
                 dirty, broken = self.classify_failure(driver, exc)
                 pool.release(driver, dirty=dirty, broken=broken)

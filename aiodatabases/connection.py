@@ -30,16 +30,18 @@ from ._guard import StatementGuards
 from ._query import is_ddl, is_read_only
 from ._records import Record, record, records
 from ._runtime import (
-    EXECUTE,
-    EXECUTE_MANY,
-    FETCH_ALL,
-    FETCH_ONE,
-    Operation,
     Query,
     Runtime,
     Values,
     prepare,
     prepare_many,
+)
+from ._statements import (
+    EXECUTE,
+    EXECUTE_MANY,
+    FETCH_ALL,
+    FETCH_ONE,
+    Operation,
     run_statement,
     yield_before,
 )

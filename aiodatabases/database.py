@@ -21,16 +21,18 @@ from typing import Any
 from ._loops import LoopThread
 from ._records import Record, record, records
 from ._runtime import (
-    EXECUTE,
-    EXECUTE_MANY,
-    FETCH_ALL,
-    FETCH_ONE,
     Query,
     Runtime,
     Settings,
     Values,
     prepare,
     prepare_many,
+)
+from ._statements import (
+    EXECUTE,
+    EXECUTE_MANY,
+    FETCH_ALL,
+    FETCH_ONE,
 )
 from ._tasks import TaskConnections
 from ._url import DatabaseURL
