@@ -148,6 +148,8 @@ class Gate:
     def _remove(self, entry: tuple[asyncio.Future[None], Scopes]) -> None:
         with contextlib.suppress(ValueError):
             self._waiters.remove(entry)
+        if not self._waiters:
+            self._deadlines.clear()
 
     def _busy_message(self, timeout: float | None) -> str:
         if self._owner is not None:

@@ -178,6 +178,8 @@ class Pool:
         # A finished future may already have been popped (and skipped) by a wake-up.
         with contextlib.suppress(ValueError):
             self._waiters.remove(future)
+        if not self._waiters:
+            self._deadlines.clear()
 
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""
@@ -251,11 +253,15 @@ class Pool:
 
     def _serve_first(self, handed: DriverConnection | _Slot | None) -> bool:
         """Hand ``handed`` to the longest live waiter; False if nobody waits."""
-        while self._waiters:
-            future = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            future = waiters.popleft()
             if not future.done():
                 future.set_result(handed)
+                if not waiters:
+                    self._deadlines.clear()
                 return True
+        self._deadlines.clear()
         return False
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
 from ._loops import LoopThread, carry, check_can_carry
 from ._pool import Pool
 from ._query import compile_query
-from ._statements import Operation, interrupt_quietly, run_statement, yield_before
+from ._statements import Operation, interrupt_quietly, pause_after, run_statement
 from .backends.base import Backend, DriverConnection
 from .exceptions import MissingDriverError
 
@@ -191,7 +191,6 @@ class Runtime:
         """
         pool = self.pool
         backend = self.backend
-        await yield_before(backend, sql)  # before borrowing: nothing is held meanwhile
         discard_on_cancel = backend.cancel_waits_for_statement
         for attempt in (1, 2):
             driver = pool.take_idle() or await pool.acquire()
@@ -210,6 +209,7 @@ class Runtime:
                     raise
                 continue
             pool.release(driver)
+            await pause_after(backend, sql)  # with nothing held
             return result
         raise AssertionError("unreachable")
 

@@ -143,13 +143,14 @@ async def interrupt_quietly(driver: DriverConnection, sql: str) -> None:
         logger.warning("could not interrupt a cancelled statement: %r", exc)
 
 
-async def yield_before(backend: Backend, sql: str) -> None:
-    """Let the loop's other tasks run first if this statement may not suspend.
+async def pause_after(backend: Backend, sql: str) -> None:
+    """Let the loop's other tasks run after a statement that may not have suspended.
 
-    A brief read that the backend runs on the calling thread (SQLite) would
-    finish without suspending its caller: a loop of such reads would starve
-    every other task (and could never be cancelled). So every statement
-    suspends once, as one that waits for I/O does.
+    A brief read that the backend runs on the calling thread (SQLite)
+    finishes without suspending its caller: a loop of such reads would starve
+    every other task (and could never be cancelled). So the caller suspends
+    once afterwards, as after a statement that waited for I/O. Afterwards,
+    not before: a statement that arrived first still runs first.
     """
     if backend.brief_reads_inline and is_read_only(sql):
         await asyncio.sleep(0)

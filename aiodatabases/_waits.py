@@ -35,7 +35,9 @@ class Deadlines:
     come in arrival order: the timer is armed for the oldest pending one and,
     when it fires, times out every future whose deadline has passed and
     re-arms for the earliest left. A future that is served or cancelled first
-    is simply skipped. Lives in the loop that owns the line.
+    is simply skipped. The line calls ``clear()`` when nobody waits in it any
+    more, so no timer outlives the waits (nor keeps what was handed out
+    alive). Lives in the loop that owns the line.
     """
 
     __slots__ = ("_entries", "_sweep_at", "_timer")
@@ -61,6 +63,14 @@ class Deadlines:
         timer = self._timer
         if timer is None or deadline < timer.when():
             self._arm(loop, deadline)
+
+    def clear(self) -> None:
+        """Nobody waits in the line any more: drop everything, stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._entries.clear()
+        self._sweep_at = _SWEEP_AT
 
     def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         if self._timer is not None:

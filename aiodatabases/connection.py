@@ -42,8 +42,8 @@ from ._statements import (
     FETCH_ALL,
     FETCH_ONE,
     Operation,
+    pause_after,
     run_statement,
-    yield_before,
 )
 from .backends.base import Cursor, DriverConnection
 from .exceptions import (
@@ -223,11 +223,12 @@ class Connection:
 
     async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
         runtime = self._runtime
+        result = await runtime.call(self._run, current_scopes(), caller(), op, sql, args)
         if runtime.thread is None:
             # Run in an application loop, maybe this one. (A private loop
             # thread's callers wait for it in their own loops: they suspend.)
-            await yield_before(self._backend, sql)
-        return await runtime.call(self._run, current_scopes(), caller(), op, sql, args)
+            await pause_after(self._backend, sql)
+        return result
 
     # -- runs in the owning loop ----------------------------------------------------------
 

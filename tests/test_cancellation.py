@@ -183,14 +183,14 @@ async def test_a_statement_cancelled_twice_has_ended_before_the_next_one_runs(
     # Regression (MySQL): a second cancellation while the first one's interrupt
     # was still on its way let the caller go with its statement still running;
     # the next statement on the connection then read that statement's answer.
-    async with Database(database_url, max_size=1, acquire_timeout=30) as database:
-        async with database.connection() as connection:
-            for _ in range(3):
-                sleeper = asyncio.create_task(connection.fetch_val(sleep_query(database_url, 3)))
-                await asyncio.sleep(0.3)  # it runs on the server
-                sleeper.cancel()
-                await asyncio.sleep(0)  # the first cancellation is under way...
-                sleeper.cancel()  # ...when the second one comes
-                with pytest.raises(asyncio.CancelledError):
-                    await sleeper
-                assert await connection.fetch_val("SELECT 42") == 42
+    database = Database(database_url, max_size=1, acquire_timeout=30)
+    async with database, database.connection() as connection:
+        for _ in range(3):
+            sleeper = asyncio.create_task(connection.fetch_val(sleep_query(database_url, 3)))
+            await asyncio.sleep(0.3)  # it runs on the server
+            sleeper.cancel()
+            await asyncio.sleep(0)  # the first cancellation is under way...
+            sleeper.cancel()  # ...when the second one comes
+            with pytest.raises(asyncio.CancelledError):
+                await sleeper
+            assert await connection.fetch_val("SELECT 42") == 42

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from aiodatabases import PoolTimeoutError
+from aiodatabases import Database, PoolTimeoutError
 from aiodatabases._pool import Pool
 from aiodatabases._url import DatabaseURL
 from aiodatabases.backends import create_backend
@@ -153,3 +156,19 @@ async def test_a_slot_freed_by_a_broken_connection_goes_to_the_longest_waiter(
     pool.release(replacement)
     assert await asyncio.wait_for(newcomer, 10) is replacement
     pool.release(replacement)
+
+
+async def test_nothing_of_a_finished_wait_keeps_a_connection_alive(database_url: str) -> None:
+    # Regression: the line's one deadline timer stayed armed after the wait
+    # was served, holding the handed-over connection until the deadline.
+    database = Database(database_url, min_size=0, max_size=1, acquire_timeout=60)
+    async with database:
+
+        async def hold() -> weakref.ref[Any]:
+            async with database.connection() as connection:
+                await asyncio.sleep(0.05)  # the other one waits in the pool's line
+                return weakref.ref(connection.raw_connection)
+
+        raws = await asyncio.gather(hold(), hold())
+    gc.collect()
+    assert [raw() for raw in raws] == [None, None]

@@ -86,3 +86,14 @@ async def test_a_long_wait_at_the_head_does_not_let_the_line_grow() -> None:
         waiter(deadlines, 30).set_result(None)
     assert len(deadlines._entries) < 200
     head.cancel()
+
+
+async def test_a_cleared_line_times_out_nobody() -> None:
+    deadlines = Deadlines()
+    first = waiter(deadlines, 0.02)
+    deadlines.clear()  # its waiters were all served or gone
+    later = waiter(deadlines, 0.05)
+    with pytest.raises(TimedOut):
+        await asyncio.wait_for(later, 5)
+    assert not first.done()
+    first.cancel()

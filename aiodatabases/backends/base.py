@@ -97,8 +97,8 @@ class Backend(Protocol):
     #: When True DDL commits the open transaction implicitly (MySQL).
     ddl_commits_transaction: bool
     #: When True a brief read may finish on the calling thread without
-    #: suspending the caller (SQLite): the core then yields to the loop first,
-    #: so that every statement lets other tasks run, as I/O would.
+    #: suspending the caller (SQLite): the core then yields to the loop
+    #: afterwards, so that every statement lets other tasks run, as I/O would.
     brief_reads_inline: bool
 
     async def connect(self) -> DriverConnection: ...

@@ -13,6 +13,7 @@ import re
 import sqlite3
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -100,7 +101,7 @@ class _SQLiteCursor:
         return rows
 
     async def close(self) -> None:
-        await self._connection.on_thread(self._cursor.close)
+        await self._connection.close_cursor(self._cursor)
 
 
 # Each operation is one function run on the connection's worker thread: one
@@ -149,20 +150,16 @@ def _run_control(db: sqlite3.Connection, statements: Sequence[str]) -> None:
         db.execute(sql).close()
 
 
-def _reset(db: sqlite3.Connection) -> None:
-    if db.in_transaction:
-        db.execute("ROLLBACK").close()
-
-
-#: A read run on the calling thread is checked every ``_BRIEF_STEPS`` SQLite
-#: VM instructions; after ``_BRIEF_CHECKS`` checks (well under a millisecond)
-#: it is stopped and run again on the worker thread, so the calling thread
-#: is never blocked for long.
+#: A read runs on the calling thread for at most about this long: its progress
+#: handler (called every ``_BRIEF_STEPS`` SQLite VM instructions) stops it
+#: then, and it runs again on the worker thread. SQL whose read took longer
+#: here (stopped, or one step was long: a huge blob, a cold disk) is
+#: remembered and goes to the worker at once from then on.
+_BRIEF_SECONDS = 0.0005
 _BRIEF_STEPS = 1000
-_BRIEF_CHECKS = 40
 
-#: SQL texts remembered as too long for the calling thread (they go to the
-#: worker at once); forgotten all together when there are more than this.
+#: SQL texts remembered as too long for the calling thread; forgotten all
+#: together when there are more than this.
 _SLOW_READS_KEPT = 1024
 
 # SQLITE_BUSY and SQLITE_LOCKED (primary result codes).
@@ -181,44 +178,48 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class _Budget:
-    """A progress handler that stops a statement after ``_BRIEF_CHECKS`` calls."""
+    """A progress handler that stops a statement once ``_BRIEF_SECONDS`` have passed."""
 
-    __slots__ = ("checks",)
+    __slots__ = ("ends", "spent")
 
     def __init__(self) -> None:
-        self.checks = 0
+        self.ends = time.perf_counter() + _BRIEF_SECONDS
+        self.spent = False
 
     def __call__(self) -> bool:
-        self.checks += 1
+        self.spent = time.perf_counter() > self.ends
         return self.spent  # true: SQLite interrupts the statement
-
-    @property
-    def spent(self) -> bool:
-        return self.checks > _BRIEF_CHECKS
 
 
 class SQLiteConnection:
     """An aiosqlite connection; brief reads run on the calling thread.
 
     A read (``is_read_only``) runs on the calling thread when the worker
-    thread is idle, with no busy timeout and a budget of VM steps: a read
-    that would wait for a lock, or that runs too long, is stopped (a read
-    leaves nothing half done) and runs again on the worker thread, where it
-    waits and can be interrupted as usual. So a point select costs no
-    hand-over between threads. Everything else runs on the worker thread.
+    thread is idle, with no busy timeout and a budget of about half a
+    millisecond: a read that would wait for a lock, or that runs longer, is
+    stopped (a read leaves nothing half done) and runs again on the worker
+    thread, where it waits and can be interrupted as usual. So a point select
+    costs no hand-over between threads. Everything else runs on the worker.
+
+    Only SQL runs here, never the user's Python: once ``raw`` (the aiosqlite
+    connection, for functions, handlers, PRAGMAs of one's own) has been
+    handed out, or with a custom ``factory``, this connection runs every
+    statement on its worker thread, as aiosqlite does.
     """
 
-    __slots__ = ("_done", "_here", "_locked", "_raw", "_sent", "_slow", "_wait")
+    __slots__ = ("_cursors", "_done", "_here", "_locked", "_raw", "_sent", "_slow", "_wait")
 
     def __init__(self, raw: Any, *, here: bool, slow: set[str]) -> None:
         self._raw = raw
-        self._here = here  # the sqlite3 connection may be used from the calling thread
+        self._here = here  # brief reads may run on the calling thread
         self._slow = slow  # shared by the database's connections
         # Functions handed to the worker thread, and how many it has finished
         # (each written by one thread only). A cancelled caller stops waiting,
         # not the worker: its statement may still be running there.
         self._sent = 0
         self._done = 0
+        # Cursors opened for iterate() and not closed yet (worker thread only).
+        self._cursors: set[sqlite3.Cursor] = set()
         # The open transaction began with a write lock (ours: BEGIN IMMEDIATE),
         # so a read cannot wait for another connection. Cleared by the worker
         # when it sees the transaction ended.
@@ -229,6 +230,9 @@ class SQLiteConnection:
 
     @property
     def raw(self) -> Any:
+        # What the user does with it (functions, handlers, PRAGMAs) is theirs
+        # to run on the worker thread, as with aiosqlite: no more reads here.
+        self._here = False
         return self._raw
 
     def is_closed(self) -> bool:
@@ -270,7 +274,7 @@ class SQLiteConnection:
         budget = _Budget()
         db.set_progress_handler(budget, _BRIEF_STEPS)
         try:
-            return True, function(db, sql, args)
+            result = function(db, sql, args)
         except sqlite3.OperationalError as exc:
             # Stopped by the budget or by a lock: a read leaves nothing half done.
             if budget.spent:
@@ -283,6 +287,9 @@ class SQLiteConnection:
             db.set_progress_handler(None, 0)
             if wait is not None:
                 db.execute(wait).close()
+        if time.perf_counter() > budget.ends:
+            self._remember_slow(sql)  # one step took long: next time on the worker
+        return True, result
 
     def _no_wait(self, db: sqlite3.Connection) -> str:
         """Set the busy timeout to 0; return the statement that restores it."""
@@ -320,8 +327,22 @@ class SQLiteConnection:
         await self._on_db(_execute_many, sql, args_list)
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
-        cursor = await self._on_db(sqlite3.Connection.execute, sql, args)
+        # Tracked on the worker: if the caller is cancelled as it opens, the
+        # cursor (and the read lock its statement holds) is closed by reset().
+        cursor = await self._on_db(self._open, sql, args)
         return _SQLiteCursor(self, cursor)
+
+    def _open(self, db: sqlite3.Connection, sql: str, args: Args) -> sqlite3.Cursor:
+        cursor = db.execute(sql, args)
+        self._cursors.add(cursor)
+        return cursor
+
+    async def close_cursor(self, cursor: sqlite3.Cursor) -> None:
+        await self.on_thread(self._close, cursor)
+
+    def _close(self, cursor: sqlite3.Cursor) -> None:
+        self._cursors.discard(cursor)
+        cursor.close()
 
     async def run_control(self, statements: Sequence[str]) -> None:
         await self._on_db(_run_control, statements)
@@ -331,12 +352,21 @@ class SQLiteConnection:
     async def interrupt(self, read_only: bool) -> None:
         # The worker thread would run the statement to its end. Interrupting a
         # write inside a transaction rolls back the whole transaction in
-        # SQLite, so only statements that write nothing are interrupted.
-        if read_only and not self.is_closed():
+        # SQLite, so only statements that write nothing are interrupted; and
+        # only while the worker runs one: an interrupt stays in force until
+        # no statement of the connection is pending, so with an iterate()
+        # cursor open (or nothing running) it would stop the next statements.
+        if read_only and self._sent != self._done and not self._cursors and not self.is_closed():
             await self._raw.interrupt()
 
     async def reset(self) -> None:
-        await self._on_db(_reset)
+        await self._on_db(self._reset)
+
+    def _reset(self, db: sqlite3.Connection) -> None:
+        for cursor in list(self._cursors):
+            self._close(cursor)  # left open by a cancelled iterate()
+        if db.in_transaction:
+            db.execute("ROLLBACK").close()
 
     async def close(self) -> None:
         await self._raw.close()
@@ -377,9 +407,12 @@ class SQLiteBackend(SQLAlchemyDialect):
         self._path = _database_path(url)
         self._connect_kwargs = {k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
         # Brief reads run on the calling thread (see SQLiteConnection), which
-        # needs this; with check_same_thread=True everything runs on the worker.
+        # needs this; with check_same_thread=True everything runs on the worker,
+        # as it does with a factory (its connections may run Python of their own).
         self._connect_kwargs.setdefault("check_same_thread", False)
-        self.brief_reads_inline = not self._connect_kwargs["check_same_thread"]
+        self.brief_reads_inline = not (
+            self._connect_kwargs["check_same_thread"] or "factory" in self._connect_kwargs
+        )
         self._slow_reads: set[str] = set()
         self._pragmas = [
             f"PRAGMA {name} = {PRAGMAS[name](value)}"

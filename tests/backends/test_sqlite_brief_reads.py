@@ -1,0 +1,351 @@
+"""SQLite: brief reads run on the calling thread, everything else on aiosqlite's worker.
+
+Which thread ran a read is seen through a column converter (``detect_types``):
+sqlite3 calls it, on the thread that fetches the row, for every value of a
+column named ``"... [aiodb_thread]"``. Converters are registered for the
+whole process and need no ``raw_connection`` (which would make the
+connection run everything on its worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import urls_for
+
+from aiodatabases import Database
+
+pytestmark = pytest.mark.skipif(not urls_for("sqlite"), reason="no SQLite URL configured")
+
+_NOTED: list[str] = []
+
+
+def _thread_name() -> str:
+    return threading.current_thread().name
+
+
+def _note_thread(_: bytes) -> str:
+    _NOTED.append(_thread_name())
+    return _thread_name()
+
+
+sqlite3.register_converter("aiodb_thread", _note_thread)
+
+#: Options that make every column named "x [aiodb_thread]" say where it was read.
+SEEN = {"detect_types": sqlite3.PARSE_COLNAMES}
+
+
+def where(sql: str) -> str:
+    """``sql`` (its last SELECT) with a column "thread": which thread read the row."""
+    head, _, tail = sql.rpartition("SELECT ")
+    return f"{head}SELECT 'x' AS \"thread [aiodb_thread]\", {tail}"
+
+
+def file_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+async def make_table(url: str) -> None:
+    async with Database(url) as db:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+
+
+def _counting(limit: int) -> str:
+    return (
+        f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {limit}) "
+        "SELECT count(*) AS n FROM c"
+    )
+
+
+# --- where statements run --------------------------------------------------------------
+
+
+async def test_brief_reads_run_on_the_loop_thread_and_the_rest_on_the_worker(
+    tmp_path: Path,
+) -> None:
+    url = file_url(tmp_path / "inline.db")
+    await make_table(url)
+    here = _thread_name()
+    async with Database(url, **SEEN) as db:
+        assert await db.fetch_val(where("SELECT 1")) == here
+        async with db.transaction():
+            assert await db.fetch_val(where("SELECT 1")) == here
+        async with db.connection() as connection:
+            assert await connection.fetch_val(where("SELECT 1")) == here
+        # A write, even one that returns rows, runs on the worker.
+        written = await db.fetch_val('INSERT INTO t VALUES (1) RETURNING x AS "x [aiodb_thread]"')
+        assert written != here
+        # A long read is stopped here and runs again, in full, on the worker.
+        long = await db.fetch_one(where(_counting(300_000)))
+        assert long is not None
+        assert long["n"] == 300_000
+        assert long["thread"] != here
+
+
+async def test_a_read_too_long_for_the_loop_thread_goes_to_the_worker_at_once_next_time(
+    tmp_path: Path,
+) -> None:
+    slow = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
+        'SELECT x AS "x [aiodb_thread]" FROM c'
+    )
+    here = _thread_name()
+    async with Database(file_url(tmp_path / "slow.db"), max_size=1, **SEEN) as db:
+        _NOTED.clear()
+        assert len(await db.fetch_all(slow)) == 100_000
+        assert here in _NOTED  # tried here first, then stopped
+        _NOTED.clear()
+        assert len(await db.fetch_all(slow)) == 100_000
+        assert here not in _NOTED
+        assert len(_NOTED) == 100_000
+
+
+async def test_a_read_with_one_long_step_goes_to_the_worker_next_time(tmp_path: Path) -> None:
+    # One call of randomblob() is one step: the budget cannot stop it. It
+    # blocks this thread once; from then on that SQL runs on the worker.
+    big = where("SELECT length(randomblob(30000000)) AS n")
+    here = _thread_name()
+    async with Database(file_url(tmp_path / "step.db"), max_size=1, **SEEN) as db:
+        first = await db.fetch_one(big)
+        second = await db.fetch_one(big)
+        assert first is not None
+        assert second is not None
+        assert first["n"] == second["n"] == 30_000_000
+        assert first["thread"] == here
+        assert second["thread"] != here
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"check_same_thread": True}, {"factory": sqlite3.Connection}],
+    ids=["check_same_thread", "factory"],
+)
+async def test_options_that_keep_every_statement_on_the_worker(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    async with Database(file_url(tmp_path / "worker.db"), **SEEN, **options) as db:
+        assert await db.fetch_val(where("SELECT 1")) != _thread_name()
+
+
+# --- the raw connection is the user's: it runs everything on its worker ------------------
+
+
+async def test_a_function_of_the_user_that_waits_for_the_loop_works(tmp_path: Path) -> None:
+    # Regression: run on the loop thread, a function that hands work to the
+    # loop and waits for it would wait forever.
+    loop = asyncio.get_running_loop()
+
+    async def answer() -> int:
+        return 40
+
+    def bridge() -> int:
+        return asyncio.run_coroutine_threadsafe(answer(), loop).result(5) + 2
+
+    async with Database(file_url(tmp_path / "bridge.db"), max_size=1) as db:
+        async with db.connection() as connection:
+            await connection.raw_connection.create_function("bridge", 0, bridge)
+            assert await connection.fetch_val("SELECT bridge()") == 42
+        assert await db.fetch_val("SELECT bridge()") == 42
+
+
+async def test_handlers_set_on_the_raw_connection_stay_in_force(tmp_path: Path) -> None:
+    # Regression: a brief read here set its own progress handler and busy
+    # timeout (a PRAGMA, which an authorizer may refuse) over the user's.
+    calls: list[int] = []
+
+    def no_pragmas(action: int, *_: Any) -> int:
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_PRAGMA else sqlite3.SQLITE_OK
+
+    async with Database(file_url(tmp_path / "handlers.db"), max_size=1) as db:
+        async with db.connection() as connection:
+            raw = connection.raw_connection
+            await raw.set_progress_handler(lambda: calls.append(1), 10)
+            await raw.execute("PRAGMA busy_timeout = 1234")
+            await raw.set_authorizer(no_pragmas)
+            assert await connection.fetch_val(_counting(1000)) == 1000
+            assert calls
+            await raw.set_authorizer(None)
+        assert await db.fetch_val("PRAGMA busy_timeout") == 1234
+
+
+# --- order, fairness, locks -------------------------------------------------------------
+
+
+async def test_a_read_issued_first_runs_first(tmp_path: Path) -> None:
+    # Regression: a read that paused before its turn let a later write in first.
+    url = file_url(tmp_path / "order.db")
+    await make_table(url)
+    async with Database(url) as db, db.connection() as connection:
+        read, _ = await asyncio.gather(
+            connection.fetch_val("SELECT count(*) FROM t"),
+            connection.execute("INSERT INTO t VALUES (1)"),
+        )
+        assert read == 0
+        async with connection.transaction():
+            read, _ = await asyncio.gather(
+                connection.fetch_val("SELECT count(*) FROM t"),
+                connection.execute("INSERT INTO t VALUES (2)"),
+            )
+            assert read == 1
+    async with Database("sqlite:///:memory:") as db:  # one connection for every task
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        read, _ = await asyncio.gather(
+            db.fetch_val("SELECT count(*) FROM t"), db.execute("INSERT INTO t VALUES (1)")
+        )
+        assert read == 0
+
+
+async def _reads_until(done: asyncio.Event, read: Any) -> int:
+    for count in range(1, 1001):
+        if done.is_set():
+            return count
+        await read("SELECT 1")
+    return 0
+
+
+async def test_a_loop_of_brief_reads_lets_other_tasks_run(tmp_path: Path) -> None:
+    # Each read finishes on the loop thread; without a suspension per
+    # statement the other task would not run until the loop ended.
+    async with Database(file_url(tmp_path / "fair.db")) as db:
+        done = asyncio.Event()
+        other = asyncio.create_task(asyncio.sleep(0))
+        other.add_done_callback(lambda _: done.set())
+        assert await _reads_until(done, db.fetch_val) > 0
+        done.clear()
+        other = asyncio.create_task(asyncio.sleep(0))
+        other.add_done_callback(lambda _: done.set())
+        async with db.connection() as connection:
+            assert await _reads_until(done, connection.fetch_one) > 0
+
+
+async def _read_outside_a_transaction(db: Database, lock: Callable[[], None]) -> Any:
+    lock()
+    return await db.fetch_val("SELECT count(*) FROM t")
+
+
+async def _read_in_a_deferred_transaction(db: Database, lock: Callable[[], None]) -> Any:
+    async with db.transaction(isolation="deferred"):
+        lock()
+        return await db.fetch_val("SELECT count(*) FROM t")
+
+
+async def _read_in_a_raw_begin_after_an_immediate_transaction(
+    db: Database, lock: Callable[[], None]
+) -> Any:
+    async with db.connection() as connection:
+        async with connection.transaction():  # BEGIN IMMEDIATE: holds the write lock
+            await connection.fetch_val("SELECT count(*) FROM t")
+        await connection.execute("BEGIN")  # deferred: holds no lock yet
+        try:
+            lock()
+            return await connection.fetch_val("SELECT count(*) FROM t")
+        finally:
+            await connection.execute("COMMIT")
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        _read_outside_a_transaction,
+        _read_in_a_deferred_transaction,
+        _read_in_a_raw_begin_after_an_immediate_transaction,
+    ],
+)
+async def test_a_read_that_must_wait_for_a_lock_never_blocks_the_loop(
+    tmp_path: Path, read: Any
+) -> None:
+    # The lock is released by a callback of this loop: a read that waited for
+    # it on the loop thread (its busy timeout) would block that callback and
+    # fail with "database is locked" when the timeout ends.
+    path = tmp_path / "locked.db"
+    await make_table(file_url(path))
+    blocker = sqlite3.connect(path, isolation_level=None)
+
+    def lock() -> None:
+        blocker.execute("BEGIN EXCLUSIVE")
+        blocker.execute("INSERT INTO t VALUES (1)")
+        asyncio.get_running_loop().call_later(0.2, blocker.execute, "COMMIT")
+
+    try:
+        async with Database(file_url(path), max_size=1, timeout=3) as db:
+            assert await read(db, lambda: None) == 0
+            assert await read(db, lock) == 1
+            # The configured busy timeout is back after the reads here.
+            assert await db.fetch_val("PRAGMA busy_timeout") == 3000
+    finally:
+        blocker.close()
+
+
+async def test_a_busy_timeout_set_by_a_statement_stays_after_brief_reads(tmp_path: Path) -> None:
+    async with Database(file_url(tmp_path / "busy.db"), max_size=1, timeout=0.25) as db:
+        assert await db.fetch_val("SELECT 1") == 1
+        await db.execute("PRAGMA busy_timeout = 1234")
+        for _ in range(3):
+            assert await db.fetch_val("SELECT 1") == 1
+        assert await db.fetch_val("PRAGMA busy_timeout") == 1234
+
+
+# --- cancellation and open cursors ----------------------------------------------------
+
+
+async def test_an_iteration_cancelled_as_its_cursor_opens_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    # Regression: cancelled after the worker opened the cursor but before the
+    # task ran on, the cursor was lost unclosed (its read lock kept other
+    # connections from writing), and the interrupt sent for the cancellation
+    # stayed in force: every later statement of the connection "interrupted".
+    path = tmp_path / "opening.db"
+    url = file_url(path)
+    async with Database(url, max_size=1) as db:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        await db.execute_many("INSERT INTO t VALUES (:x)", [{"x": i} for i in range(1000)])
+
+        async def first_row() -> Any:
+            async for row in db.iterate("SELECT x FROM t"):
+                return row
+            return None
+
+        task = asyncio.create_task(first_row())
+        await asyncio.sleep(0)  # it hands the cursor's opening to the worker
+        time.sleep(0.2)  # noqa: ASYNC251 - the worker opens it and posts the result meanwhile
+        await asyncio.sleep(0)  # the result is delivered; the task has not run on
+        task.cancel()
+        outcome = await asyncio.gather(task, return_exceptions=True)  # kept, as gather keeps it
+        assert isinstance(outcome[0], asyncio.CancelledError)
+        assert await db.fetch_val("SELECT count(*) FROM t") == 1000
+        await db.execute("INSERT INTO t VALUES (-1)")
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("INSERT INTO t VALUES (-2)")  # no read lock left behind
+        finally:
+            other.close()
+
+
+async def test_a_cancelled_read_does_not_stop_an_iteration_on_the_same_connection(
+    tmp_path: Path,
+) -> None:
+    # Regression: the interrupt sent for the cancelled read stopped the
+    # iteration's own cursor too ("interrupted").
+    async with Database(file_url(tmp_path / "iterating.db"), max_size=2) as db:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        await db.execute_many("INSERT INTO t VALUES (:x)", [{"x": i} for i in range(2000)])
+        seen = 0
+        async with db.connection() as connection:
+            async for row in connection.iterate("SELECT x FROM t ORDER BY x"):
+                if row["x"] == 0:
+                    read = asyncio.create_task(connection.fetch_val(_counting(3_000_000)))
+                    await asyncio.sleep(0.05)
+                    read.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await read
+                seen += 1
+            assert await connection.execute("INSERT INTO t VALUES (-1)") is not None
+        assert seen == 2000
