@@ -206,6 +206,7 @@ class Runtime:
                 dirty, broken = self.classify_failure(driver, exc)
                 pool.release(driver, dirty=dirty, broken=broken)
                 if attempt == 2 or not backend.is_stale(exc):
+                    await pause_after(backend, sql)  # a failed read may not have suspended
                     raise
                 continue
             pool.release(driver)

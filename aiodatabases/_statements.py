@@ -3,8 +3,9 @@
 The core runs every statement through ``run_statement``, which knows how the
 backend's driver behaves when its caller is cancelled mid-statement:
 
-- asyncpg stops the statement on the server itself: it runs as it is;
-- aiosqlite's worker thread would run it to its end: a read is interrupted;
+- asyncpg stops the statement on the server itself, and the SQLite backend
+  its worker thread's (a queued statement is skipped, a running read
+  interrupted): they run as they are;
 - the MySQL drivers cannot abandon a result half read: the statement runs to
   its end in a task of its own (``_Statement``), stopped on the server by
   ``KILL QUERY``, and the caller's ``CancelledError`` comes once it has ended,
@@ -54,67 +55,105 @@ _CANCEL_WAIT = 30.0
 
 
 def run_statement(
-    backend: Backend, driver: DriverConnection, op: Operation, sql: str, args: Any
+    backend: Backend,
+    driver: DriverConnection,
+    op: Operation,
+    sql: str,
+    args: Any,
+    on_lost: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Awaitable[Any]:
     """Run one driver operation, stopping it on the server if the caller is cancelled.
 
-    Cancellation: the statement is interrupted where the driver allows it;
+    Cancellation: the statement is stopped where the driver allows it;
     drivers that cannot abandon a statement half read (MySQL) are waited for
-    until the interrupted statement ends, so the connection stays usable. A
-    driver that stops a cancelled statement itself (asyncpg) runs as it is.
+    until the interrupted statement ends, so the connection stays usable; a
+    result the cancelled caller will never see is handed to ``on_lost`` (a
+    cursor must be closed). A backend that stops a cancelled statement
+    itself (asyncpg, SQLite) runs as it is.
     """
     if backend.cancel_waits_for_statement:
-        return _run_to_its_end(driver, op, sql, args)
-    if backend.cancel_needs_interrupt:
-        return _run_interruptible(driver, op, sql, args)
+        return _run_to_its_end(driver, op, sql, args, on_lost)
     return op(driver, sql, args)
 
 
-async def _run_interruptible(driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
-    try:
-        return await op(driver, sql, args)
-    except asyncio.CancelledError:
-        await driver.interrupt(is_read_only(sql))
-        raise
-
-
-async def _run_to_its_end(driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
+async def _run_to_its_end(
+    driver: DriverConnection,
+    op: Operation,
+    sql: str,
+    args: Any,
+    on_lost: Callable[[Any], Awaitable[None]] | None,
+) -> Any:
     statement = _Statement(_coroutine(op(driver, sql, args)), driver, sql)
     try:
         # Awaited directly: a cancelled caller cancels the task it waits on,
         # which the statement declines (see _Statement), so the caller waits on.
         return await statement
     except asyncio.CancelledError:
-        if statement.done() and not statement.cancelled():
-            statement.exception()  # expected: "interrupted"; retrieved, not logged
+        # Before the connection is used again: the interrupt has reached the
+        # server (a late one would stop the next statement), and a result
+        # nobody will read is dealt with.
+        await _ToItsEnd(statement.settle(on_lost))
         raise
 
 
-class _Statement(asyncio.Task[Any]):
+class _ToItsEnd(asyncio.Task[Any]):
+    """A task that runs to its end: ``cancel()`` declines.
+
+    A caller awaiting it that is cancelled waits for it to end and then gets
+    its ``CancelledError``. So does the loop's own shutdown (``asyncio.run``
+    cancels every task and waits for them).
+    """
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+class _Statement(_ToItsEnd):
     """A statement that runs to its end: cancelling it interrupts it on the server.
 
     Its caller awaits it directly. When the caller is cancelled, asyncio
-    cancels what the caller waits on: this task, which declines (``cancel()``
-    returns False) and starts ``KILL QUERY`` instead. The caller then gets
-    its ``CancelledError`` when the statement has ended, with an error or
-    not; a second cancellation changes nothing. Only if the statement has
-    not ended ``_CANCEL_WAIT`` seconds after the interrupt is it cancelled
-    for real (its driver connection is then out of step and gets discarded).
+    cancels what the caller waits on: this task, which declines and starts
+    ``KILL QUERY`` instead. The caller then gets its ``CancelledError`` when
+    the statement has ended, with an error or not; a second cancellation
+    changes nothing. Only if the statement has not ended ``_CANCEL_WAIT``
+    seconds after the interrupt is it cancelled for real (its driver
+    connection is then out of step and gets discarded).
     """
 
     def __init__(self, coroutine: Coroutine[Any, Any, Any], driver: DriverConnection, sql: str):
-        super().__init__(coroutine)
+        super().__init__(self._run(coroutine))
         self._driver = driver
         self._sql = sql
         self._stopping: asyncio.Task[None] | None = None  # kept: the loop holds tasks weakly
 
+    async def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await coroutine
+        except Exception:
+            if self._stopping is None:
+                raise
+        # Stopped for a caller that gave up ("interrupted"): nobody's error
+        # (asyncio.run's shutdown would report it as unhandled).
+        raise asyncio.CancelledError
+
     def cancel(self, msg: Any = None) -> bool:
         if not self.done() and self._stopping is None:
-            self._stopping = self.get_loop().create_task(self._stop())
+            # It declines cancellation too: the loop's shutdown must not stop
+            # the interrupt half way (the statement would run to its own end).
+            self._stopping = _ToItsEnd(self._stop())
         return False
 
     async def _stop(self) -> None:
-        await interrupt_quietly(self._driver, self._sql)
+        for _ in range(2):
+            if self.done():
+                break
+            try:
+                await interrupt_quietly(self._driver, self._sql)
+                break
+            except asyncio.CancelledError:
+                # The loop's shutdown cancels every task it finds, the
+                # interrupt's own (its connection's) too; one made now is spared.
+                continue
         await asyncio.wait([self], timeout=_CANCEL_WAIT)
         if not self.done():
             logger.warning(
@@ -122,6 +161,18 @@ class _Statement(asyncio.Task[Any]):
                 _CANCEL_WAIT,
             )
             asyncio.Task.cancel(self)
+
+    async def settle(self, on_lost: Callable[[Any], Awaitable[None]] | None) -> None:
+        """After the caller gave up: the interrupt delivered, a lost result handed on."""
+        if self._stopping is not None:
+            await self._stopping
+        if self.cancelled() or self.exception() is not None:
+            return
+        if on_lost is not None:
+            try:
+                await on_lost(self.result())
+            except Exception as exc:
+                logger.debug("releasing the result of a cancelled statement failed: %r", exc)
 
 
 def _coroutine(awaitable: Awaitable[Any]) -> Coroutine[Any, Any, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -223,12 +223,13 @@ class Connection:
 
     async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
         runtime = self._runtime
-        result = await runtime.call(self._run, current_scopes(), caller(), op, sql, args)
-        if runtime.thread is None:
-            # Run in an application loop, maybe this one. (A private loop
-            # thread's callers wait for it in their own loops: they suspend.)
-            await pause_after(self._backend, sql)
-        return result
+        try:
+            return await runtime.call(self._run, current_scopes(), caller(), op, sql, args)
+        finally:
+            if runtime.thread is None:
+                # Run in an application loop, maybe this one, failed or not. (A
+                # private loop thread's callers wait in their own loops: they suspend.)
+                await pause_after(self._backend, sql)
 
     # -- runs in the owning loop ----------------------------------------------------------
 
@@ -339,7 +340,14 @@ class Connection:
         finally:
             self._leave_gate()
 
-    async def _execute(self, driver: DriverConnection, op: Operation, sql: str, args: Any) -> Any:
+    async def _execute(
+        self,
+        driver: DriverConnection,
+        op: Operation,
+        sql: str,
+        args: Any,
+        on_lost: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> Any:
         guard = self._needs_guard()
         depth = len(self._frames)
         if guard:
@@ -357,7 +365,7 @@ class Connection:
                 sql,
             )
         try:
-            result = await run_statement(self._backend, driver, op, sql, args)
+            result = await run_statement(self._backend, driver, op, sql, args, on_lost)
         except asyncio.CancelledError:
             if guard:
                 # The cancel aborted the force_rollback transaction: undo this
@@ -567,7 +575,9 @@ class Connection:
             driver = await self._ensure_driver()
             self._holds += 1
             try:
-                cursor: Cursor = await self._execute(driver, _open_cursor, sql, args)
+                cursor: Cursor = await self._execute(
+                    driver, _open_cursor, sql, args, on_lost=_close_lost_cursor
+                )
             except BaseException:
                 self._holds -= 1
                 if self._holds == 0:
@@ -664,6 +674,12 @@ async def _uninterrupted(work: Awaitable[None]) -> None:
 def _open_cursor(driver: DriverConnection, sql: str, args: Any) -> Awaitable[Cursor]:
     """An ``Operation`` that opens a cursor for ``sql``."""
     return driver.open_cursor(sql, args)
+
+
+def _close_lost_cursor(cursor: Cursor) -> Awaitable[None]:
+    """A cursor opened for a caller that was cancelled meanwhile (MySQL: its
+    result must be read to the end before the connection runs anything else)."""
+    return cursor.close()
 
 
 def _fetch_batch(driver: DriverConnection, sql: str, cursor: Cursor) -> Awaitable[list[Any]]:

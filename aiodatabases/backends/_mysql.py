@@ -292,7 +292,6 @@ class MySQLBackend(SQLAlchemyDialect):
     failed_statement_aborts_transaction = False
     single_connection = False
     cursor_blocks_connection = True
-    cancel_needs_interrupt = True
     cancel_waits_for_statement = True
     ddl_commits_transaction = True
     brief_reads_inline = False

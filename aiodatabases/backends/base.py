@@ -59,8 +59,12 @@ class DriverConnection(Protocol):
         """Run parameterless control statements (BEGIN, SAVEPOINT, ...) in order."""
 
     async def interrupt(self, read_only: bool) -> None:
-        """The caller of the running statement was cancelled: stop it if the driver
-        cannot do so itself and stopping is safe (``read_only``: it writes nothing)."""
+        """The caller of the running statement was cancelled: stop it on the server.
+
+        Called only for backends with ``cancel_waits_for_statement`` (the
+        others stop a cancelled statement themselves); ``read_only`` says the
+        statement writes nothing.
+        """
 
     async def reset(self) -> None:
         """Make the connection clean after an interrupted use, or raise.
@@ -88,9 +92,6 @@ class Backend(Protocol):
     single_connection: bool
     #: When True nothing else can run on a connection while a cursor streams (MySQL).
     cursor_blocks_connection: bool
-    #: When True a cancelled statement is interrupted (``interrupt``); False when
-    #: the driver stops it on the server itself.
-    cancel_needs_interrupt: bool
     #: When True a cancelled statement is interrupted (``interrupt``) and then
     #: awaited to its end, because the driver cannot abandon it half read.
     cancel_waits_for_statement: bool

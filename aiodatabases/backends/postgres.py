@@ -154,7 +154,6 @@ class PostgresBackend(SQLAlchemyDialect):
     failed_statement_aborts_transaction = True
     single_connection = False
     cursor_blocks_connection = False
-    cancel_needs_interrupt = False
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
     brief_reads_inline = False

@@ -8,7 +8,9 @@ aiosqlite's worker thread (its ``_execute``): one hand-over between threads.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import re
 import sqlite3
 import sys
@@ -16,7 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -165,8 +167,18 @@ _SLOW_READS_KEPT = 1024
 # SQLITE_BUSY and SQLITE_LOCKED (primary result codes).
 _BUSY_CODES = (5, 6)
 _BUSY_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
-_SETS_BUSY_TIMEOUT = re.compile(r"\bbusy_timeout\b", re.I)
+_SETS_BUSY_TIMEOUT = re.compile(r"busy_timeout", re.I)
 _TAKES_WRITE_LOCK = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+
+
+@functools.lru_cache(maxsize=4096)
+def _mentions_busy_timeout(sql: str) -> bool:
+    return _SETS_BUSY_TIMEOUT.search(sql) is not None
+
+
+def _may_run_here(sql: str) -> bool:
+    # Reading the busy timeout here (pragma_busy_timeout) would see our 0.
+    return is_read_only(sql) and not _mentions_busy_timeout(sql)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -191,6 +203,24 @@ class _Budget:
         return self.spent  # true: SQLite interrupts the statement
 
 
+class _Call:
+    """One function handed to the worker thread, and what became of it.
+
+    Its flags change under the connection's lock, so that a cancelled
+    caller and the worker agree: a call given up before it started is
+    skipped, a read running when given up is interrupted, and a cursor
+    opened for a caller that gave up is closed.
+    """
+
+    __slots__ = ("abandoned", "done", "result", "started")
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        self.started = False
+        self.done = False
+        self.result: Any = None
+
+
 class SQLiteConnection:
     """An aiosqlite connection; brief reads run on the calling thread.
 
@@ -205,21 +235,39 @@ class SQLiteConnection:
     connection, for functions, handlers, PRAGMAs of one's own) has been
     handed out, or with a custom ``factory``, this connection runs every
     statement on its worker thread, as aiosqlite does.
+
+    Cancellation (``_submit``): a statement still queued for the worker is
+    skipped; a read that is running is interrupted, unless an ``iterate()``
+    cursor is open (an interrupt would stop that too); a write runs to its end
+    (interrupting it would roll back the whole transaction).
     """
 
-    __slots__ = ("_cursors", "_done", "_here", "_locked", "_raw", "_sent", "_slow", "_wait")
+    __slots__ = (
+        "_cursors",
+        "_done",
+        "_here",
+        "_lock",
+        "_locked",
+        "_orphans",
+        "_raw",
+        "_sent",
+        "_slow",
+        "_wait",
+    )
 
     def __init__(self, raw: Any, *, here: bool, slow: set[str]) -> None:
         self._raw = raw
         self._here = here  # brief reads may run on the calling thread
         self._slow = slow  # shared by the database's connections
-        # Functions handed to the worker thread, and how many it has finished
-        # (each written by one thread only). A cancelled caller stops waiting,
-        # not the worker: its statement may still be running there.
+        # Calls handed to the worker thread, and how many it has finished or
+        # skipped (each written by one thread only): equal when it is idle.
         self._sent = 0
         self._done = 0
-        # Cursors opened for iterate() and not closed yet (worker thread only).
+        self._lock = threading.Lock()  # a call's flags, and interrupts
+        # Cursors opened for iterate() and not closed yet, and those whose
+        # caller gave up after they opened (closed by the next worker call).
         self._cursors: set[sqlite3.Cursor] = set()
+        self._orphans: list[sqlite3.Cursor] = []
         # The open transaction began with a write lock (ours: BEGIN IMMEDIATE),
         # so a read cannot wait for another connection. Cleared by the worker
         # when it sees the transaction ended.
@@ -239,30 +287,69 @@ class SQLiteConnection:
         # aiosqlite has no public flag; its ``_connection`` is dropped on close.
         return getattr(self._raw, "_connection", None) is None
 
-    def on_thread(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
-        """Run ``function(*args)`` on the connection's worker thread (aiosqlite's)."""
+    # -- the worker thread ---------------------------------------------------------------
+
+    async def _submit(self, read_only: bool, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on the worker thread (aiosqlite's); see the class
+        docstring for what a cancellation of the caller does."""
+        call = _Call()
         self._sent += 1
-        result: Awaitable[T] = self._raw._execute(self._counted, function, *args)
+        try:
+            result: T = await self._raw._execute(self._run, call, function, args)
+        except asyncio.CancelledError:
+            self._give_up(call, read_only)
+            raise
         return result
 
-    def _counted(self, function: Callable[..., T], *args: Any) -> T:
+    def _give_up(self, call: _Call, read_only: bool) -> None:
+        with self._lock:
+            call.abandoned = True
+            if not call.started:
+                return  # the worker will skip it
+            if not call.done:
+                if read_only and not self._cursors and not self.is_closed():
+                    self._raw._conn.interrupt()  # this call's statement, nobody else's
+                return
+            if isinstance(call.result, sqlite3.Cursor):
+                self._orphans.append(call.result)  # opened, never to be iterated
+
+    def _run(self, call: _Call, function: Callable[..., T], args: tuple[Any, ...]) -> T | None:
+        """On the worker thread: one call, unless its caller gave up first."""
         try:
-            return function(*args)
+            with self._lock:
+                if call.abandoned:
+                    return None
+                call.started = True
+            self._close_orphans()
+            result = function(*args)
+            with self._lock:
+                call.result, call.done = result, True
+                lost = call.abandoned and isinstance(result, sqlite3.Cursor)
+            if lost:
+                self._close(cast(sqlite3.Cursor, result))
+            return result
         finally:
-            # On the worker thread; a caller reads these only once it is idle.
+            with self._lock:
+                call.done = True
             if not self._raw._conn.in_transaction:
                 self._locked = False
             self._done += 1
 
-    def _on_db(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
-        return self.on_thread(function, self._raw._conn, *args)
+    def _on_db(self, read_only: bool, function: Callable[..., T], *args: Any) -> Awaitable[T]:
+        return self._submit(read_only, function, self._raw._conn, *args)
+
+    def _close_orphans(self) -> None:
+        while self._orphans:
+            self._close(self._orphans.pop())
+
+    # -- brief reads on the calling thread ---------------------------------------------
 
     def _try_here(self, function: Callable[..., T], sql: str, args: Args) -> tuple[bool, Any]:
         """Run a brief read on the calling thread: (True, result), or (False, None)
         when it is not a read, would wait for a lock, or runs too long."""
-        if not self._here or sql in self._slow or not is_read_only(sql) or self.is_closed():
+        if not self._here or sql in self._slow or not _may_run_here(sql) or self.is_closed():
             return False, None
-        if self._sent != self._done:
+        if self._sent != self._done or self._orphans:
             # The worker still runs something (a cancelled caller's statement):
             # never use the connection from two threads at once.
             return False, None
@@ -310,9 +397,15 @@ class SQLiteConnection:
         done, result = self._try_here(function, sql, args)
         if done:
             return result  # type: ignore[no-any-return]
-        if _SETS_BUSY_TIMEOUT.search(sql):
+        if _mentions_busy_timeout(sql):
             self._wait = None  # read it again before the next read here
-        return await self._on_db(function, sql, args)
+        return await self._on_db(is_read_only(sql), function, sql, args)
+
+    # -- the DriverConnection protocol -------------------------------------------------
+
+    def on_thread(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Run ``function(*args)`` on the worker thread (a read: cancellable)."""
+        return self._submit(True, function, *args)
 
     def fetch_all(self, sql: str, args: Args) -> Awaitable[list[Row]]:
         return self._statement(_fetch_all, sql, args)
@@ -324,12 +417,11 @@ class SQLiteConnection:
         return self._statement(_execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
-        await self._on_db(_execute_many, sql, args_list)
+        await self._on_db(False, _execute_many, sql, args_list)
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
-        # Tracked on the worker: if the caller is cancelled as it opens, the
-        # cursor (and the read lock its statement holds) is closed by reset().
-        cursor = await self._on_db(self._open, sql, args)
+        # Tracked: a cursor whose caller gave up as it opened is closed.
+        cursor = await self._on_db(is_read_only(sql), self._open, sql, args)
         return _SQLiteCursor(self, cursor)
 
     def _open(self, db: sqlite3.Connection, sql: str, args: Args) -> sqlite3.Cursor:
@@ -338,29 +430,30 @@ class SQLiteConnection:
         return cursor
 
     async def close_cursor(self, cursor: sqlite3.Cursor) -> None:
-        await self.on_thread(self._close, cursor)
+        try:
+            await self._submit(False, self._close, cursor)
+        except asyncio.CancelledError:
+            with self._lock:
+                if cursor in self._cursors:  # skipped: the next call closes it
+                    self._orphans.append(cursor)
+            raise
 
     def _close(self, cursor: sqlite3.Cursor) -> None:
         self._cursors.discard(cursor)
         cursor.close()
 
     async def run_control(self, statements: Sequence[str]) -> None:
-        await self._on_db(_run_control, statements)
+        await self._on_db(False, _run_control, statements)
         if any(sql.startswith(_TAKES_WRITE_LOCK) for sql in statements):
             self._locked = True  # it began (a failed BEGIN raised)
 
     async def interrupt(self, read_only: bool) -> None:
-        # The worker thread would run the statement to its end. Interrupting a
-        # write inside a transaction rolls back the whole transaction in
-        # SQLite, so only statements that write nothing are interrupted; and
-        # only while the worker runs one: an interrupt stays in force until
-        # no statement of the connection is pending, so with an iterate()
-        # cursor open (or nothing running) it would stop the next statements.
-        if read_only and self._sent != self._done and not self._cursors and not self.is_closed():
-            await self._raw.interrupt()
+        # Cancelled statements are stopped where they are awaited (_submit),
+        # which knows whether the worker runs that statement or another one.
+        return None
 
     async def reset(self) -> None:
-        await self._on_db(self._reset)
+        await self._on_db(False, self._reset)
 
     def _reset(self, db: sqlite3.Connection) -> None:
         for cursor in list(self._cursors):
@@ -398,7 +491,6 @@ class SQLiteBackend(SQLAlchemyDialect):
     # SQLite undoes only the failed statement; an interrupt is never sent.
     failed_statement_aborts_transaction = False
     cursor_blocks_connection = False
-    cancel_needs_interrupt = True
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
     brief_reads_inline: bool

@@ -460,6 +460,85 @@ async def test_cancel_mid_query_on_the_force_rollback_connection(notes: str) -> 
     assert await committed(notes) == []
 
 
+async def test_a_statement_cancelled_as_it_ends_cannot_stop_the_next_one(notes: str) -> None:
+    # Regression: the KILL QUERY sent for the cancelled statement (which
+    # needs a new connection first) could arrive after that statement had
+    # ended on its own, and stop the next statement on the connection:
+    # another task's write, which was not cancelled.
+    async with Database(notes) as db:
+        for _ in range(10):
+            async with db.connection() as connection:
+                ending = asyncio.create_task(connection.fetch_val("SELECT SLEEP(0.2)"))
+                await asyncio.sleep(0.2)
+                ending.cancel()
+                write = asyncio.create_task(
+                    connection.execute(
+                        "INSERT INTO notes (text) SELECT CONCAT('w', SLEEP(0.2))"
+                    )
+                )
+                await asyncio.gather(ending, return_exceptions=True)
+                await write
+        assert await db.fetch_val(COUNT) == 10
+
+
+def test_a_loop_that_ends_while_a_statement_is_killed_ends_at_once(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: asyncio.run's shutdown cancelled the task sending KILL
+    # QUERY, so the statement ran to its own end (here 60 s) before the loop
+    # could close; and its "interrupted" error was reported as unhandled.
+    async def main() -> None:
+        db = Database(url)
+        await db.connect()
+
+        async def sleeper() -> None:
+            async with db.connection() as connection:
+                await connection.fetch_val("SELECT SLEEP(60)")
+
+        task = asyncio.create_task(sleeper())
+        await until(1, lambda: server_sleepers(url, "SELECT SLEEP(60)"))
+        task.cancel()  # main returns at once: asyncio.run cleans up
+
+    ended = threading.Event()
+
+    def run() -> None:
+        asyncio.run(main())
+        ended.set()
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    threading.Thread(target=run, daemon=True).start()
+    assert ended.wait(30), "asyncio.run waited for the statement to end by itself"
+    assert asyncio.run(server_sleepers(url, "SELECT SLEEP(60)")) == 0
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+async def test_an_iteration_cancelled_as_its_cursor_opens_leaves_the_connection_usable(
+    url: str,
+) -> None:
+    # Regression: the opened cursor (an unbuffered result, its socket paused)
+    # was lost to the cancellation; the shared connection's next statement
+    # then waited for ever.
+    rows = (
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200000) "
+        "SELECT i, REPEAT('x', 100) FROM c"
+    )
+
+    async def consume(db: Database) -> None:
+        async for _ in db.iterate(rows):
+            await asyncio.sleep(10)
+
+    async with Database(url, force_rollback=True, acquire_timeout=20) as db:
+        for attempt in range(24):
+            task = asyncio.create_task(consume(db))
+            for _ in range(attempt % 8):
+                await asyncio.sleep(0)
+            if attempt >= 8:
+                await asyncio.sleep(0.0005 * (attempt - 8))
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert await asyncio.wait_for(db.fetch_val("SELECT :n", {"n": attempt}), 10) == attempt
+
+
 # --- iterate -------------------------------------------------------------------------------
 
 

@@ -349,3 +349,52 @@ async def test_a_cancelled_read_does_not_stop_an_iteration_on_the_same_connectio
                 seen += 1
             assert await connection.execute("INSERT INTO t VALUES (-1)") is not None
         assert seen == 2000
+
+
+async def test_a_cancelled_read_never_interrupts_another_statement(tmp_path: Path) -> None:
+    # Regression: a read given up while still queued behind a cancelled write
+    # (which runs to its end on the worker) sent an interrupt that stopped
+    # that write, and SQLite rolled back the whole force_rollback transaction:
+    # later writes were committed.
+    path = tmp_path / "queued.db"
+    await make_table(file_url(path))
+    slow_write = (
+        "INSERT INTO t (x) WITH RECURSIVE c(i) AS "
+        "(SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000000) SELECT i FROM c"
+    )
+    async with Database(file_url(path), force_rollback=True) as db:
+        await db.execute("INSERT INTO t VALUES (-1)")
+        write = asyncio.create_task(db.execute(slow_write))
+        await asyncio.sleep(0.05)
+        write.cancel()  # it goes on running on the worker
+        await asyncio.gather(write, return_exceptions=True)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(db.fetch_val(_counting(10)), 0.01)  # queued behind it
+        assert await db.fetch_val("SELECT count(*) FROM t WHERE x = -1") == 1
+        await db.execute("INSERT INTO t VALUES (42)")
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    check.close()
+
+
+async def test_a_loop_of_failing_reads_lets_other_tasks_run(tmp_path: Path) -> None:
+    # Regression: only a read that succeeded paused afterwards; a poller
+    # retrying a failing read never let the task that fixes it run.
+    async with Database(file_url(tmp_path / "failing.db")) as db:
+        created = asyncio.create_task(db.execute("CREATE TABLE later (x INTEGER)"))
+        failures = 0
+        while failures < 1000:
+            try:
+                assert await db.fetch_all("SELECT * FROM later") == []
+                break
+            except sqlite3.OperationalError:
+                failures += 1
+        assert 0 < failures < 1000  # it failed first, then the other task ran
+        await created
+
+
+async def test_reading_the_busy_timeout_sees_the_configured_one(tmp_path: Path) -> None:
+    # Regression: run here, with the busy timeout set to 0 for the read.
+    async with Database(file_url(tmp_path / "pragma.db"), timeout=3) as db:
+        assert await db.fetch_val("SELECT * FROM pragma_busy_timeout") == 3000
+        assert await db.fetch_val("SELECT timeout FROM pragma_busy_timeout") == 3000
