@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
 from ._loops import LoopThread, carry, check_can_carry
 from ._pool import Pool
 from ._query import compile_query
-from ._statements import Operation, interrupt_quietly, pause_after, run_statement
+from ._statements import Operation, interrupt_quietly, pause_if_inline, run_statement
 from .backends.base import Backend, DriverConnection
 from .exceptions import MissingDriverError
 
@@ -206,11 +206,11 @@ class Runtime:
                 dirty, broken = self.classify_failure(driver, exc)
                 pool.release(driver, dirty=dirty, broken=broken)
                 if attempt == 2 or not backend.is_stale(exc):
-                    await pause_after(backend, sql)  # a failed read may not have suspended
+                    await pause_if_inline(driver)  # a failed read may not have suspended
                     raise
                 continue
             pool.release(driver)
-            await pause_after(backend, sql)  # with nothing held
+            await pause_if_inline(driver)  # with nothing held
             return result
         raise AssertionError("unreachable")
 

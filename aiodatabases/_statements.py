@@ -194,14 +194,14 @@ async def interrupt_quietly(driver: DriverConnection, sql: str) -> None:
         logger.warning("could not interrupt a cancelled statement: %r", exc)
 
 
-async def pause_after(backend: Backend, sql: str) -> None:
-    """Let the loop's other tasks run after a statement that may not have suspended.
+async def pause_if_inline(driver: DriverConnection) -> None:
+    """Let the loop's other tasks run if the last statement did not suspend.
 
-    A brief read that the backend runs on the calling thread (SQLite)
-    finishes without suspending its caller: a loop of such reads would starve
-    every other task (and could never be cancelled). So the caller suspends
-    once afterwards, as after a statement that waited for I/O. Afterwards,
-    not before: a statement that arrived first still runs first.
+    A brief read that the backend ran on the calling thread (SQLite) finished
+    without suspending its caller: a loop of such reads (or of failing ones)
+    would starve every other task, and could never be cancelled. So the
+    caller suspends once afterwards, as after a statement that waited for
+    I/O; afterwards, so that a statement that arrived first still runs first.
     """
-    if backend.brief_reads_inline and is_read_only(sql):
+    if driver.ran_inline:
         await asyncio.sleep(0)

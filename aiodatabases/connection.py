@@ -42,7 +42,7 @@ from ._statements import (
     FETCH_ALL,
     FETCH_ONE,
     Operation,
-    pause_after,
+    pause_if_inline,
     run_statement,
 )
 from .backends.base import Cursor, DriverConnection
@@ -222,14 +222,7 @@ class Connection:
             self._runtime.release_orphan(driver)
 
     async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
-        runtime = self._runtime
-        try:
-            return await runtime.call(self._run, current_scopes(), caller(), op, sql, args)
-        finally:
-            if runtime.thread is None:
-                # Run in an application loop, maybe this one, failed or not. (A
-                # private loop thread's callers wait in their own loops: they suspend.)
-                await pause_after(self._backend, sql)
+        return await self._runtime.call(self._run, current_scopes(), caller(), op, sql, args)
 
     # -- runs in the owning loop ----------------------------------------------------------
 
@@ -320,6 +313,7 @@ class Connection:
 
     async def _run(self, scopes: Scopes, who: Who, op: Operation, sql: str, args: Any) -> Any:
         await self._pass_gate(scopes, who)
+        driver: DriverConnection | None = None
         try:
             fresh = self._driver is None
             driver = await self._ensure_driver()
@@ -332,13 +326,18 @@ class Connection:
                         raise
                 # Taken from the pool dead, statement never sent: the health check.
                 self._release_driver()
-                return await self._execute(await self._ensure_driver(), op, sql, args)
+                driver = await self._ensure_driver()
+                return await self._execute(driver, op, sql, args)
             finally:
                 self._holds -= 1
                 if self._holds == 0:
                     self._release_driver()
         finally:
             self._leave_gate()
+            # After the gate (failed or not), and only in an application loop:
+            # a private loop thread's callers wait in their own loops.
+            if driver is not None and self._runtime.thread is None:
+                await pause_if_inline(driver)
 
     async def _execute(
         self,

@@ -203,6 +203,7 @@ class MySQLConnection:
     """One asyncmy or aiomysql connection, in autocommit mode (the core opens transactions)."""
 
     __slots__ = ("_backend", "_raw")
+    ran_inline = False  # the drivers always wait for the server
 
     def __init__(self, raw: Any, backend: MySQLBackend) -> None:
         self._raw = raw
@@ -294,7 +295,6 @@ class MySQLBackend(SQLAlchemyDialect):
     cursor_blocks_connection = True
     cancel_waits_for_statement = True
     ddl_commits_transaction = True
-    brief_reads_inline = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any], driver: Any) -> None:
         self._driver = driver

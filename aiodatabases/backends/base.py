@@ -36,6 +36,11 @@ class Cursor(Protocol):
 class DriverConnection(Protocol):
     """One open driver connection."""
 
+    #: True when the last statement finished (or failed) on the calling thread
+    #: without suspending its caller (SQLite's brief reads): the core then lets
+    #: the loop's other tasks run once, as after a statement that waited for I/O.
+    ran_inline: bool
+
     @property
     def raw(self) -> Any:
         """The driver's own connection object."""
@@ -97,10 +102,6 @@ class Backend(Protocol):
     cancel_waits_for_statement: bool
     #: When True DDL commits the open transaction implicitly (MySQL).
     ddl_commits_transaction: bool
-    #: When True a brief read may finish on the calling thread without
-    #: suspending the caller (SQLite): the core then yields to the loop
-    #: afterwards, so that every statement lets other tasks run, as I/O would.
-    brief_reads_inline: bool
 
     async def connect(self) -> DriverConnection: ...
 

@@ -85,6 +85,7 @@ class _PostgresCursor:
 
 class PostgresConnection:
     __slots__ = ("_cursor_ids", "_raw")
+    ran_inline = False  # asyncpg always waits for the server
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
@@ -156,7 +157,6 @@ class PostgresBackend(SQLAlchemyDialect):
     cursor_blocks_connection = False
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
-    brief_reads_inline = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._connect_kwargs: dict[str, Any] = {

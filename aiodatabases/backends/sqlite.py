@@ -154,14 +154,19 @@ def _run_control(db: sqlite3.Connection, statements: Sequence[str]) -> None:
 
 #: A read runs on the calling thread for at most about this long: its progress
 #: handler (called every ``_BRIEF_STEPS`` SQLite VM instructions) stops it
-#: then, and it runs again on the worker thread. SQL whose read took longer
-#: here (stopped, or one step was long: a huge blob, a cold disk) is
-#: remembered and goes to the worker at once from then on.
+#: then, and it runs again on the worker thread.
 _BRIEF_SECONDS = 0.0005
 _BRIEF_STEPS = 1000
 
-#: SQL texts remembered as too long for the calling thread; forgotten all
-#: together when there are more than this.
+#: SQL whose read took longer than that here twice in a row (stopped, or one
+#: step was long: a huge blob, a cold disk) goes to the worker at once for
+#: the next ``_FIRST_BACKOFF`` reads, then is tried here again (the wait
+#: doubling each time it is still slow). Twice: a pause of the thread (a
+#: garbage collection, the machine) must not send a quick read away.
+_FIRST_BACKOFF = 64
+_MAX_BACKOFF = 1 << 16
+
+#: SQL texts whose slowness is kept; forgotten all together beyond this.
 _SLOW_READS_KEPT = 1024
 
 # SQLITE_BUSY and SQLITE_LOCKED (primary result codes).
@@ -201,6 +206,45 @@ class _Budget:
     def __call__(self) -> bool:
         self.spent = time.perf_counter() > self.ends
         return self.spent  # true: SQLite interrupts the statement
+
+
+class SlowReads:
+    """Which SQL runs too long for the calling thread, shared by a database's connections.
+
+    See ``_FIRST_BACKOFF``: two reads over budget in a row send the SQL to the
+    worker for a while; a brief read forgives it.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        # sql -> [reads still sent away, how many the next time]; [0, 0]: one strike.
+        self._seen: dict[str, list[int]] = {}
+
+    def sends_away(self, sql: str) -> bool:
+        seen = self._seen
+        if not seen:
+            return False
+        entry = seen.get(sql)
+        if entry is None or entry[0] == 0:
+            return False
+        entry[0] -= 1
+        return True
+
+    def took_long(self, sql: str) -> None:
+        seen = self._seen
+        entry = seen.get(sql)
+        if entry is None:
+            if len(seen) >= _SLOW_READS_KEPT:
+                seen.clear()
+            seen[sql] = [0, 0]
+            return
+        backoff = min(max(2 * entry[1], _FIRST_BACKOFF), _MAX_BACKOFF)
+        entry[:] = [backoff, backoff]
+
+    def was_brief(self, sql: str) -> None:
+        if self._seen:
+            self._seen.pop(sql, None)
 
 
 class _Call:
@@ -253,12 +297,14 @@ class SQLiteConnection:
         "_sent",
         "_slow",
         "_wait",
+        "ran_inline",
     )
 
-    def __init__(self, raw: Any, *, here: bool, slow: set[str]) -> None:
+    def __init__(self, raw: Any, *, here: bool, slow: SlowReads) -> None:
         self._raw = raw
         self._here = here  # brief reads may run on the calling thread
         self._slow = slow  # shared by the database's connections
+        self.ran_inline = False  # the last statement ran on the calling thread
         # Calls handed to the worker thread, and how many it has finished or
         # skipped (each written by one thread only): equal when it is idle.
         self._sent = 0
@@ -294,6 +340,7 @@ class SQLiteConnection:
         docstring for what a cancellation of the caller does."""
         call = _Call()
         self._sent += 1
+        self.ran_inline = False
         try:
             result: T = await self._raw._execute(self._run, call, function, args)
         except asyncio.CancelledError:
@@ -347,7 +394,9 @@ class SQLiteConnection:
     def _try_here(self, function: Callable[..., T], sql: str, args: Args) -> tuple[bool, Any]:
         """Run a brief read on the calling thread: (True, result), or (False, None)
         when it is not a read, would wait for a lock, or runs too long."""
-        if not self._here or sql in self._slow or not _may_run_here(sql) or self.is_closed():
+        if not self._here or not _may_run_here(sql) or self.is_closed():
+            return False, None
+        if self._slow.sends_away(sql):
             return False, None
         if self._sent != self._done or self._orphans:
             # The worker still runs something (a cancelled caller's statement):
@@ -360,12 +409,13 @@ class SQLiteConnection:
         wait = None if self._locked and db.in_transaction else self._no_wait(db)
         budget = _Budget()
         db.set_progress_handler(budget, _BRIEF_STEPS)
+        self.ran_inline = True
         try:
             result = function(db, sql, args)
         except sqlite3.OperationalError as exc:
             # Stopped by the budget or by a lock: a read leaves nothing half done.
             if budget.spent:
-                self._remember_slow(sql)
+                self._slow.took_long(sql)
                 return False, None
             if wait is not None and _is_busy(exc):
                 return False, None
@@ -375,7 +425,9 @@ class SQLiteConnection:
             if wait is not None:
                 db.execute(wait).close()
         if time.perf_counter() > budget.ends:
-            self._remember_slow(sql)  # one step took long: next time on the worker
+            self._slow.took_long(sql)  # one step took long
+        else:
+            self._slow.was_brief(sql)
         return True, result
 
     def _no_wait(self, db: sqlite3.Connection) -> str:
@@ -386,11 +438,6 @@ class SQLiteConnection:
             wait = self._wait = f"PRAGMA busy_timeout = {milliseconds}"
         db.execute("PRAGMA busy_timeout = 0").close()
         return wait
-
-    def _remember_slow(self, sql: str) -> None:
-        if len(self._slow) >= _SLOW_READS_KEPT:
-            self._slow.clear()
-        self._slow.add(sql)
 
     async def _statement(self, function: Callable[..., T], sql: str, args: Args) -> T:
         """``function(db, sql, args)`` here if it is a brief read, else on the worker."""
@@ -493,7 +540,6 @@ class SQLiteBackend(SQLAlchemyDialect):
     cursor_blocks_connection = False
     cancel_waits_for_statement = False
     ddl_commits_transaction = False
-    brief_reads_inline: bool
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._path = _database_path(url)
@@ -502,10 +548,10 @@ class SQLiteBackend(SQLAlchemyDialect):
         # needs this; with check_same_thread=True everything runs on the worker,
         # as it does with a factory (its connections may run Python of their own).
         self._connect_kwargs.setdefault("check_same_thread", False)
-        self.brief_reads_inline = not (
+        self._inline = not (
             self._connect_kwargs["check_same_thread"] or "factory" in self._connect_kwargs
         )
-        self._slow_reads: set[str] = set()
+        self._slow_reads = SlowReads()
         self._pragmas = [
             f"PRAGMA {name} = {PRAGMAS[name](value)}"
             for name, value in options.items()
@@ -521,7 +567,7 @@ class SQLiteBackend(SQLAlchemyDialect):
         raw._thread.daemon = True
         await raw
         raw.row_factory = SQLiteRecord
-        connection = SQLiteConnection(raw, here=self.brief_reads_inline, slow=self._slow_reads)
+        connection = SQLiteConnection(raw, here=self._inline, slow=self._slow_reads)
         try:
             await connection.run_control(self._pragmas)
         except BaseException:
