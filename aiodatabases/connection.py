@@ -110,8 +110,12 @@ class Connection:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        # Shielded: a cancelled exit must still let the connection go.
-        await asyncio.shield(self._runtime.call(self._unhold))
+        runtime = self._runtime
+        if runtime.loop is asyncio.get_running_loop():
+            self._let_go()  # synchronous: a cancellation cannot cut it short
+            return
+        # Carried to the owning loop; shielded: a cancelled exit must still let go.
+        await asyncio.shield(runtime.call(self._unhold))
 
     async def fetch_all(self, query: Query, values: Values = None) -> list[Record]:
         """All rows.
@@ -236,6 +240,10 @@ class Connection:
         self._holds += 1
 
     async def _unhold(self) -> None:
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """End one hold; the last gives the driver connection back."""
         if self._holds == 0:
             return
         self._holds -= 1
