@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
+from ._background import keep
 from .exceptions import WrongEventLoopError
 
 T = TypeVar("T")
@@ -63,8 +64,20 @@ async def carry(
     side wakes the other once (no ``concurrent.futures`` future, no lock
     held across the call).
     """
+    return await carry_call(owner, start_timeout, None, lambda: func(*args, **kwargs))
+
+
+async def carry_call(
+    owner: asyncio.AbstractEventLoop,
+    start_timeout: float | None,
+    on_lost: Callable[[Any], None] | None,
+    make: Callable[[], Awaitable[T]],
+) -> T:
+    """``carry()`` of ``make()``; ``on_lost(result)`` runs (in the caller's
+    loop) if the call succeeded after its caller gave up, for work whose
+    result must be given back (a hold on a connection, an open cursor)."""
     check_can_carry(owner)
-    call = _Carried(asyncio.get_running_loop(), owner, lambda: func(*args, **kwargs))
+    call = _Carried(asyncio.get_running_loop(), owner, make, on_lost)
     post(owner, contextvars.copy_context().run, call.start)
     timer = None
     if start_timeout is not None:
@@ -175,18 +188,20 @@ def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: A
 class _Carried:
     """One carried call: its task in the owning loop and its future in the caller's."""
 
-    __slots__ = ("_lock", "_make", "_state", "_task", "done", "loop", "owner")
+    __slots__ = ("_lock", "_make", "_on_lost", "_state", "_task", "done", "loop", "owner")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         owner: asyncio.AbstractEventLoop,
         make: Callable[[], Awaitable[Any]],
+        on_lost: Callable[[Any], None] | None = None,
     ) -> None:
         self.loop = loop
         self.owner = owner
         self.done: asyncio.Future[Any] = loop.create_future()
         self._make: Callable[[], Awaitable[Any]] | None = make
+        self._on_lost = on_lost
         self._task: asyncio.Future[Any] | None = None
         self._state = "waiting"  # -> "started" | "abandoned"
         self._lock = threading.Lock()  # the start and the caller giving up race
@@ -201,7 +216,7 @@ class _Carried:
         make, self._make = self._make, None
         assert make is not None
         try:
-            task = asyncio.ensure_future(make())
+            task = keep(asyncio.ensure_future(make()))
         except BaseException as exc:  # not even started: the caller must not wait forever
             with contextlib.suppress(RuntimeError):
                 post(self.loop, self._settle, ("error", exc))
@@ -228,9 +243,12 @@ class _Carried:
 
     def _settle(self, outcome: tuple[str, Any]) -> None:
         done = self.done
-        if done.done():
-            return
         kind, value = outcome
+        if done.done():
+            # The caller gave up (cancelled): what the call took is given back.
+            if kind == "result" and self._on_lost is not None:
+                self._on_lost(value)
+            return
         if kind == "result":
             done.set_result(value)
         elif kind == "error":

@@ -17,7 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
 
-from ._loops import LoopThread, carry, check_can_carry
+from ._background import shielded
+from ._loops import LoopThread, carry, carry_call, check_can_carry
 from ._pool import Pool
 from ._query import compile_query
 from ._statements import Operation, interrupt_quietly, pause_if_inline, run_statement
@@ -136,6 +137,24 @@ class Runtime:
         start_timeout = None if self.thread is not None else self.settings.acquire_timeout
         return carry(self.loop, start_timeout, func, *args, **kwargs)
 
+    def call_keeping(
+        self,
+        on_lost: Callable[[T], None],
+        func: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Awaitable[T]:
+        """``call()`` for work whose result the caller must give back (a hold, a
+        cursor): if the caller gives up while the work, carried to the owning
+        loop, succeeds, ``on_lost(result)`` runs in the caller's loop (it may
+        only post back, e.g. ``spawn``). In the owning loop nothing can be
+        lost: the work runs in the caller's own task.
+        """
+        if asyncio.get_running_loop() is self.loop:
+            return func(*args, **kwargs)
+        start_timeout = None if self.thread is not None else self.settings.acquire_timeout
+        return carry_call(self.loop, start_timeout, on_lost, lambda: func(*args, **kwargs))
+
     def check_reachable(self) -> None:
         """Raise ``WrongEventLoopError`` if the current loop cannot use this runtime."""
         try:
@@ -229,7 +248,7 @@ class Runtime:
         try:
             await self.pool.open()
         except BaseException:
-            await asyncio.shield(self.close())
+            await shielded(self.close())
             raise
         if self.thread is None:
             await self._watch_loop_shutdown()

@@ -92,7 +92,7 @@ async def _run_to_its_end(
         # Before the connection is used again: the interrupt has reached the
         # server (a late one would stop the next statement), and a result
         # nobody will read is dealt with.
-        await _ToItsEnd(statement.settle(on_lost))
+        await _ToItsEnd(statement.settle(on_lost), loop=statement.get_loop())
         raise
 
 
@@ -140,7 +140,7 @@ class _Statement(_ToItsEnd):
         if not self.done() and self._stopping is None:
             # It declines cancellation too: the loop's shutdown must not stop
             # the interrupt half way (the statement would run to its own end).
-            self._stopping = _ToItsEnd(self._stop())
+            self._stopping = _ToItsEnd(self._stop(), loop=self.get_loop())
         return False
 
     async def _stop(self) -> None:

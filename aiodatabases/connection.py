@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._background import keep, shielded
 from ._gate import (
     Gate,
     Scope,
@@ -106,7 +107,10 @@ class Connection:
 
         Cancellation: nothing is held if cancelled while waiting for the pool.
         """
-        await self._runtime.call(self._hold, current_scopes(), caller())
+        runtime = self._runtime
+        await runtime.call_keeping(
+            lambda _: runtime.spawn(self._unhold), self._hold, current_scopes(), caller()
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -115,7 +119,7 @@ class Connection:
             self._let_go()  # synchronous: a cancellation cannot cut it short
             return
         # Carried to the owning loop; shielded: a cancelled exit must still let go.
-        await asyncio.shield(runtime.call(self._unhold))
+        await shielded(runtime.call(self._unhold))
 
     async def fetch_all(self, query: Query, values: Values = None) -> list[Record]:
         """All rows.
@@ -161,7 +165,15 @@ class Connection:
         # like a transaction: its own task (and tasks it creates) get
         # InterleaveError at once, others wait until the iteration ends.
         stream = Scope(f"iteration of task {describe(caller())}") if self._blocks else None
-        cursor = await call(self._open_cursor, current_scopes(), caller(), sql, args, stream)
+        cursor = await self._runtime.call_keeping(
+            lambda lost: self._runtime.spawn(lambda: self._close_lost(lost, stream)),
+            self._open_cursor,
+            current_scopes(),
+            caller(),
+            sql,
+            args,
+            stream,
+        )
         if stream is not None:
             enter_scope(stream)
         try:
@@ -173,7 +185,7 @@ class Connection:
                 for row in records(rows, meta):
                     yield row
         finally:
-            await asyncio.shield(call(self._close_cursor, current_scopes(), caller(), cursor))
+            await shielded(call(self._close_cursor, current_scopes(), caller(), cursor))
             if stream is not None:
                 leave_scope(stream)
 
@@ -615,6 +627,13 @@ class Connection:
         finally:
             self._leave_gate()
 
+    async def _close_lost(self, cursor: Cursor, stream: Scope | None) -> None:
+        """Close a cursor opened for an iteration whose caller gave up meanwhile."""
+        scopes = tuple(f.scope for f in self._frames)
+        if stream is not None:
+            scopes = (*scopes, stream)
+        await self._close_cursor(scopes, "(cleanup)", cursor)
+
     async def _close_cursor(self, scopes: Scopes, who: Who, cursor: Cursor) -> None:
         """Close the cursor and let the connection go; never raises over the loop's error."""
         await self._pass_gate_streaming(scopes, who)
@@ -670,7 +689,7 @@ class Connection:
 
 async def _uninterrupted(work: Awaitable[None]) -> None:
     """Await ``work`` to its end even if the caller is cancelled meanwhile."""
-    task = asyncio.ensure_future(work)
+    task = keep(asyncio.ensure_future(work))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequenc
 from types import TracebackType
 from typing import Any
 
+from ._background import shielded
 from ._loops import LoopThread
 from ._records import Record, record, records
 from ._runtime import (
@@ -207,7 +208,7 @@ class Database:
             shared = await asyncio.shield(asyncio.wrap_future(opening))
         except BaseException:
             # Cancelled or failed: let the opening settle in its thread, then undo it.
-            await asyncio.shield(self._undo_opening(runtime, opening))
+            await shielded(self._undo_opening(runtime, opening))
             raise
         return runtime, shared
 
@@ -239,7 +240,7 @@ class Database:
             runtime, shared = self._runtime, self._shared
             self._runtime, self._shared = None, None
             self._state = DatabaseState.DISCONNECTED
-        await asyncio.shield(self._close(runtime, shared))
+        await shielded(self._close(runtime, shared))
 
     @staticmethod
     async def _close(runtime: Runtime, shared: Connection | None) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from ._background import keep, shielded
 from ._gate import Scope, enter_scope, leave_scope, task_name
 from .exceptions import TransactionError, TransactionOrderError
 
@@ -114,7 +115,7 @@ class Transaction:
             raise TransactionError(f"this transaction was already started ({self._state.value})")
         connection = self._connection_factory()
         scope = Scope(task_name())
-        begin = asyncio.ensure_future(connection.begin_frame(scope, self._options))
+        begin = keep(asyncio.ensure_future(connection.begin_frame(scope, self._options)))
         try:
             await asyncio.shield(begin)
         except asyncio.CancelledError:
@@ -143,7 +144,7 @@ class Transaction:
         connection, scope = self._connection, self._scope
         if connection is None or scope is None:  # pragma: no cover - ACTIVE implies both
             raise TransactionError("this transaction has no connection")
-        end = asyncio.ensure_future(connection.end_frame(scope, commit))
+        end = keep(asyncio.ensure_future(connection.end_frame(scope, commit)))
         try:
             await asyncio.shield(end)
         except TransactionOrderError:
@@ -192,7 +193,7 @@ class Isolation:
     async def start(self) -> Isolation:
         if self._started:
             raise TransactionError("this isolation was already started")
-        await asyncio.shield(self._connection.begin_isolation(self._scope))
+        await shielded(self._connection.begin_isolation(self._scope))
         self._started = True
         return self
 
@@ -201,7 +202,7 @@ class Isolation:
         if not self._started:
             raise TransactionError("this isolation was not started")
         self._started = False
-        await asyncio.shield(self._connection.end_isolation(self._scope))
+        await shielded(self._connection.end_isolation(self._scope))
 
     async def __aenter__(self) -> Isolation:
         return await self.start()

@@ -8,10 +8,11 @@ pytest-asyncio function-scoped loop: the case users of ``databases`` hit.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import DATABASE_URLS, sleep_query
+from conftest import DATABASE_URLS, reset_notes, sleep_query
 
 from aiodatabases import ConnectionBusyError, Database
 
@@ -276,3 +277,38 @@ async def test_busy_error_names_the_task_running_a_long_statement(database_url: 
         with pytest.raises(ConnectionBusyError, match="slow-task"):
             await db.fetch_val("SELECT 1")
         assert await slow is not None
+
+
+async def test_an_iteration_cancelled_as_its_cursor_opens_gives_the_connection_back(
+    database_url: str,
+) -> None:
+    # Regression: the cursor opened in the database's loop thread for a
+    # caller cancelled meanwhile was never closed: on MySQL the iteration kept
+    # owning the shared connection (every transaction then waited for it).
+    await reset_notes(database_url)
+    async with Database(database_url) as setup:
+        await setup.execute_many(
+            "INSERT INTO notes (text, completed) VALUES (:t, false)",
+            [{"t": str(n)} for n in range(200)],
+        )
+    try:
+        async with Database(database_url, force_rollback=True, acquire_timeout=5) as db:
+
+            async def consume() -> None:
+                async for _ in db.iterate("SELECT text FROM notes"):
+                    await asyncio.sleep(30)
+
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0)  # the opening is carried to the loop thread
+            time.sleep(0.3)  # noqa: ASYNC251 - which opens the cursor meanwhile
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+            async def write() -> None:
+                async with db.transaction():
+                    await db.execute("INSERT INTO notes (text, completed) VALUES ('w', false)")
+
+            await asyncio.create_task(write())
+            assert await db.fetch_val("SELECT COUNT(*) FROM notes") == 201
+    finally:
+        await reset_notes(database_url)

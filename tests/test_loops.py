@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -427,3 +428,49 @@ def test_a_delivery_interrupted_by_keyboard_interrupt_keeps_the_rest() -> None:
         assert ran == ["the rest"]
     finally:
         loop.close()
+
+
+async def test_a_result_the_caller_gave_up_on_is_handed_back(loop_thread: LoopInThread) -> None:
+    # carry_call: the call succeeded in the owner while its caller (its loop
+    # busy) was cancelled; what the call took must be given back.
+    from aiodatabases._loops import carry_call
+
+    lost: list[object] = []
+
+    async def take() -> str:
+        return "a hold"
+
+    caller = asyncio.create_task(carry_call(loop_thread.loop, None, lost.append, take))
+    await asyncio.sleep(0)  # posted to the owner
+    time.sleep(0.2)  # noqa: ASYNC251 - the owner runs it and posts the result meanwhile
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert lost == ["a hold"]
+
+
+async def test_a_connection_block_entered_by_a_cancelled_caller_is_given_back(
+    database_url: str, loop_thread: LoopInThread
+) -> None:
+    # Regression: the hold taken for a caller in another loop, which was
+    # cancelled as the hold was taken, was kept for ever (the pool shrank).
+    database = Database(database_url, max_size=1, acquire_timeout=5)
+    loop_thread.run(database.connect())
+    try:
+
+        async def enter() -> None:
+            async with database.connection():
+                await asyncio.sleep(30)
+
+        for _ in range(3):
+            task = asyncio.create_task(enter())
+            await asyncio.sleep(0)  # the hold is carried to the owner
+            time.sleep(0.2)  # noqa: ASYNC251 - the owner takes it meanwhile
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # The one pooled connection is free again (else PoolTimeoutError).
+        assert loop_thread.run(database.fetch_val("SELECT 1")) == 1
+    finally:
+        loop_thread.run(database.disconnect())

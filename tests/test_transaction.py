@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -444,3 +446,38 @@ async def test_child_task_uses_its_own_connection(notes: str) -> None:
             assert seen_by_child == []
             assert await texts(db) == ["uncommitted"]
         assert await asyncio.create_task(texts(db)) == ["uncommitted"]
+
+
+async def test_a_transaction_start_given_up_is_not_lost_to_the_garbage_collector(
+    notes: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression (aiomysql): the BEGIN left running after its caller was
+    # cancelled was reachable only through the driver's stream, which asyncio
+    # holds weakly: a garbage collection destroyed it half read, and the pool
+    # lost count of its connections (max_size no longer held).
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    async with Database(notes, max_size=1, acquire_timeout=10) as db:
+
+        async def transaction() -> None:
+            async with db.transaction():
+                await db.execute("INSERT INTO notes (text, completed) VALUES ('t', false)")
+
+        for attempt in range(30):
+            task = asyncio.create_task(transaction())
+            for _ in range(attempt % 6 + 1):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            del task
+            gc.collect()
+            await asyncio.sleep(0.02)
+        assert [await db.fetch_val("SELECT :n", {"n": str(n)}) for n in range(20)] == [
+            str(n) for n in range(20)
+        ]
+        # Still one connection: while a block holds it, a statement waits.
+        async with db.connection() as connection:
+            assert await connection.fetch_val("SELECT 1") == 1
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.create_task(db.fetch_val("SELECT 2")), 0.5)
+    assert "Task was destroyed but it is pending" not in caplog.text

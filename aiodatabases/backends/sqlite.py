@@ -173,7 +173,6 @@ _SLOW_READS_KEPT = 1024
 _BUSY_CODES = (5, 6)
 _BUSY_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
 _SETS_BUSY_TIMEOUT = re.compile(r"busy_timeout", re.I)
-_TAKES_WRITE_LOCK = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -291,7 +290,6 @@ class SQLiteConnection:
         "_done",
         "_here",
         "_lock",
-        "_locked",
         "_orphans",
         "_raw",
         "_sent",
@@ -314,10 +312,6 @@ class SQLiteConnection:
         # caller gave up after they opened (closed by the next worker call).
         self._cursors: set[sqlite3.Cursor] = set()
         self._orphans: list[sqlite3.Cursor] = []
-        # The open transaction began with a write lock (ours: BEGIN IMMEDIATE),
-        # so a read cannot wait for another connection. Cleared by the worker
-        # when it sees the transaction ended.
-        self._locked = False
         # "PRAGMA busy_timeout = <ms>" restoring the configured wait, or None:
         # unknown (not read yet, or a statement may have changed it).
         self._wait: str | None = None
@@ -378,8 +372,6 @@ class SQLiteConnection:
         finally:
             with self._lock:
                 call.done = True
-            if not self._raw._conn.in_transaction:
-                self._locked = False
             self._done += 1
 
     def _on_db(self, read_only: bool, function: Callable[..., T], *args: Any) -> Awaitable[T]:
@@ -404,9 +396,12 @@ class SQLiteConnection:
             return False, None
         db = self._raw._conn
         # Never wait for a lock here (the busy timeout would block the thread):
-        # such a read runs on the worker instead. A transaction that holds
-        # the write lock already waits for nobody.
-        wait = None if self._locked and db.in_transaction else self._no_wait(db)
+        # such a read runs on the worker instead. Even inside a transaction
+        # that holds the write lock: making room in a full page cache needs
+        # the exclusive lock, which another connection's reader can hold off
+        # (SQLite then just does not spill; without a busy timeout it does
+        # not wait to).
+        wait = self._no_wait(db)
         budget = _Budget()
         db.set_progress_handler(budget, _BRIEF_STEPS)
         self.ran_inline = True
@@ -417,13 +412,12 @@ class SQLiteConnection:
             if budget.spent:
                 self._slow.took_long(sql)
                 return False, None
-            if wait is not None and _is_busy(exc):
+            if _is_busy(exc):
                 return False, None
             raise
         finally:
             db.set_progress_handler(None, 0)
-            if wait is not None:
-                db.execute(wait).close()
+            db.execute(wait).close()
         if time.perf_counter() > budget.ends:
             self._slow.took_long(sql)  # one step took long
         else:
@@ -491,8 +485,6 @@ class SQLiteConnection:
 
     async def run_control(self, statements: Sequence[str]) -> None:
         await self._on_db(False, _run_control, statements)
-        if any(sql.startswith(_TAKES_WRITE_LOCK) for sql in statements):
-            self._locked = True  # it began (a failed BEGIN raised)
 
     async def interrupt(self, read_only: bool) -> None:
         # Cancelled statements are stopped where they are awaited (_submit),

@@ -481,33 +481,60 @@ async def test_a_statement_cancelled_as_it_ends_cannot_stop_the_next_one(notes: 
         assert await db.fetch_val(COUNT) == 10
 
 
+def _asyncio_run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(main())  # type: ignore[arg-type]
+
+
+def _runner_with_a_loop_factory(main: Callable[[], Awaitable[None]]) -> None:
+    # As uvloop.run() and asyncio.run(loop_factory=...) run: no "current" loop.
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        runner.run(main())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("run", [_asyncio_run, _runner_with_a_loop_factory])
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["block", "transaction"])
 def test_a_loop_that_ends_while_a_statement_is_killed_ends_at_once(
-    url: str, caplog: pytest.LogCaptureFixture
+    url: str,
+    run: Callable[[Callable[[], Awaitable[None]]], None],
+    in_transaction: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Regression: asyncio.run's shutdown cancelled the task sending KILL
     # QUERY, so the statement ran to its own end (here 60 s) before the loop
-    # could close; and its "interrupted" error was reported as unhandled.
+    # could close, and its "interrupted" error was reported as unhandled;
+    # with a loop factory the KILL task was made for no loop at all.
     async def main() -> None:
         db = Database(url)
         await db.connect()
 
         async def sleeper() -> None:
             async with db.connection() as connection:
-                await connection.fetch_val("SELECT SLEEP(60)")
+                if in_transaction:
+                    async with connection.transaction():
+                        await connection.fetch_val("SELECT SLEEP(60)")
+                else:
+                    await connection.fetch_val("SELECT SLEEP(60)")
 
         task = asyncio.create_task(sleeper())
         await until(1, lambda: server_sleepers(url, "SELECT SLEEP(60)"))
-        task.cancel()  # main returns at once: asyncio.run cleans up
+        if not in_transaction:
+            task.cancel()  # cancelled, or (below) left running: the loop's end cancels it
 
-    ended = threading.Event()
+    outcome: list[BaseException | None] = []
 
-    def run() -> None:
-        asyncio.run(main())
-        ended.set()
+    def thread() -> None:
+        try:
+            run(main)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
 
     caplog.set_level(logging.ERROR, logger="asyncio")
-    threading.Thread(target=run, daemon=True).start()
-    assert ended.wait(30), "asyncio.run waited for the statement to end by itself"
+    worker = threading.Thread(target=thread, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert outcome == [None], "the loop did not end at once, or ended with an error"
     assert asyncio.run(server_sleepers(url, "SELECT SLEEP(60)")) == 0
     assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
 

@@ -10,6 +10,7 @@ connection run everything on its worker thread).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -434,3 +435,50 @@ async def test_reading_the_busy_timeout_sees_the_configured_one(tmp_path: Path) 
     async with Database(file_url(tmp_path / "pragma.db"), timeout=3) as db:
         assert await db.fetch_val("SELECT * FROM pragma_busy_timeout") == 3000
         assert await db.fetch_val("SELECT timeout FROM pragma_busy_timeout") == 3000
+
+
+async def test_a_read_in_a_write_transaction_never_waits_to_spill_the_cache(
+    tmp_path: Path,
+) -> None:
+    # Regression: inside BEGIN IMMEDIATE a read here kept the busy timeout
+    # ("a transaction holding the write lock waits for nobody"); but with the
+    # page cache full of its own changes, a read must spill them, which needs
+    # the exclusive lock another connection's reader holds off. The loop then
+    # slept in the busy handler. The reader below lets go from a callback of
+    # this loop (or, if the loop is stuck, from a watchdog thread).
+    path = tmp_path / "spill.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT)")
+        setup.executemany("INSERT INTO big (v) VALUES (?)", [("x" * 300,) for _ in range(20_000)])
+    setup.close()
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT v FROM big LIMIT 1").fetchall()  # holds a shared lock
+    released = threading.Lock()
+    by_watchdog: list[bool] = []
+
+    def release(watchdog: bool) -> None:
+        if released.acquire(blocking=False):
+            by_watchdog.append(watchdog)
+            reader.execute("COMMIT")
+
+    watchdog = threading.Timer(5, release, (True,))
+    watchdog.start()
+    try:
+        async with Database(file_url(path), max_size=1, cache_size=50) as db:
+            with contextlib.suppress(KeyError):
+                async with db.transaction():  # BEGIN IMMEDIATE
+                    await db.execute("PRAGMA busy_timeout = 0")  # the update spills nothing
+                    await db.execute("UPDATE big SET v = v || 'y' WHERE id <= 3000")
+                    await db.execute("PRAGMA busy_timeout = 60000")
+                    asyncio.get_running_loop().call_later(0.1, release, False)
+                    for n in range(5):
+                        assert await db.fetch_val(
+                            "SELECT length(v) FROM big WHERE id = :id", {"id": 15_000 + n}
+                        ) == 300
+                    raise KeyError("roll back")
+            await asyncio.sleep(0.2)
+        assert by_watchdog == [False]  # released by this loop: it was never stuck
+    finally:
+        watchdog.cancel()
+        reader.close()
