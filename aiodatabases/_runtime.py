@@ -33,6 +33,7 @@ P = ParamSpec("P")
 Query: TypeAlias = Any  # SQL text, or a SQLAlchemy Core statement
 Values: TypeAlias = Mapping[str, Any] | None
 
+
 class Prepared(NamedTuple):
     """A query ready for the driver."""
 

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 
+from ._background import keep
 from ._query import is_read_only
 from .backends.base import Args, Backend, DriverConnection
 
 logger = logging.getLogger("aiodatabases")
+
+T = TypeVar("T")
 
 #: One driver operation: (driver connection, sql, args) -> result.
 Operation: TypeAlias = Callable[[DriverConnection, str, Any], Awaitable[Any]]
@@ -106,6 +109,21 @@ class _ToItsEnd(asyncio.Task[Any]):
 
     def cancel(self, msg: Any = None) -> bool:
         return False
+
+
+def to_its_end(work: Awaitable[T]) -> asyncio.Task[T]:
+    """``work`` run to its end, even if its caller is cancelled meanwhile.
+
+    A caller awaiting the returned task that is cancelled waits for it to end
+    and then gets its ``CancelledError`` (the task tells how the work ended).
+    Cheaper than a task behind ``asyncio.shield``: the caller is woken once.
+    """
+    return cast("asyncio.Task[T]", keep(_ToItsEnd(_coroutine(work))))
+
+
+def ended_well(task: asyncio.Future[Any]) -> bool:
+    """Whether ``task`` is done, neither cancelled nor failed."""
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 class _Statement(_ToItsEnd):

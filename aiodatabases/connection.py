@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._background import keep, shielded
+from ._background import shielded
 from ._gate import (
     Gate,
     Scope,
@@ -43,8 +43,10 @@ from ._statements import (
     FETCH_ALL,
     FETCH_ONE,
     Operation,
+    ended_well,
     pause_if_inline,
     run_statement,
+    to_its_end,
 )
 from .backends.base import Cursor, DriverConnection
 from .exceptions import (
@@ -213,10 +215,25 @@ class Connection:
     # -- used by Transaction (caller's loop) --------------------------------------------
 
     async def begin_frame(self, scope: Scope, options: Mapping[str, Any]) -> None:
-        await self._runtime.call(self._begin, scope, options, current_scopes(), caller())
+        """Open ``scope``'s transaction (BEGIN, or a savepoint inside one).
 
-    async def end_frame(self, scope: Scope, commit: bool) -> None:
-        await self._runtime.call(self._end, scope, commit, (*current_scopes(), scope))
+        Cancellation: waiting for the connection stops at once; a BEGIN
+        already sent runs to its end and is rolled back (in the background),
+        so the caller holds no transaction.
+        """
+        await self._runtime.call_keeping(
+            lambda _: self.abandon_frame(scope),  # begun in the owning loop, too late
+            self._begin,
+            scope,
+            options,
+            current_scopes(),
+            caller(),
+        )
+
+    def end_frame(self, scope: Scope, commit: bool) -> asyncio.Task[None]:
+        """End ``scope``'s transaction: a task that runs to its end even if the
+        caller is cancelled meanwhile (which then waits for it; see ``to_its_end``)."""
+        return to_its_end(self._runtime.call(self._end, scope, commit, (*current_scopes(), scope)))
 
     async def begin_isolation(self, scope: Scope) -> None:
         """Open a savepoint that admits every task (see ``Database.isolated``)."""
@@ -373,7 +390,7 @@ class Connection:
             renew = self._guards.before(depth)
             if renew:
                 # Not interruptible: half done, it would leave no guard to roll back to.
-                await _uninterrupted(driver.run_control(renew))
+                await to_its_end(driver.run_control(renew))
         ddl_commits = self._backend.ddl_commits_transaction and bool(self._frames) and is_ddl(sql)
         if ddl_commits:
             logger.warning(
@@ -452,9 +469,14 @@ class Connection:
             try:
                 await self._push_frame(driver, scope, options)
             except BaseException:
-                self._holds -= 1
-                if self._holds == 0:
-                    self._release_driver()
+                if self._frames and self._frames[-1].scope is scope:
+                    # Begun, but the caller was cancelled meanwhile: rolling it
+                    # back also ends this hold.
+                    self.abandon_frame(scope)
+                else:
+                    self._holds -= 1
+                    if self._holds == 0:
+                        self._release_driver()
                 raise
         finally:
             self._gate.release()
@@ -467,14 +489,25 @@ class Connection:
         *,
         owns: bool = True,
     ) -> None:
+        """Begin (or take a savepoint); the frame is pushed once the statement ran,
+        even if the caller was cancelled meanwhile (it must then roll it back)."""
+        savepoint: str | None = None
         if self._frames:
-            name = f"aiodatabases_sp_{next(self._savepoint_ids)}"
-            await driver.run_control([f"SAVEPOINT {name}"])
-            self._frames.append(_Frame(scope, name, owns=owns))
+            savepoint = f"aiodatabases_sp_{next(self._savepoint_ids)}"
+            statements = [f"SAVEPOINT {savepoint}"]
         else:
-            await driver.run_control(self._backend.begin_sql(options))
-            self._frames.append(_Frame(scope, None, owns=owns))
-        self._update_owner()
+            statements = self._backend.begin_sql(options)
+        # Where the driver can run it at once (SQLite), nothing can interrupt it.
+        control = (
+            None if driver.control_here(statements) else to_its_end(driver.run_control(statements))
+        )
+        try:
+            if control is not None:
+                await control
+        finally:
+            if control is None or ended_well(control):
+                self._frames.append(_Frame(scope, savepoint, owns=owns))
+                self._update_owner()
 
     def _update_owner(self) -> None:
         """The innermost open transaction (or streaming iteration) owns the connection."""
@@ -685,16 +718,6 @@ class Connection:
         self._frames.clear()
         self._holds = 0
         self._release_driver()
-
-
-async def _uninterrupted(work: Awaitable[None]) -> None:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile."""
-    task = keep(asyncio.ensure_future(work))
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise
 
 
 def _open_cursor(driver: DriverConnection, sql: str, args: Any) -> Awaitable[Cursor]:

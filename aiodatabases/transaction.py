@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._background import keep, shielded
+from ._background import shielded
 from ._gate import Scope, enter_scope, leave_scope, task_name
 from .exceptions import TransactionError, TransactionOrderError
 
@@ -108,19 +108,15 @@ class Transaction:
     async def start(self) -> Transaction:
         """Begin (or take a savepoint if one is open on the connection).
 
-        Cancellation: if the BEGIN was already sent it completes and is rolled
-        back; the caller gets ``CancelledError`` and holds no transaction.
+        Cancellation: waiting for the connection stops at once; a BEGIN
+        already sent completes and is rolled back. The caller gets
+        ``CancelledError`` and holds no transaction.
         """
         if self._state is not TransactionState.NEW:
             raise TransactionError(f"this transaction was already started ({self._state.value})")
         connection = self._connection_factory()
         scope = Scope(task_name())
-        begin = keep(asyncio.ensure_future(connection.begin_frame(scope, self._options)))
-        try:
-            await asyncio.shield(begin)
-        except asyncio.CancelledError:
-            begin.add_done_callback(lambda f: _undo_begin(f, connection, scope))
-            raise
+        await connection.begin_frame(scope, self._options)
         self._connection, self._scope = connection, scope
         self._state = TransactionState.ACTIVE
         enter_scope(scope)
@@ -129,7 +125,8 @@ class Transaction:
     async def commit(self) -> None:
         """Commit (or release the savepoint).
 
-        Cancellation: the commit completes; the caller gets ``CancelledError``.
+        Cancellation: the commit completes first (the caller waits for it),
+        then the caller gets ``CancelledError``.
         """
         await self._end(commit=True)
 
@@ -144,13 +141,14 @@ class Transaction:
         connection, scope = self._connection, self._scope
         if connection is None or scope is None:  # pragma: no cover - ACTIVE implies both
             raise TransactionError("this transaction has no connection")
-        end = keep(asyncio.ensure_future(connection.end_frame(scope, commit)))
+        end = connection.end_frame(scope, commit)
         try:
-            await asyncio.shield(end)
+            await end  # to its end: a cancelled caller waits for it
         except TransactionOrderError:
             raise  # still open, stack intact
         except asyncio.CancelledError:
-            self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLED_BACK
+            if not (end.done() and isinstance(_outcome(end), TransactionOrderError)):
+                self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLED_BACK
             raise
         except BaseException:
             # COMMIT failed (e.g. a serialization failure): it is over all the same.
@@ -168,9 +166,8 @@ class Transaction:
             connection.abandon_frame(scope)
 
 
-def _undo_begin(begun: asyncio.Future[None], connection: Connection, scope: Scope) -> None:
-    if not begun.cancelled() and begun.exception() is None:
-        connection.abandon_frame(scope)
+def _outcome(task: asyncio.Future[None]) -> BaseException | None:
+    return None if task.cancelled() else task.exception()
 
 
 class Isolation:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import asyncpg
 import pytest
@@ -128,6 +129,83 @@ async def test_cancel_while_waiting_for_the_pool_takes_nothing(database_url: str
         release.set()
         await hold_task
         assert await database.fetch_val("SELECT 7") == 7
+
+
+async def test_a_transaction_cancelled_while_waiting_for_the_pool_begins_nothing(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its wait stops at once; nothing is begun (and rolled back) for it when
+    # the connection comes free, as happened while its start ran shielded.
+    caplog.set_level(logging.WARNING, logger="aiodatabases")
+    async with Database(database_url, min_size=0, max_size=1, acquire_timeout=10) as database:
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with database.connection():
+                holding.set()
+                await release.wait()
+
+        async def begin() -> None:
+            await database.transaction()
+
+        hold_task = asyncio.create_task(holder())
+        await holding.wait()
+        waiter = asyncio.create_task(begin())
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.set()
+        await hold_task
+        assert await database.fetch_val("SELECT 7") == 7
+        async with database.transaction():
+            assert await database.fetch_val("SELECT 8") == 8
+    assert "rolling it back" not in caplog.text
+
+
+@pytest.mark.parametrize("url", POSTGRES_URLS)
+async def test_a_commit_cancelled_while_it_runs_has_ended_when_the_caller_is_told(
+    url: str,
+) -> None:
+    # The COMMIT takes 0.3 s (a deferred constraint trigger sleeps in it). Its
+    # caller, cancelled meanwhile, gets CancelledError once it has ended: the
+    # write is visible from another connection at that moment.
+    setup = [
+        "CREATE TABLE aiodb_slow_commit (id integer)",
+        "CREATE FUNCTION aiodb_slow_commit_sleep() RETURNS trigger LANGUAGE plpgsql "
+        "AS 'BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END'",
+        "CREATE CONSTRAINT TRIGGER aiodb_slow_commit_trigger AFTER INSERT ON aiodb_slow_commit "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION aiodb_slow_commit_sleep()",
+    ]
+    async with Database(url) as database:
+        await database.execute("DROP TABLE IF EXISTS aiodb_slow_commit")
+        await database.execute("DROP FUNCTION IF EXISTS aiodb_slow_commit_sleep()")
+        for sql in setup:
+            await database.execute(sql)
+        try:
+            committing = asyncio.Event()
+
+            async def write() -> None:
+                transaction = await database.transaction()
+                await database.execute("INSERT INTO aiodb_slow_commit VALUES (1)")
+                committing.set()
+                await transaction.commit()
+
+            writer = asyncio.create_task(write())
+            await committing.wait()
+            await asyncio.sleep(0.05)  # the COMMIT runs on the server
+            writer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await writer
+            other = await asyncpg.connect(url)
+            try:
+                assert await other.fetchval("SELECT count(*) FROM aiodb_slow_commit") == 1
+            finally:
+                await other.close()
+        finally:
+            await database.execute("DROP TABLE aiodb_slow_commit")
+            await database.execute("DROP FUNCTION aiodb_slow_commit_sleep()")
 
 
 async def test_pool_timeout_names_the_problem(database_url: str) -> None:

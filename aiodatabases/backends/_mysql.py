@@ -268,6 +268,9 @@ class MySQLConnection:
         finally:
             await cursor.close()
 
+    def control_here(self, statements: Sequence[str]) -> bool:
+        return False  # every statement is a round trip to the server
+
     async def interrupt(self, read_only: bool) -> None:
         # The drivers cannot cancel: ask the server to kill the statement from
         # a second connection; the statement then ends with an error.

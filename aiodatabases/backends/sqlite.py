@@ -91,6 +91,7 @@ _BEGIN = {
     "immediate": "BEGIN IMMEDIATE",
     "exclusive": "BEGIN EXCLUSIVE",
 }
+_BEGIN_STATEMENTS = frozenset(_BEGIN.values())
 
 
 class _SQLiteCursor:
@@ -183,6 +184,10 @@ def _mentions_busy_timeout(sql: str) -> bool:
 def _may_run_here(sql: str) -> bool:
     # Reading the busy timeout here (pragma_busy_timeout) would see our 0.
     return is_read_only(sql) and not _mentions_busy_timeout(sql)
+
+
+def _is_instant(statement: str) -> bool:
+    return statement in _BEGIN_STATEMENTS or statement.startswith("SAVEPOINT ")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -386,13 +391,7 @@ class SQLiteConnection:
     def _try_here(self, function: Callable[..., T], sql: str, args: Args) -> tuple[bool, Any]:
         """Run a brief read on the calling thread: (True, result), or (False, None)
         when it is not a read, would wait for a lock, or runs too long."""
-        if not self._here or not _may_run_here(sql) or self.is_closed():
-            return False, None
-        if self._slow.sends_away(sql):
-            return False, None
-        if self._sent != self._done or self._orphans:
-            # The worker still runs something (a cancelled caller's statement):
-            # never use the connection from two threads at once.
+        if not _may_run_here(sql) or not self._free_here() or self._slow.sends_away(sql):
             return False, None
         db = self._raw._conn
         # Never wait for a lock here (the busy timeout would block the thread):
@@ -423,6 +422,32 @@ class SQLiteConnection:
         else:
             self._slow.was_brief(sql)
         return True, result
+
+    def _free_here(self) -> bool:
+        """Whether the calling thread may use the connection now: never while
+        the worker still runs something (a cancelled caller's statement)."""
+        idle = self._sent == self._done and not self._orphans
+        return self._here and idle and not self.is_closed()
+
+    def control_here(self, statements: Sequence[str]) -> bool:
+        """BEGIN or SAVEPOINT on the calling thread: they change a flag and take
+        a lock (or, after a crash, recover the journal). A lock that another
+        connection holds is waited for on the worker thread instead (no busy
+        timeout here), as every other statement is."""
+        if len(statements) != 1 or not _is_instant(statements[0]) or not self._free_here():
+            return False
+        db = self._raw._conn
+        wait = self._no_wait(db)
+        try:
+            db.execute(statements[0]).close()
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False
+            raise
+        finally:
+            db.execute(wait).close()
+        self.ran_inline = True
+        return True
 
     def _no_wait(self, db: sqlite3.Connection) -> str:
         """Set the busy timeout to 0; return the statement that restores it."""

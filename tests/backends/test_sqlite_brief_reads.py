@@ -90,6 +90,21 @@ async def test_brief_reads_run_on_the_loop_thread_and_the_rest_on_the_worker(
         assert long["thread"] != here
 
 
+async def test_begin_and_savepoint_run_on_the_loop_thread(tmp_path: Path) -> None:
+    # They take no time (a lock that is free, a flag): no trip to the worker,
+    # so the caller does not even suspend; ending them does.
+    async with Database(file_url(tmp_path / "begin.db")) as db, db.connection() as connection:
+        for isolation in ("immediate", "deferred", "exclusive"):
+            ran: list[bool] = []
+            asyncio.get_running_loop().call_soon(ran.append, True)
+            outer = await connection.transaction(isolation=isolation)
+            inner = await connection.transaction()
+            assert ran == []
+            await inner.rollback()
+            await outer.commit()
+            assert ran == [True]
+
+
 async def test_a_read_too_long_here_twice_goes_to_the_worker_at_once(tmp_path: Path) -> None:
     slow = (
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
@@ -287,12 +302,22 @@ async def _read_in_a_raw_begin_after_an_immediate_transaction(
             await connection.execute("COMMIT")
 
 
+async def _read_in_a_transaction_begun_while_locked(
+    db: Database, lock: Callable[[], None]
+) -> Any:
+    lock()
+    # BEGIN IMMEDIATE waits for the write lock; then a savepoint.
+    async with db.transaction(), db.transaction():
+        return await db.fetch_val("SELECT count(*) FROM t")
+
+
 @pytest.mark.parametrize(
     "read",
     [
         _read_outside_a_transaction,
         _read_in_a_deferred_transaction,
         _read_in_a_raw_begin_after_an_immediate_transaction,
+        _read_in_a_transaction_begun_while_locked,
     ],
 )
 async def test_a_read_that_must_wait_for_a_lock_never_blocks_the_loop(
