@@ -30,3 +30,8 @@ def keep(future: asyncio.Future[T]) -> asyncio.Future[T]:
 async def shielded(work: Awaitable[T]) -> T:
     """``await asyncio.shield(work)``, with ``work`` kept alive if the caller gives up."""
     return await asyncio.shield(keep(asyncio.ensure_future(work)))
+
+
+def ended_well(future: asyncio.Future[Any]) -> bool:
+    """Whether ``future`` is done, neither cancelled nor failed."""
+    return future.done() and not future.cancelled() and future.exception() is None

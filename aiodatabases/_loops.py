@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
-from ._background import keep
+from ._background import ended_well, keep
 from .exceptions import WrongEventLoopError
 
 T = TypeVar("T")
@@ -85,6 +85,8 @@ async def carry_call(
     try:
         result: T = await call.done
     except asyncio.CancelledError:
+        if on_lost is not None and ended_well(call.done):
+            on_lost(call.done.result())  # it succeeded just before the caller gave up
         call.abandon()
         raise
     finally:

@@ -121,11 +121,6 @@ def to_its_end(work: Awaitable[T]) -> asyncio.Task[T]:
     return cast("asyncio.Task[T]", keep(_ToItsEnd(_coroutine(work))))
 
 
-def ended_well(task: asyncio.Future[Any]) -> bool:
-    """Whether ``task`` is done, neither cancelled nor failed."""
-    return task.done() and not task.cancelled() and task.exception() is None
-
-
 class _Statement(_ToItsEnd):
     """A statement that runs to its end: cancelling it interrupts it on the server.
 

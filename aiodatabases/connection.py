@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._background import shielded
+from ._background import ended_well, shielded
 from ._gate import (
     Gate,
     Scope,
@@ -43,7 +43,6 @@ from ._statements import (
     FETCH_ALL,
     FETCH_ONE,
     Operation,
-    ended_well,
     pause_if_inline,
     run_statement,
     to_its_end,
@@ -469,11 +468,13 @@ class Connection:
             try:
                 await self._push_frame(driver, scope, options)
             except BaseException:
-                if self._frames and self._frames[-1].scope is scope:
-                    # Begun, but the caller was cancelled meanwhile: rolling it
-                    # back also ends this hold.
-                    self.abandon_frame(scope)
-                else:
+                try:
+                    if self._frames and self._frames[-1].scope is scope:
+                        # Begun, but the caller was cancelled meanwhile: roll it
+                        # back before anything else runs here (the enclosing
+                        # transaction's end, for one).
+                        await self._undo_frame()
+                finally:
                     self._holds -= 1
                     if self._holds == 0:
                         self._release_driver()
@@ -508,6 +509,15 @@ class Connection:
             if control is None or ended_well(control):
                 self._frames.append(_Frame(scope, savepoint, owns=owns))
                 self._update_owner()
+
+    async def _undo_frame(self) -> None:
+        """Roll back the innermost frame for a caller that gave up; a failure
+        (or a second cancellation) leaves the connection to be reset."""
+        try:
+            await to_its_end(self._pop_frame(commit=False))
+        except (Exception, asyncio.CancelledError) as exc:
+            self._dirty = True
+            logger.debug("rolling back a transaction begun for a cancelled caller: %r", exc)
 
     def _update_owner(self) -> None:
         """The innermost open transaction (or streaming iteration) owns the connection."""

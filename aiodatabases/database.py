@@ -313,7 +313,8 @@ class Database:
         Usable as ``async with``, as a decorator, or ``await``-ed (then call
         ``commit()``/``rollback()``).
         """
-        self._backend.begin_sql(options)  # reject unknown options now, not at start
+        if options:
+            self._backend.begin_sql(options)  # reject unknown options now, not at start
         return Transaction(self.connection, force_rollback=force_rollback, **options)
 
     def isolated(self) -> Isolation:

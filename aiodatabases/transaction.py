@@ -147,8 +147,13 @@ class Transaction:
         except TransactionOrderError:
             raise  # still open, stack intact
         except asyncio.CancelledError:
-            if not (end.done() and isinstance(_outcome(end), TransactionOrderError)):
-                self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLED_BACK
+            # The end has run to its end: its outcome is the transaction's.
+            outcome = _outcome(end)
+            if isinstance(outcome, TransactionOrderError):
+                raise  # still open, stack intact
+            ended = commit and outcome is None
+            self._state = TransactionState.COMMITTED if ended else TransactionState.ROLLED_BACK
+            leave_scope(scope)
             raise
         except BaseException:
             # COMMIT failed (e.g. a serialization failure): it is over all the same.
@@ -167,7 +172,9 @@ class Transaction:
 
 
 def _outcome(task: asyncio.Future[None]) -> BaseException | None:
-    return None if task.cancelled() else task.exception()
+    if not task.done() or task.cancelled():
+        return None
+    return task.exception()
 
 
 class Isolation:
