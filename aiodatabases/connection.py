@@ -498,10 +498,10 @@ class Connection:
             statements = [f"SAVEPOINT {savepoint}"]
         else:
             statements = self._backend.begin_sql(options)
-        # Where the driver can run it at once (SQLite), nothing can interrupt it.
-        control = (
-            None if driver.control_here(statements) else to_its_end(driver.run_control(statements))
-        )
+        # Where the driver runs it at once (SQLite), it is all or nothing.
+        control = None
+        if not await driver.control_now(statements):
+            control = to_its_end(driver.run_control(statements))
         try:
             if control is not None:
                 await control

@@ -268,7 +268,7 @@ class MySQLConnection:
         finally:
             await cursor.close()
 
-    def control_here(self, statements: Sequence[str]) -> bool:
+    async def control_now(self, statements: Sequence[str]) -> bool:
         return False  # every statement is a round trip to the server
 
     async def interrupt(self, read_only: bool) -> None:

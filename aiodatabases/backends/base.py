@@ -63,10 +63,11 @@ class DriverConnection(Protocol):
     async def run_control(self, statements: Sequence[str]) -> None:
         """Run parameterless control statements (BEGIN, SAVEPOINT, ...) in order."""
 
-    def control_here(self, statements: Sequence[str]) -> bool:
-        """Run control statements now, on the calling thread, if they take no
-        time and wait for nothing (SQLite's BEGIN): True if they ran; False
-        (nothing ran) and the core uses ``run_control``. Errors are raised."""
+    async def control_now(self, statements: Sequence[str]) -> bool:
+        """Run control statements that are all or nothing without a trip to the
+        driver (SQLite's BEGIN): True if they ran; False (nothing ran) and the
+        core uses ``run_control``. A cancellation meanwhile leaves nothing run;
+        errors are raised."""
 
     async def interrupt(self, read_only: bool) -> None:
         """The caller of the running statement was cancelled: stop it on the server.

@@ -129,7 +129,7 @@ class PostgresConnection:
         # One simple-protocol round trip for all of them.
         await self._raw.execute("; ".join(statements))
 
-    def control_here(self, statements: Sequence[str]) -> bool:
+    async def control_now(self, statements: Sequence[str]) -> bool:
         return False  # every statement is a round trip to the server
 
     async def interrupt(self, read_only: bool) -> None:

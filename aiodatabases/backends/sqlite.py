@@ -92,6 +92,10 @@ _BEGIN = {
     "exclusive": "BEGIN EXCLUSIVE",
 }
 _BEGIN_STATEMENTS = frozenset(_BEGIN.values())
+#: Seconds between tries of a BEGIN that waits for another connection's lock
+#: (doubling), as SQLite's own busy handler sleeps between its tries.
+_FIRST_LOCK_PAUSE = 0.001
+_LONGEST_LOCK_PAUSE = 0.05
 
 
 class _SQLiteCursor:
@@ -300,6 +304,7 @@ class SQLiteConnection:
         "_sent",
         "_slow",
         "_wait",
+        "_wait_ms",
         "ran_inline",
     )
 
@@ -320,6 +325,7 @@ class SQLiteConnection:
         # "PRAGMA busy_timeout = <ms>" restoring the configured wait, or None:
         # unknown (not read yet, or a statement may have changed it).
         self._wait: str | None = None
+        self._wait_ms = 0  # that wait, once read
 
     @property
     def raw(self) -> Any:
@@ -429,32 +435,52 @@ class SQLiteConnection:
         idle = self._sent == self._done and not self._orphans
         return self._here and idle and not self.is_closed()
 
-    def control_here(self, statements: Sequence[str]) -> bool:
+    async def control_now(self, statements: Sequence[str]) -> bool:
         """BEGIN or SAVEPOINT on the calling thread: they change a flag and take
-        a lock (or, after a crash, recover the journal). A lock that another
-        connection holds is waited for on the worker thread instead (no busy
-        timeout here), as every other statement is."""
-        if len(statements) != 1 or not _is_instant(statements[0]) or not self._free_here():
+        a lock (or, after a crash, recover the journal).
+
+        A lock that another connection holds is waited for here, between
+        tries, for as long as the busy timeout allows (then its "database is
+        locked" is raised): a caller cancelled meanwhile leaves at once with
+        nothing begun, where SQLite's own wait, on the worker, could not be
+        interrupted.
+        """
+        if len(statements) != 1 or not _is_instant(statements[0]):
             return False
+        gives_up_at: float | None = None
+        pause = _FIRST_LOCK_PAUSE
+        while self._free_here():
+            try:
+                self._run_here(statements[0])
+                return True
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                now = time.monotonic()
+                if gives_up_at is None:
+                    gives_up_at = now + self._wait_ms / 1000
+                if now >= gives_up_at:
+                    raise
+            await asyncio.sleep(min(pause, gives_up_at - now))
+            pause = min(2 * pause, _LONGEST_LOCK_PAUSE)
+        return False
+
+    def _run_here(self, statement: str) -> None:
+        """``statement`` on the calling thread without waiting for a lock."""
         db = self._raw._conn
         wait = self._no_wait(db)
         try:
-            db.execute(statements[0]).close()
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                return False
-            raise
+            db.execute(statement).close()
         finally:
             db.execute(wait).close()
         self.ran_inline = True
-        return True
 
     def _no_wait(self, db: sqlite3.Connection) -> str:
         """Set the busy timeout to 0; return the statement that restores it."""
         wait = self._wait
         if wait is None:
-            milliseconds = int(db.execute("PRAGMA busy_timeout").fetchone()[0])
-            wait = self._wait = f"PRAGMA busy_timeout = {milliseconds}"
+            self._wait_ms = int(db.execute("PRAGMA busy_timeout").fetchone()[0])
+            wait = self._wait = f"PRAGMA busy_timeout = {self._wait_ms}"
         db.execute("PRAGMA busy_timeout = 0").close()
         return wait
 

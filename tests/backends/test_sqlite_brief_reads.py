@@ -345,6 +345,56 @@ async def test_a_read_that_must_wait_for_a_lock_never_blocks_the_loop(
         blocker.close()
 
 
+async def test_a_begin_waiting_for_a_lock_is_cancelled_at_once_with_nothing_begun(
+    tmp_path: Path,
+) -> None:
+    # Regression: the BEGIN IMMEDIATE waited on the worker in SQLite's busy
+    # handler, which nothing interrupts: its cancelled caller stayed until the
+    # busy timeout ended (then "database is locked", not CancelledError).
+    path = tmp_path / "locked.db"
+    await make_table(file_url(path))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        async with Database(file_url(path), max_size=1, timeout=60) as db:
+            waiting = asyncio.create_task(_begin_and_insert(db))
+            await asyncio.sleep(0.1)  # it waits for the lock
+            waiting.cancel()
+            # A deadline far beyond "at once", far below the busy timeout.
+            done, _ = await asyncio.wait([waiting], timeout=10)
+            assert done == {waiting}
+            assert waiting.cancelled()
+            assert blocker.in_transaction  # still locked: the caller left anyway
+            blocker.execute("ROLLBACK")
+            await _begin_and_insert(db)
+            assert await db.fetch_val("SELECT count(*) FROM t") == 1
+    finally:
+        blocker.close()
+
+
+async def test_a_begin_that_waits_longer_than_the_busy_timeout_fails_as_locked(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    await make_table(file_url(path))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        async with Database(file_url(path), max_size=1, timeout=0.2) as db:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await _begin_and_insert(db)
+            blocker.execute("ROLLBACK")
+            await _begin_and_insert(db)  # nothing was left begun
+            assert await db.fetch_val("SELECT count(*) FROM t") == 1
+    finally:
+        blocker.close()
+
+
+async def _begin_and_insert(db: Database) -> None:
+    async with db.transaction():
+        await db.execute("INSERT INTO t VALUES (1)")
+
+
 async def test_a_busy_timeout_set_by_a_statement_stays_after_brief_reads(tmp_path: Path) -> None:
     async with Database(file_url(tmp_path / "busy.db"), max_size=1, timeout=0.25) as db:
         assert await db.fetch_val("SELECT 1") == 1
