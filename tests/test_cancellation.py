@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import asyncpg
 import pytest
@@ -109,33 +110,20 @@ async def test_cancel_many_tasks_then_everything_still_works(database_url: str) 
         assert values == [str(n) for n in range(8)]
 
 
-async def test_cancel_while_waiting_for_the_pool_takes_nothing(database_url: str) -> None:
-    async with Database(database_url, min_size=0, max_size=1, acquire_timeout=10) as database:
-        holding = asyncio.Event()
-        release = asyncio.Event()
-
-        async def holder() -> None:
-            async with database.connection():
-                holding.set()
-                await release.wait()
-
-        hold_task = asyncio.create_task(holder())
-        await holding.wait()
-        waiter = asyncio.create_task(database.fetch_val("SELECT 1"))
-        await asyncio.sleep(0.05)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        release.set()
-        await hold_task
-        assert await database.fetch_val("SELECT 7") == 7
+async def _select_one(database: Database) -> None:
+    await database.fetch_val("SELECT 1")
 
 
-async def test_a_transaction_cancelled_while_waiting_for_the_pool_begins_nothing(
-    database_url: str, caplog: pytest.LogCaptureFixture
+async def _begin(database: Database) -> None:
+    await database.transaction()
+
+
+@pytest.mark.parametrize("wait", [_select_one, _begin], ids=["statement", "transaction"])
+async def test_cancel_while_waiting_for_the_pool_takes_nothing(
+    database_url: str, caplog: pytest.LogCaptureFixture, wait: Any
 ) -> None:
-    # Its wait stops at once; nothing is begun (and rolled back) for it when
-    # the connection comes free, as happened while its start ran shielded.
+    # The wait stops at once; for a transaction nothing is begun (and rolled
+    # back) when the connection comes free, as while its start ran shielded.
     caplog.set_level(logging.WARNING, logger="aiodatabases")
     async with Database(database_url, min_size=0, max_size=1, acquire_timeout=10) as database:
         holding = asyncio.Event()
@@ -146,12 +134,9 @@ async def test_a_transaction_cancelled_while_waiting_for_the_pool_begins_nothing
                 holding.set()
                 await release.wait()
 
-        async def begin() -> None:
-            await database.transaction()
-
         hold_task = asyncio.create_task(holder())
         await holding.wait()
-        waiter = asyncio.create_task(begin())
+        waiter = asyncio.create_task(wait(database))
         await asyncio.sleep(0.05)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):

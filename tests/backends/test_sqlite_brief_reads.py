@@ -14,7 +14,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +345,17 @@ async def test_a_read_that_must_wait_for_a_lock_never_blocks_the_loop(
         blocker.close()
 
 
+@contextlib.contextmanager
+def _write_locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the write lock (BEGIN IMMEDIATE) of ``path``."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield blocker
+    finally:
+        blocker.close()
+
+
 async def test_a_begin_waiting_for_a_lock_is_cancelled_at_once_with_nothing_begun(
     tmp_path: Path,
 ) -> None:
@@ -353,9 +364,7 @@ async def test_a_begin_waiting_for_a_lock_is_cancelled_at_once_with_nothing_begu
     # busy timeout ended (then "database is locked", not CancelledError).
     path = tmp_path / "locked.db"
     await make_table(file_url(path))
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with _write_locked(path) as blocker:
         async with Database(file_url(path), max_size=1, timeout=60) as db:
             waiting = asyncio.create_task(_begin_and_insert(db))
             await asyncio.sleep(0.1)  # it waits for the lock
@@ -368,8 +377,6 @@ async def test_a_begin_waiting_for_a_lock_is_cancelled_at_once_with_nothing_begu
             blocker.execute("ROLLBACK")
             await _begin_and_insert(db)
             assert await db.fetch_val("SELECT count(*) FROM t") == 1
-    finally:
-        blocker.close()
 
 
 async def test_a_begin_that_waits_longer_than_the_busy_timeout_fails_as_locked(
@@ -377,17 +384,13 @@ async def test_a_begin_that_waits_longer_than_the_busy_timeout_fails_as_locked(
 ) -> None:
     path = tmp_path / "locked.db"
     await make_table(file_url(path))
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with _write_locked(path) as blocker:
         async with Database(file_url(path), max_size=1, timeout=0.2) as db:
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 await _begin_and_insert(db)
             blocker.execute("ROLLBACK")
             await _begin_and_insert(db)  # nothing was left begun
             assert await db.fetch_val("SELECT count(*) FROM t") == 1
-    finally:
-        blocker.close()
 
 
 async def _begin_and_insert(db: Database) -> None:
