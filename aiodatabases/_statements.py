@@ -111,14 +111,31 @@ class _ToItsEnd(asyncio.Task[Any]):
         return False
 
 
-def to_its_end(work: Awaitable[T]) -> asyncio.Task[T]:
+class _Told(_ToItsEnd):
+    """``_ToItsEnd`` that calls ``on_cancel()`` (once) when it declines."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], on_cancel: Callable[[], None]):
+        super().__init__(coroutine)
+        self._on_cancel: Callable[[], None] | None = on_cancel
+
+    def cancel(self, msg: Any = None) -> bool:
+        on_cancel, self._on_cancel = self._on_cancel, None
+        if on_cancel is not None and not self.done():
+            on_cancel()
+        return False
+
+
+def to_its_end(work: Awaitable[T], on_cancel: Callable[[], None] | None = None) -> asyncio.Task[T]:
     """``work`` run to its end, even if its caller is cancelled meanwhile.
 
     A caller awaiting the returned task that is cancelled waits for it to end
-    and then gets its ``CancelledError`` (the task tells how the work ended).
+    and then gets its ``CancelledError`` (the task tells how the work ended);
+    ``on_cancel()`` may hurry the work along (give up waiting for a lock).
     Cheaper than a task behind ``asyncio.shield``: the caller is woken once.
     """
-    return cast("asyncio.Task[T]", keep(_ToItsEnd(_coroutine(work))))
+    coroutine = _coroutine(work)
+    task = _ToItsEnd(coroutine) if on_cancel is None else _Told(coroutine, on_cancel)
+    return cast("asyncio.Task[T]", keep(task))
 
 
 class _Statement(_ToItsEnd):

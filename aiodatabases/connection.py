@@ -462,6 +462,7 @@ class Connection:
         self, scope: Scope, options: Mapping[str, Any], scopes: Scopes, who: Who
     ) -> None:
         await self._pass_gate(scopes, who)
+        released = False
         try:
             driver = await self._ensure_driver()
             self._holds += 1
@@ -478,9 +479,14 @@ class Connection:
                     self._holds -= 1
                     if self._holds == 0:
                         self._release_driver()
+                if self._runtime.thread is None:
+                    self._gate.release()
+                    released = True
+                    await pause_if_inline(driver)  # a failed BEGIN may not have suspended
                 raise
         finally:
-            self._gate.release()
+            if not released:
+                self._gate.release()
 
     async def _push_frame(
         self,
@@ -501,7 +507,7 @@ class Connection:
         # Where the driver runs it at once (SQLite), it is all or nothing.
         control = None
         if not await driver.control_now(statements):
-            control = to_its_end(driver.run_control(statements))
+            control = to_its_end(driver.run_control(statements), on_cancel=driver.stop_waiting)
         try:
             if control is not None:
                 await control
@@ -513,8 +519,11 @@ class Connection:
     async def _undo_frame(self) -> None:
         """Roll back the innermost frame for a caller that gave up; a failure
         (or a second cancellation) leaves the connection to be reset."""
+        frame = self._frames.pop()  # at once: nobody may see it open any more
+        self._guards.depth_changed(len(self._frames))
+        self._update_owner()
         try:
-            await to_its_end(self._pop_frame(commit=False))
+            await to_its_end(self._end_statement(frame, commit=False))
         except (Exception, asyncio.CancelledError) as exc:
             self._dirty = True
             logger.debug("rolling back a transaction begun for a cancelled caller: %r", exc)

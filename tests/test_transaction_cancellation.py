@@ -135,3 +135,42 @@ async def test_a_commit_that_fails_while_its_caller_is_cancelled_is_not_committe
             assert transaction.state.value == "rolled back"
         finally:
             await database.execute("DROP TABLE IF EXISTS aiodb_deferred")
+
+
+@pytest.mark.parametrize("url", urls_for("postgresql"))
+async def test_outer_commit_right_after_a_cancelled_savepoint_is_rolled_back(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: a child task's SAVEPOINT is cancelled; the parent commits the
+    # moment the SAVEPOINT returns. The frame begun for the child was popped
+    # one loop turn later, so the parent's end saw a transaction nested in its
+    # own and raised TransactionOrderError.
+    async with Database(url, acquire_timeout=5) as db, db.connection() as conn:
+        cls = type(conn._driver)
+        original = cls.run_control
+        sent, returned = asyncio.Event(), asyncio.Event()
+
+        async def run_control(self: Any, statements: list[str]) -> None:
+            if statements[0].startswith("SAVEPOINT"):
+                sent.set()
+                await asyncio.sleep(0.2)
+                await original(self, statements)
+                returned.set()
+                return
+            await original(self, statements)
+
+        monkeypatch.setattr(cls, "run_control", run_control)
+        outer = await conn.transaction()
+
+        async def child() -> None:
+            async with conn.transaction():
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(child())
+        await sent.wait()
+        task.cancel()
+        await returned.wait()
+        await outer.commit()  # it raised TransactionOrderError
+        assert outer.state.value == "committed"
+        results = await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)

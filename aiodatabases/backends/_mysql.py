@@ -271,6 +271,9 @@ class MySQLConnection:
     async def control_now(self, statements: Sequence[str]) -> bool:
         return False  # every statement is a round trip to the server
 
+    def stop_waiting(self) -> None:
+        return None  # a BEGIN waits for no lock here
+
     async def interrupt(self, read_only: bool) -> None:
         # The drivers cannot cancel: ask the server to kill the statement from
         # a second connection; the statement then ends with an error.

@@ -69,6 +69,11 @@ class DriverConnection(Protocol):
         core uses ``run_control``. A cancellation meanwhile leaves nothing run;
         errors are raised."""
 
+    def stop_waiting(self) -> None:
+        """The caller of a ``BEGIN`` running through ``run_control`` was
+        cancelled: if it waits for another connection's lock, let it fail
+        now (nothing begun). Called from the caller's thread."""
+
     async def interrupt(self, read_only: bool) -> None:
         """The caller of the running statement was cancelled: stop it on the server.
 

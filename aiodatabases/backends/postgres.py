@@ -132,6 +132,9 @@ class PostgresConnection:
     async def control_now(self, statements: Sequence[str]) -> bool:
         return False  # every statement is a round trip to the server
 
+    def stop_waiting(self) -> None:
+        return None  # a BEGIN waits for no lock here
+
     async def interrupt(self, read_only: bool) -> None:
         # asyncpg sends the server a cancel request itself when the call is cancelled.
         return None

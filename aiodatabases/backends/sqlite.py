@@ -303,6 +303,7 @@ class SQLiteConnection:
         "_raw",
         "_sent",
         "_slow",
+        "_stop_waiting",
         "_wait",
         "_wait_ms",
         "ran_inline",
@@ -326,6 +327,7 @@ class SQLiteConnection:
         # unknown (not read yet, or a statement may have changed it).
         self._wait: str | None = None
         self._wait_ms = 0  # that wait, once read
+        self._stop_waiting = False  # a BEGIN on the worker gives up waiting for a lock
 
     @property
     def raw(self) -> Any:
@@ -469,11 +471,11 @@ class SQLiteConnection:
         """``statement`` on the calling thread without waiting for a lock."""
         db = self._raw._conn
         wait = self._no_wait(db)
+        self.ran_inline = True  # failed or not, the caller did not suspend
         try:
             db.execute(statement).close()
         finally:
             db.execute(wait).close()
-        self.ran_inline = True
 
     def _no_wait(self, db: sqlite3.Connection) -> str:
         """Set the busy timeout to 0; return the statement that restores it."""
@@ -535,7 +537,38 @@ class SQLiteConnection:
         cursor.close()
 
     async def run_control(self, statements: Sequence[str]) -> None:
-        await self._on_db(False, _run_control, statements)
+        if len(statements) == 1 and statements[0] in _BEGIN_STATEMENTS:
+            self._stop_waiting = False
+            await self._on_db(False, self._begin_on_worker, statements[0])
+        else:
+            await self._on_db(False, _run_control, statements)
+
+    def stop_waiting(self) -> None:
+        self._stop_waiting = True  # read by _begin_on_worker between its tries
+
+    def _begin_on_worker(self, db: sqlite3.Connection, statement: str) -> None:
+        """On the worker: a BEGIN that waits for another connection's lock as
+        long as the busy timeout allows, trying again between pauses, so that
+        ``stop_waiting()`` can end the wait (SQLite's own wait cannot be)."""
+        gives_up_at: float | None = None
+        pause = _FIRST_LOCK_PAUSE
+        while True:
+            wait = self._no_wait(db)
+            try:
+                db.execute(statement).close()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                now = time.monotonic()
+                if gives_up_at is None:
+                    gives_up_at = now + self._wait_ms / 1000
+                if now >= gives_up_at or self._stop_waiting:
+                    raise
+            finally:
+                db.execute(wait).close()
+            time.sleep(min(pause, gives_up_at - now))
+            pause = min(2 * pause, _LONGEST_LOCK_PAUSE)
 
     async def interrupt(self, read_only: bool) -> None:
         # Cancelled statements are stopped where they are awaited (_submit),

@@ -393,6 +393,57 @@ async def test_a_begin_that_waits_longer_than_the_busy_timeout_fails_as_locked(
             assert await db.fetch_val("SELECT count(*) FROM t") == 1
 
 
+@pytest.mark.parametrize(
+    "options", [{"check_same_thread": True}, {"raw": True}], ids=["check_same_thread", "raw_used"]
+)
+async def test_a_begin_waiting_for_a_lock_on_the_worker_is_cancelled_at_once(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    # Where statements cannot run on the calling thread, the BEGIN waits for
+    # the lock on the worker, trying again between pauses: a cancelled caller
+    # stops that wait (SQLite's own busy wait there could not be stopped).
+    path = tmp_path / "locked.db"
+    await make_table(file_url(path))
+    options = dict(options)
+    use_raw = options.pop("raw", False)
+    with _write_locked(path) as blocker:
+        async with Database(file_url(path), max_size=1, timeout=60, **options) as db:
+            if use_raw:
+                async with db.connection() as connection:
+                    assert connection.raw_connection is not None  # statements stay on the worker
+            waiting = asyncio.create_task(_begin_and_insert(db))
+            await asyncio.sleep(0.1)  # it waits for the lock
+            waiting.cancel()
+            done, _ = await asyncio.wait([waiting], timeout=10)
+            assert done == {waiting}, "the cancelled BEGIN still waits for the lock"
+            assert waiting.cancelled()
+            blocker.execute("ROLLBACK")
+            await _begin_and_insert(db)
+            assert await db.fetch_val("SELECT count(*) FROM t") == 1
+
+
+async def test_a_begin_that_fails_at_once_lets_other_tasks_run(tmp_path: Path) -> None:
+    # Regression: with timeout=0 (fail fast and let the application retry) a
+    # BEGIN on the calling thread that failed never suspended its caller: a
+    # retry loop never let the lock's holder (a callback of this loop) run.
+    path = tmp_path / "retry.db"
+    await make_table(file_url(path))
+    with _write_locked(path) as blocker:
+        async with Database(file_url(path), max_size=1, timeout=0) as db:
+            assert await db.fetch_val("SELECT 1") == 1
+            asyncio.get_running_loop().call_soon(blocker.execute, "ROLLBACK")
+            errors: list[str] = []
+            for _ in range(10_000):
+                try:
+                    await _begin_and_insert(db)
+                    break
+                except sqlite3.OperationalError as exc:
+                    errors.append(str(exc))
+            else:
+                pytest.fail("10,000 failed BEGINs and the loop never ran anything else")
+            assert all("locked" in error for error in errors)
+
+
 async def _begin_and_insert(db: Database) -> None:
     async with db.transaction():
         await db.execute("INSERT INTO t VALUES (1)")
