@@ -491,9 +491,13 @@ class SQLiteConnection:
         done, result = self._try_here(function, sql, args)
         if done:
             return result  # type: ignore[no-any-return]
+        return await self._on_worker(function, sql, args)
+
+    def _on_worker(self, function: Callable[..., T], sql: str, *args: Any) -> Awaitable[T]:
+        """A statement on the worker thread (see ``_submit``)."""
         if _mentions_busy_timeout(sql):
-            self._wait = None  # read it again before the next read here
-        return await self._on_db(is_read_only(sql), function, sql, args)
+            self._wait = None  # read it again before the next statement here
+        return self._on_db(is_read_only(sql), function, sql, *args)
 
     # -- the DriverConnection protocol -------------------------------------------------
 
@@ -511,11 +515,11 @@ class SQLiteConnection:
         return self._statement(_execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
-        await self._on_db(False, _execute_many, sql, args_list)
+        await self._on_worker(_execute_many, sql, args_list)
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         # Tracked: a cursor whose caller gave up as it opened is closed.
-        cursor = await self._on_db(is_read_only(sql), self._open, sql, args)
+        cursor = await self._on_worker(self._open, sql, args)
         return _SQLiteCursor(self, cursor)
 
     def _open(self, db: sqlite3.Connection, sql: str, args: Args) -> sqlite3.Cursor:

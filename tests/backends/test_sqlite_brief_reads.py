@@ -449,11 +449,27 @@ async def _begin_and_insert(db: Database) -> None:
         await db.execute("INSERT INTO t VALUES (1)")
 
 
-async def test_a_busy_timeout_set_by_a_statement_stays_after_brief_reads(tmp_path: Path) -> None:
+async def _set_by_execute(db: Database, milliseconds: int) -> None:
+    await db.execute(f"PRAGMA busy_timeout = {milliseconds}")
+
+
+async def _set_by_iterate(db: Database, milliseconds: int) -> None:
+    async for _ in db.iterate(f"PRAGMA busy_timeout = {milliseconds}"):
+        pass
+
+
+@pytest.mark.parametrize("set_timeout", [_set_by_execute, _set_by_iterate])
+async def test_a_busy_timeout_set_by_a_statement_stays_after_brief_reads(
+    tmp_path: Path, set_timeout: Any
+) -> None:
+    # Regression (iterate): the wait restored after a read here
+    # was the one read before, so the statement's new busy timeout was undone.
     async with Database(file_url(tmp_path / "busy.db"), max_size=1, timeout=0.25) as db:
         assert await db.fetch_val("SELECT 1") == 1
-        await db.execute("PRAGMA busy_timeout = 1234")
+        await set_timeout(db, 1234)
         for _ in range(3):
+            assert await db.fetch_val("SELECT 1") == 1
+        async with db.transaction():
             assert await db.fetch_val("SELECT 1") == 1
         assert await db.fetch_val("PRAGMA busy_timeout") == 1234
 
