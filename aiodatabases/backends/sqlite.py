@@ -202,6 +202,32 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return str(exc) in _BUSY_MESSAGES
 
 
+class _LockWait:
+    """The pauses between tries of a BEGIN that waits for another connection's
+    lock (doubling, as SQLite's own busy handler sleeps between its tries),
+    for as long as the busy timeout allows."""
+
+    __slots__ = ("_gives_up_at", "_pause")
+
+    def __init__(self) -> None:
+        self._gives_up_at: float | None = None
+        self._pause = _FIRST_LOCK_PAUSE
+
+    def pause_after(self, exc: sqlite3.OperationalError, wait_ms: int, stop: bool = False) -> float:
+        """Seconds to pause after a failed try; raises ``exc`` when it is not a
+        lock, when the busy timeout is over, or when told to ``stop``."""
+        if not _is_busy(exc):
+            raise exc
+        now = time.monotonic()
+        if self._gives_up_at is None:
+            self._gives_up_at = now + wait_ms / 1000
+        if now >= self._gives_up_at or stop:
+            raise exc
+        pause = min(self._pause, self._gives_up_at - now)
+        self._pause = min(2 * self._pause, _LONGEST_LOCK_PAUSE)
+        return pause
+
+
 class _Budget:
     """A progress handler that stops a statement once ``_BRIEF_SECONDS`` have passed."""
 
@@ -449,22 +475,14 @@ class SQLiteConnection:
         """
         if len(statements) != 1 or not _is_instant(statements[0]):
             return False
-        gives_up_at: float | None = None
-        pause = _FIRST_LOCK_PAUSE
+        waiting = _LockWait()
         while self._free_here():
             try:
                 self._run_here(statements[0])
                 return True
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-                now = time.monotonic()
-                if gives_up_at is None:
-                    gives_up_at = now + self._wait_ms / 1000
-                if now >= gives_up_at:
-                    raise
-            await asyncio.sleep(min(pause, gives_up_at - now))
-            pause = min(2 * pause, _LONGEST_LOCK_PAUSE)
+                pause = waiting.pause_after(exc, self._wait_ms)
+            await asyncio.sleep(pause)
         return False
 
     def _run_here(self, statement: str) -> None:
@@ -554,25 +572,17 @@ class SQLiteConnection:
         """On the worker: a BEGIN that waits for another connection's lock as
         long as the busy timeout allows, trying again between pauses, so that
         ``stop_waiting()`` can end the wait (SQLite's own wait cannot be)."""
-        gives_up_at: float | None = None
-        pause = _FIRST_LOCK_PAUSE
+        waiting = _LockWait()
         while True:
             wait = self._no_wait(db)
             try:
                 db.execute(statement).close()
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-                now = time.monotonic()
-                if gives_up_at is None:
-                    gives_up_at = now + self._wait_ms / 1000
-                if now >= gives_up_at or self._stop_waiting:
-                    raise
+                pause = waiting.pause_after(exc, self._wait_ms, stop=self._stop_waiting)
             finally:
                 db.execute(wait).close()
-            time.sleep(min(pause, gives_up_at - now))
-            pause = min(2 * pause, _LONGEST_LOCK_PAUSE)
+            time.sleep(pause)
 
     async def interrupt(self, read_only: bool) -> None:
         # Cancelled statements are stopped where they are awaited (_submit),
