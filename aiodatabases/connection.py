@@ -217,8 +217,8 @@ class Connection:
         """Open ``scope``'s transaction (BEGIN, or a savepoint inside one).
 
         Cancellation: waiting for the connection stops at once; a BEGIN
-        already sent runs to its end and is rolled back (in the background),
-        so the caller holds no transaction.
+        already sent runs to its end and is rolled back before anything else
+        runs on the connection, so the caller holds no transaction.
         """
         await self._runtime.call_keeping(
             lambda _: self.abandon_frame(scope),  # begun in the owning loop, too late
@@ -370,10 +370,13 @@ class Connection:
                     self._release_driver()
         finally:
             self._leave_gate()
-            # After the gate (failed or not), and only in an application loop:
-            # a private loop thread's callers wait in their own loops.
-            if driver is not None and self._runtime.thread is None:
-                await pause_if_inline(driver)
+            await self._pause_if_inline(driver)  # after the gate, failed or not
+
+    async def _pause_if_inline(self, driver: DriverConnection | None) -> None:
+        """``pause_if_inline`` in an application loop (a private loop thread's
+        callers wait in their own loops)."""
+        if driver is not None and self._runtime.thread is None:
+            await pause_if_inline(driver)
 
     async def _execute(
         self,
@@ -462,31 +465,25 @@ class Connection:
         self, scope: Scope, options: Mapping[str, Any], scopes: Scopes, who: Who
     ) -> None:
         await self._pass_gate(scopes, who)
-        released = False
+        driver: DriverConnection | None = None
         try:
             driver = await self._ensure_driver()
             self._holds += 1
             try:
                 await self._push_frame(driver, scope, options)
             except BaseException:
-                try:
-                    if self._frames and self._frames[-1].scope is scope:
-                        # Begun, but the caller was cancelled meanwhile: roll it
-                        # back before anything else runs here (the enclosing
-                        # transaction's end, for one).
-                        await self._undo_frame()
-                finally:
-                    self._holds -= 1
-                    if self._holds == 0:
-                        self._release_driver()
-                if self._runtime.thread is None:
-                    self._gate.release()
-                    released = True
-                    await pause_if_inline(driver)  # a failed BEGIN may not have suspended
+                if self._frames and self._frames[-1].scope is scope:
+                    # Begun, but the caller was cancelled meanwhile: roll it back
+                    # before anything else runs here (the enclosing transaction's
+                    # end, for one).
+                    await self._undo_frame()
+                self._let_go()
                 raise
-        finally:
-            if not released:
-                self._gate.release()
+        except BaseException:
+            self._gate.release()
+            await self._pause_if_inline(driver)  # a failed BEGIN may not have suspended
+            raise
+        self._gate.release()
 
     async def _push_frame(
         self,

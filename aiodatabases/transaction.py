@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._background import shielded
+from ._background import ended_well, shielded
 from ._gate import Scope, enter_scope, leave_scope, task_name
 from .exceptions import TransactionError, TransactionOrderError
 
@@ -147,12 +147,12 @@ class Transaction:
         except TransactionOrderError:
             raise  # still open, stack intact
         except asyncio.CancelledError:
-            # The end has run to its end: its outcome is the transaction's.
-            outcome = _outcome(end)
-            if isinstance(outcome, TransactionOrderError):
+            # The end has run to its end: its outcome is the transaction's
+            # (one that was itself cancelled committed nothing we know of).
+            if _failed_with(end, TransactionOrderError):
                 raise  # still open, stack intact
-            ended = commit and outcome is None
-            self._state = TransactionState.COMMITTED if ended else TransactionState.ROLLED_BACK
+            committed = commit and ended_well(end)
+            self._state = TransactionState.COMMITTED if committed else TransactionState.ROLLED_BACK
             leave_scope(scope)
             raise
         except BaseException:
@@ -171,10 +171,8 @@ class Transaction:
             connection.abandon_frame(scope)
 
 
-def _outcome(task: asyncio.Future[None]) -> BaseException | None:
-    if not task.done() or task.cancelled():
-        return None
-    return task.exception()
+def _failed_with(task: asyncio.Future[None], error: type[BaseException]) -> bool:
+    return task.done() and not task.cancelled() and isinstance(task.exception(), error)
 
 
 class Isolation:

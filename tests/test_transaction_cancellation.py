@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import urls_for
 
-from aiodatabases import Database
+from aiodatabases import Connection, Database
 
 
 async def _cancel_during_control(
@@ -34,6 +34,7 @@ async def _cancel_during_control(
         return await original(self, statements)
 
     monkeypatch.setattr(cls, "run_control", run_control)
+
     async def not_now(self: Any, statements: list[str]) -> bool:
         return False  # through run_control, slowed down
 
@@ -174,3 +175,23 @@ async def test_outer_commit_right_after_a_cancelled_savepoint_is_rolled_back(
         assert outer.state.value == "committed"
         results = await asyncio.gather(task, return_exceptions=True)
         assert isinstance(results[0], asyncio.CancelledError)
+
+
+async def test_a_commit_whose_end_was_cancelled_is_not_reported_committed(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: an end that itself ended cancelled (a carried call that the
+    # owning loop settled as cancelled) counted as a commit.
+    async with Database(database_url) as database:
+        transaction = await database.transaction()
+        connection = database.connection()
+
+        async def cancelled_end(self: Any, scope: Any, commit: bool, scopes: Any) -> None:
+            raise asyncio.CancelledError
+
+        monkeypatch.setattr(Connection, "_end", cancelled_end)
+        with pytest.raises(asyncio.CancelledError):
+            await transaction.commit()
+        assert transaction.state.value == "rolled back"
+        monkeypatch.undo()
+        connection.abandon_frame(transaction._scope)  # rolled back before disconnecting

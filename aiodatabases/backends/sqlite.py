@@ -487,9 +487,11 @@ class SQLiteConnection:
 
     def _run_here(self, statement: str) -> None:
         """``statement`` on the calling thread without waiting for a lock."""
-        db = self._raw._conn
-        wait = self._no_wait(db)
         self.ran_inline = True  # failed or not, the caller did not suspend
+        self._run_without_wait(self._raw._conn, statement)
+
+    def _run_without_wait(self, db: sqlite3.Connection, statement: str) -> None:
+        wait = self._no_wait(db)
         try:
             db.execute(statement).close()
         finally:
@@ -574,14 +576,11 @@ class SQLiteConnection:
         ``stop_waiting()`` can end the wait (SQLite's own wait cannot be)."""
         waiting = _LockWait()
         while True:
-            wait = self._no_wait(db)
             try:
-                db.execute(statement).close()
+                self._run_without_wait(db, statement)
                 return
             except sqlite3.OperationalError as exc:
                 pause = waiting.pause_after(exc, self._wait_ms, stop=self._stop_waiting)
-            finally:
-                db.execute(wait).close()
             time.sleep(pause)
 
     async def interrupt(self, read_only: bool) -> None:

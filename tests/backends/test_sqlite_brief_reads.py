@@ -356,29 +356,6 @@ def _write_locked(path: Path) -> Iterator[sqlite3.Connection]:
         blocker.close()
 
 
-async def test_a_begin_waiting_for_a_lock_is_cancelled_at_once_with_nothing_begun(
-    tmp_path: Path,
-) -> None:
-    # Regression: the BEGIN IMMEDIATE waited on the worker in SQLite's busy
-    # handler, which nothing interrupts: its cancelled caller stayed until the
-    # busy timeout ended (then "database is locked", not CancelledError).
-    path = tmp_path / "locked.db"
-    await make_table(file_url(path))
-    with _write_locked(path) as blocker:
-        async with Database(file_url(path), max_size=1, timeout=60) as db:
-            waiting = asyncio.create_task(_begin_and_insert(db))
-            await asyncio.sleep(0.1)  # it waits for the lock
-            waiting.cancel()
-            # A deadline far beyond "at once", far below the busy timeout.
-            done, _ = await asyncio.wait([waiting], timeout=10)
-            assert done == {waiting}
-            assert waiting.cancelled()
-            assert blocker.in_transaction  # still locked: the caller left anyway
-            blocker.execute("ROLLBACK")
-            await _begin_and_insert(db)
-            assert await db.fetch_val("SELECT count(*) FROM t") == 1
-
-
 async def test_a_begin_that_waits_longer_than_the_busy_timeout_fails_as_locked(
     tmp_path: Path,
 ) -> None:
@@ -388,20 +365,22 @@ async def test_a_begin_that_waits_longer_than_the_busy_timeout_fails_as_locked(
         async with Database(file_url(path), max_size=1, timeout=0.2) as db:
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 await _begin_and_insert(db)
-            blocker.execute("ROLLBACK")
-            await _begin_and_insert(db)  # nothing was left begun
-            assert await db.fetch_val("SELECT count(*) FROM t") == 1
+            await _nothing_left_begun(db, blocker)
 
 
 @pytest.mark.parametrize(
-    "options", [{"check_same_thread": True}, {"raw": True}], ids=["check_same_thread", "raw_used"]
+    "options",
+    [{}, {"check_same_thread": True}, {"raw": True}],
+    ids=["calling_thread", "check_same_thread", "raw_used"],
 )
-async def test_a_begin_waiting_for_a_lock_on_the_worker_is_cancelled_at_once(
+async def test_a_begin_waiting_for_a_lock_is_cancelled_at_once_with_nothing_begun(
     tmp_path: Path, options: dict[str, Any]
 ) -> None:
-    # Where statements cannot run on the calling thread, the BEGIN waits for
-    # the lock on the worker, trying again between pauses: a cancelled caller
-    # stops that wait (SQLite's own busy wait there could not be stopped).
+    # Regression: the BEGIN IMMEDIATE waited in SQLite's busy handler on the
+    # worker, which nothing interrupts: its cancelled caller stayed until the
+    # busy timeout ended (then "database is locked", not CancelledError). It
+    # now waits between tries, on the calling thread, or on the worker where
+    # statements cannot run here; a cancelled caller stops that wait.
     path = tmp_path / "locked.db"
     await make_table(file_url(path))
     options = dict(options)
@@ -414,12 +393,12 @@ async def test_a_begin_waiting_for_a_lock_on_the_worker_is_cancelled_at_once(
             waiting = asyncio.create_task(_begin_and_insert(db))
             await asyncio.sleep(0.1)  # it waits for the lock
             waiting.cancel()
+            # A deadline far beyond "at once", far below the busy timeout.
             done, _ = await asyncio.wait([waiting], timeout=10)
             assert done == {waiting}, "the cancelled BEGIN still waits for the lock"
             assert waiting.cancelled()
-            blocker.execute("ROLLBACK")
-            await _begin_and_insert(db)
-            assert await db.fetch_val("SELECT count(*) FROM t") == 1
+            assert blocker.in_transaction  # still locked: the caller left anyway
+            await _nothing_left_begun(db, blocker)
 
 
 async def test_a_begin_that_fails_at_once_lets_other_tasks_run(tmp_path: Path) -> None:
@@ -447,6 +426,13 @@ async def test_a_begin_that_fails_at_once_lets_other_tasks_run(tmp_path: Path) -
 async def _begin_and_insert(db: Database) -> None:
     async with db.transaction():
         await db.execute("INSERT INTO t VALUES (1)")
+
+
+async def _nothing_left_begun(db: Database, blocker: sqlite3.Connection) -> None:
+    """Once the lock is given up, a transaction of ``db`` works."""
+    blocker.execute("ROLLBACK")
+    await _begin_and_insert(db)
+    assert await db.fetch_val("SELECT count(*) FROM t") == 1
 
 
 async def _set_by_execute(db: Database, milliseconds: int) -> None:
