@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import threading
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeAlias, TypeVar
@@ -106,54 +107,54 @@ class _Mailbox:
     system call and wake-up each. A mailbox wakes its loop only when it was
     empty: whatever arrives before the loop gets to it rides along. It refers
     to its loop weakly (the registry is keyed by the loop).
+
+    No lock: a poster adds its item before it reads ``_scheduled``, and a
+    delivery clears ``_scheduled`` before it counts the items it runs, so an
+    item is either counted by a delivery or its poster schedules the next
+    one (``deque`` appends and pops are atomic).
     """
 
-    __slots__ = ("__weakref__", "_items", "_lock", "_loop", "_scheduled")
+    __slots__ = ("__weakref__", "_items", "_loop", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
-        self._items: list[_Item] = []
-        self._lock = threading.Lock()
+        self._items: deque[_Item] = deque()
         self._scheduled = False
 
     def post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self._add([(callback, args)], front=False)
-
-    def _add(self, items: list[_Item], *, front: bool) -> None:
-        """Queue ``items`` (ahead of the rest when ``front``); wake the loop if it was empty."""
         loop = self._loop()
         if loop is None or loop.is_closed():
             raise RuntimeError("Event loop is closed")
-        with self._lock:
-            if front:
-                self._items[:0] = items
-            else:
-                self._items.extend(items)
-            if self._scheduled:
-                return
-            self._scheduled = True
+        item = (callback, args)
+        self._items.append(item)
+        if not self._scheduled:
+            self._wake(loop, item)
+
+    def _wake(self, loop: asyncio.AbstractEventLoop, item: _Item | None) -> None:
+        self._scheduled = True
         try:
             loop.call_soon_threadsafe(self._deliver)
         except BaseException:
-            with self._lock:
-                self._scheduled = False
-                for item in items:
+            self._scheduled = False
+            if item is not None:
+                with contextlib.suppress(ValueError):  # a delivery took it meanwhile
                     self._items.remove(item)
             raise
 
     def _deliver(self) -> None:
-        with self._lock:
-            items, self._items = self._items, []
-            self._scheduled = False
-        for position, (callback, args) in enumerate(items):
+        self._scheduled = False
+        items = self._items
+        # What is posted while these run waits for the next delivery.
+        for _ in range(len(items)):
+            callback, args = items.popleft()
             try:
                 callback(*args)
             except (SystemExit, KeyboardInterrupt):
                 # What this delivery did not run goes first in the next one.
-                rest = items[position + 1 :]
-                if rest:
+                loop = self._loop()
+                if items and not self._scheduled and loop is not None:
                     with contextlib.suppress(RuntimeError):  # the loop is gone
-                        self._add(rest, front=True)
+                        self._wake(loop, None)
                 raise
             except BaseException as exc:  # as the loop would for a callback of its own
                 loop = self._loop()
@@ -217,23 +218,23 @@ class _Carried:
             self._state = "started"
         make, self._make = self._make, None
         assert make is not None
-        try:
-            task = keep(asyncio.ensure_future(make()))
-        except BaseException as exc:  # not even started: the caller must not wait forever
-            with contextlib.suppress(RuntimeError):
-                post(self.loop, self._settle, ("error", exc))
-            return
-        self._task = task
-        task.add_done_callback(self._finished)
+        self._task = keep(asyncio.ensure_future(self._run(make)))
 
-    def _finished(self, task: asyncio.Future[Any]) -> None:
-        # The outcome is read here, so a failure is never left "unretrieved".
-        if task.cancelled():
-            outcome: tuple[str, Any] = ("cancelled", None)
-        elif (exc := task.exception()) is not None:
-            outcome = ("error", exc)
-        else:
-            outcome = ("result", task.result())
+    async def _run(self, make: Callable[[], Awaitable[Any]]) -> None:
+        """The call, its outcome posted back the moment it is known (no done callback)."""
+        try:
+            result = await make()
+        except asyncio.CancelledError:
+            self._send(("cancelled", None))
+            raise
+        except BaseException as exc:
+            self._send(("error", exc))
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: the owning loop's to stop on
+            return
+        self._send(("result", result))
+
+    def _send(self, outcome: tuple[str, Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed
             post(self.loop, self._settle, outcome)
 

@@ -357,6 +357,39 @@ async def test_many_calls_in_flight_keep_their_own_context_and_result(
     assert results == [(n, f"caller {n}") for n in range(300)]
 
 
+def test_posts_from_many_threads_at_once_all_arrive_in_order(loop_thread: LoopInThread) -> None:
+    # The mailbox takes no lock: a post racing a delivery must be run by
+    # that delivery or wake the loop for the next one, never be left behind.
+    loop = loop_thread.loop
+    per_thread, threads = 3000, 4
+    seen: list[list[int]] = [[] for _ in range(threads)]
+    all_in = threading.Event()
+    remaining = [per_thread * threads]
+
+    def arrive(thread: int, number: int) -> None:
+        seen[thread].append(number)
+        remaining[0] -= 1  # callbacks all run in the one loop thread
+        if remaining[0] == 0:
+            all_in.set()
+
+    def poster(thread: int) -> None:
+        for number in range(per_thread):
+            post(loop, arrive, thread, number)
+
+    workers = [threading.Thread(target=poster, args=(t,)) for t in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two steps: races show
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert all_in.wait(10), f"{remaining[0]} posted callbacks never ran"
+    assert seen == [list(range(per_thread))] * threads
+
+
 async def test_a_failing_posted_callback_does_not_stop_the_others(
     loop_thread: LoopInThread,
 ) -> None:
