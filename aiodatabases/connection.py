@@ -302,9 +302,12 @@ class Connection:
         self._runtime.pool.release(driver, dirty=dirty, broken=broken)
 
     async def _pass_gate(self, scopes: Scopes, who: Who) -> None:
-        if self._inside_stream(scopes):
+        driver = self._driver
+        if self._inside_stream(scopes) or (driver is not None and driver.stream_in_transaction):
             # An iteration left by ``break`` is closed by a task the loop has
-            # queued (the generator's finalizer): give it its turn first.
+            # queued (the generator's finalizer): give it its turn first
+            # (MySQL: else it blocks the connection; PostgreSQL: else this
+            # statement makes the server keep the rest of its rows).
             for _ in range(5):
                 await asyncio.sleep(0)
         if self._inside_stream(scopes):

@@ -204,6 +204,7 @@ class MySQLConnection:
 
     __slots__ = ("_backend", "_raw")
     ran_inline = False  # the drivers always wait for the server
+    stream_in_transaction = False
 
     def __init__(self, raw: Any, backend: MySQLBackend) -> None:
         self._raw = raw

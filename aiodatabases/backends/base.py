@@ -40,6 +40,11 @@ class DriverConnection(Protocol):
     #: without suspending its caller (SQLite's brief reads): the core then lets
     #: the loop's other tasks run once, as after a statement that waited for I/O.
     ran_inline: bool
+    #: True while a cursor streams in a transaction of its own that the next
+    #: other statement ends first, making the server keep the rest of the
+    #: cursor's rows (PostgreSQL): the core then first lets the queued close
+    #: of an iteration left by ``break`` run.
+    stream_in_transaction: bool
 
     @property
     def raw(self) -> Any:

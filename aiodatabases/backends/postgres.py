@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import ssl as _ssl
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -56,6 +56,8 @@ OPTIONS = OptionSpec(
     },
 )
 
+T = TypeVar("T")
+
 #: asyncpg builds every row as this type in C: a Record without a wrapper.
 PostgresRecord = record_type(asyncpg.Record)
 
@@ -68,64 +70,138 @@ _ISOLATION_LEVELS = {
 
 
 class _PostgresCursor:
-    """A SQL cursor (DECLARE/FETCH/CLOSE): it can be closed, unlike a protocol portal."""
+    """A SQL cursor (DECLARE/FETCH/CLOSE): it can be closed, unlike a protocol portal.
 
-    def __init__(self, raw: Any, name: str) -> None:
-        self._raw = raw
+    Outside a transaction it is declared ``WITH HOLD`` inside a transaction
+    of its own (``holding``), which stays open while the rows stream: the
+    server reads them as they are fetched. Before anything else runs on the
+    connection that transaction is committed (``PostgresConnection._let_hold_go``):
+    only then does the server keep the rest of the result for the cursor, so
+    statements and transactions in the loop body are what they would be
+    without the iteration.
+    """
+
+    def __init__(self, conn: PostgresConnection, name: str, holding: bool) -> None:
+        self._conn = conn
+        self._raw = conn.raw
         self._name = name
+        self.holding = holding
+        #: The cursor's query failed as its rest was kept (at that COMMIT):
+        #: raised by the next fetch, where the iteration sees it.
+        self.failed: BaseException | None = None
 
     async def fetch(self, count: int) -> list[Row]:
+        if self.failed is not None:
+            raise self.failed
         rows: list[Row] = await self._raw.fetch(f"FETCH FORWARD {int(count)} FROM {self._name}")
         return rows
 
     async def close(self) -> None:
-        if not self._raw.is_closed():
-            await self._raw.execute(f"CLOSE {self._name}")
+        if self._raw.is_closed():
+            return
+        if not self.holding:
+            if self.failed is None:
+                await self._raw.execute(f"CLOSE {self._name}")
+            return
+        self._conn.holding = None
+        self.holding = False
+        try:
+            # Closed before the commit: the rest of the result is never kept.
+            await self._raw.execute(f"CLOSE {self._name}; COMMIT")
+        except asyncpg.PostgresError:
+            # The query failed while streaming: its transaction is aborted.
+            await self._raw.execute("ROLLBACK")
+            raise
 
 
 class PostgresConnection:
-    __slots__ = ("_cursor_ids", "_raw")
+    __slots__ = ("_cursor_ids", "_raw", "holding")
     ran_inline = False  # asyncpg always waits for the server
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self._cursor_ids = itertools.count(1)
+        #: The cursor whose own transaction is open (see ``_PostgresCursor``).
+        self.holding: _PostgresCursor | None = None
 
     @property
     def raw(self) -> Any:
         return self._raw
 
+    @property
+    def stream_in_transaction(self) -> bool:
+        return self.holding is not None
+
     def is_closed(self) -> bool:
         return bool(self._raw.is_closed())
 
-    # The driver's own coroutines, returned as they are: no frame of ours.
+    # The driver's own coroutines, returned as they are: no frame of ours
+    # (unless a streaming cursor's transaction must be committed first).
     def fetch_all(self, sql: str, args: Args) -> Awaitable[list[Row]]:
+        if self.holding is not None:
+            return self._after_hold(self._raw.fetch, sql, *args)
         rows: Awaitable[list[Row]] = self._raw.fetch(sql, *args)
         return rows
 
     def fetch_one(self, sql: str, args: Args) -> Awaitable[Row | None]:
+        if self.holding is not None:
+            return self._after_hold(self._raw.fetchrow, sql, *args)
         row: Awaitable[Row | None] = self._raw.fetchrow(sql, *args)
         return row
 
     def execute(self, sql: str, args: Args) -> Awaitable[Any]:
         # databases returns the first column of the first row (RETURNING id), else None.
+        if self.holding is not None:
+            return self._after_hold(self._raw.fetchval, sql, *args)
         value: Awaitable[Any] = self._raw.fetchval(sql, *args)
         return value
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
+        await self._let_hold_go()
         await self._raw.executemany(sql, args_list)
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
+        await self._let_hold_go()
         name = f"aiodatabases_cursor_{next(self._cursor_ids)}"
-        # Outside a transaction a cursor must be WITH HOLD to outlive its
-        # statement (the server keeps the result; the client still streams).
-        # No transaction is opened for it, so transactions started while
-        # iterating are real transactions, not savepoints inside ours.
-        hold = "" if self._raw.is_in_transaction() else " WITH HOLD"
-        await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR{hold} FOR {sql}", *args)
-        return _PostgresCursor(self._raw, name)
+        if self._raw.is_in_transaction():
+            await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", *args)
+            return _PostgresCursor(self, name, holding=False)
+        # A transaction of the cursor's own (see _PostgresCursor), so that
+        # the server streams the rows instead of keeping the whole result first.
+        await self._raw.execute("BEGIN")
+        try:
+            await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR WITH HOLD FOR {sql}", *args)
+        except asyncpg.PostgresError:
+            await self._raw.execute("ROLLBACK")
+            raise
+        cursor = self.holding = _PostgresCursor(self, name, holding=True)
+        return cursor
+
+    async def _after_hold(self, run: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
+        await self._let_hold_go()
+        return await run(sql, *args)
+
+    async def _let_hold_go(self) -> None:
+        """Commit the transaction of a streaming cursor before another statement.
+
+        The server then keeps the rest of the cursor's result for it (that
+        is when the rest of its query runs). If the query fails there, the
+        failure goes to the iteration (its next fetch), not to the statement.
+        """
+        cursor = self.holding
+        if cursor is None:
+            return
+        self.holding = None
+        cursor.holding = False
+        try:
+            await self._raw.execute("COMMIT")
+        except asyncpg.PostgresError as exc:
+            cursor.failed = exc  # the transaction, and the cursor with it, is gone
+            if self._raw.is_in_transaction():
+                await self._raw.execute("ROLLBACK")
 
     async def run_control(self, statements: Sequence[str]) -> None:
+        await self._let_hold_go()
         # One simple-protocol round trip for all of them.
         await self._raw.execute("; ".join(statements))
 
@@ -142,6 +218,9 @@ class PostgresConnection:
     async def reset(self) -> None:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
         # the cancel request of an interrupted statement to complete.
+        if self.holding is not None:
+            self.holding.holding = False
+            self.holding = None
         await self._raw.execute("ROLLBACK")
         await self._raw.execute("CLOSE ALL")  # WITH HOLD cursors outlive transactions
 

@@ -334,6 +334,7 @@ class SQLiteConnection:
         "_wait_ms",
         "ran_inline",
     )
+    stream_in_transaction = False  # a cursor is a sqlite3 cursor: nothing to keep
 
     def __init__(self, raw: Any, *, here: bool, slow: SlowReads) -> None:
         self._raw = raw

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import decimal
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from conftest import dialect_of, urls_for
 
-from aiodatabases import ConfigurationError, Database, DatabaseURL, UnknownOptionError
+from aiodatabases import (
+    ConfigurationError,
+    Connection,
+    Database,
+    DatabaseURL,
+    UnknownOptionError,
+)
 
 URLS = urls_for("postgresql")
 
@@ -208,3 +216,125 @@ async def test_driver_errors_are_asyncpg_errors(url: str) -> None:
         with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
             await db.fetch_val("SELECT 1 / 0")
         assert await db.fetch_val("SELECT 1") == 1
+
+
+# --- iterate() outside a transaction --------------------------------------------------
+# The cursor is declared WITH HOLD in a transaction of its own, committed
+# before anything else runs on the connection: rows stream as they are
+# fetched, and the loop body's statements are what they would be without it.
+
+
+async def test_iterate_stops_early_over_a_huge_result(url: str) -> None:
+    # Regression: the cursor was declared WITH HOLD outside any transaction,
+    # so the server computed and kept the whole result before the first row.
+    async with Database(url, max_size=1) as db:
+
+        async def first_rows() -> list[int]:
+            seen = []
+            async for row in db.iterate("SELECT generate_series(1, 1000000000) AS n"):
+                seen.append(row["n"])
+                if len(seen) == 3:
+                    break
+            return seen
+
+        assert await asyncio.wait_for(first_rows(), 30) == [1, 2, 3]
+        async with db.connection() as connection:
+            assert await connection.fetch_val("SELECT 1") == 1
+            assert not connection.raw_connection.is_in_transaction()
+
+
+@pytest.fixture
+async def counted(url: str) -> AsyncIterator[str]:
+    """A table of 700 numbered rows (more than one batch of iterate())."""
+    async with Database(url) as db:
+        await db.execute("DROP TABLE IF EXISTS iterate_counted")
+        await db.execute("CREATE TABLE iterate_counted (n integer PRIMARY KEY)")
+        await db.execute("INSERT INTO iterate_counted SELECT generate_series(1, 700)")
+    yield "iterate_counted"
+    async with Database(url) as db:
+        await db.execute("DROP TABLE iterate_counted")
+
+
+async def test_statements_in_the_loop_body_commit_at_once(url: str, counted: str) -> None:
+    async with Database(url) as db, Database(url) as other:
+
+        async def written() -> int:
+            count: int = await other.fetch_val(f"SELECT count(*) FROM {counted} WHERE n > 700")
+            return count
+
+        seen = []
+        async with db.connection() as connection:
+            async for row in connection.iterate(f"SELECT n FROM {counted} ORDER BY n"):
+                seen.append(row["n"])
+                if row["n"] % 100 == 0:
+                    # On the iterating connection, between its batches.
+                    await connection.execute(
+                        f"INSERT INTO {counted} VALUES (:n)", {"n": 1000 + row["n"]}
+                    )
+                    # Committed, as without the iteration: another connection sees it.
+                    assert await written() == 2 * (row["n"] // 100) - 1
+                    async with connection.transaction():
+                        await connection.execute(
+                            f"INSERT INTO {counted} VALUES (:n)", {"n": 2000 + row["n"]}
+                        )
+                    with contextlib.suppress(LookupError):
+                        async with connection.transaction():
+                            await connection.execute(
+                                f"INSERT INTO {counted} VALUES (:n)", {"n": 3000 + row["n"]}
+                            )
+                            raise LookupError("rolled back")
+                    assert await written() == 2 * (row["n"] // 100)
+            assert not connection.raw_connection.is_in_transaction()
+        # The rows of the query's start: none of those written while it streamed.
+        assert seen == list(range(1, 701))
+
+
+_FAILS_AT_600 = "SELECT n, 1 / (600 - n) AS x FROM generate_series(1, 1000) AS n"
+
+
+async def _stream_failing_query(connection: Connection, body_statement: bool) -> list[int]:
+    """Rows seen by an iteration whose query fails on its 600th row (raises)."""
+    seen: list[int] = []
+    try:
+        async for row in connection.iterate(_FAILS_AT_600):
+            seen.append(row["n"])
+            if body_statement and len(seen) == 1:
+                assert await connection.fetch_val("SELECT 2") == 2
+    finally:
+        assert seen == list(range(1, 501))  # the first batch; the second fails on the server
+    return seen
+
+
+async def test_a_query_failing_mid_stream_leaves_the_connection_usable(url: str) -> None:
+    async with Database(url, max_size=1) as db, db.connection() as connection:
+        with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+            await _stream_failing_query(connection, body_statement=False)
+        assert not connection.raw_connection.is_in_transaction()
+        assert await connection.fetch_val("SELECT 1") == 1
+
+
+async def test_a_query_failing_as_the_loop_body_runs_a_statement(url: str) -> None:
+    # The body's statement commits the cursor's transaction, which runs the
+    # rest of the query (to keep it): its failure goes to the iteration,
+    # after the rows already fetched, and the body's statement succeeds.
+    async with Database(url, max_size=1) as db, db.connection() as connection:
+        with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+            await _stream_failing_query(connection, body_statement=True)
+        assert not connection.raw_connection.is_in_transaction()
+        assert await connection.fetch_val("SELECT 1") == 1
+
+
+async def test_a_statement_after_leaving_an_iteration_by_break(url: str) -> None:
+    # The iteration is closed by a task the loop queues (the generator's
+    # finalizer): had the statement gone first, it would have made the server
+    # keep the rest of the billion rows for the abandoned cursor.
+    async with Database(url, max_size=1) as db, db.connection() as connection:
+
+        async def break_then_query() -> int:
+            async for _ in connection.iterate("SELECT generate_series(1, 1000000000) AS n"):
+                break
+            value: int = await connection.fetch_val("SELECT 1")
+            return value
+
+        assert await asyncio.wait_for(break_then_query(), 30) == 1
+        assert not connection.raw_connection.is_in_transaction()
