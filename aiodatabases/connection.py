@@ -540,18 +540,27 @@ class Connection:
         self._gate.set_owner(None)
 
     async def _end(self, scope: Scope, commit: bool, scopes: Scopes) -> None:
-        index = self._frame_index(scope)
-        if index != len(self._frames) - 1:
-            raise TransactionOrderError(
-                "cannot end this transaction: a transaction nested inside it is still "
-                "open; end the inner one first"
-            )
+        self._check_innermost(scope)  # at once: waiting would not make it innermost
         await self._pass_gate_ending(scopes, caller())
+        try:
+            # Again with the turn: a rollback point (it owns nothing, so it
+            # passes) may have been taken on top of it meanwhile.
+            self._check_innermost(scope)
+        except TransactionOrderError:
+            self._gate.release()
+            raise
         try:
             await self._pop_frame(commit)
         finally:
             self._gate.release()
             await self._unhold()
+
+    def _check_innermost(self, scope: Scope) -> None:
+        if self._frame_index(scope) != len(self._frames) - 1:
+            raise TransactionOrderError(
+                "cannot end this transaction: a transaction nested inside it is still "
+                "open; end the inner one first"
+            )
 
     def _frame_index(self, scope: Scope) -> int:
         for index, frame in enumerate(self._frames):
@@ -593,18 +602,24 @@ class Connection:
 
     async def _abandon_frame(self, scope: Scope) -> None:
         try:
-            index = self._frame_index(scope)
+            self._frame_index(scope)
         except TransactionOrderError:
             return  # ended meanwhile
         logger.warning(
             "a task ended without ending its transaction (%s); rolling it back", scope.description
         )
-        await self._roll_back_to(index)
+        await self._roll_back_to(scope)
 
-    async def _roll_back_to(self, index: int) -> None:
-        """Roll back the frames from ``index`` up, whoever opened them."""
+    async def _roll_back_to(self, scope: Scope) -> None:
+        """Roll back ``scope``'s frame and the frames above it, whoever opened them."""
         await self._pass_gate_ending(tuple(f.scope for f in self._frames), "(cleanup)")
         try:
+            # Found with the turn: frames below it may have ended while it waited,
+            # and others taken their places.
+            try:
+                index = self._frame_index(scope)
+            except TransactionOrderError:
+                return  # ended meanwhile (with a frame below it)
             while len(self._frames) > index:
                 holds = self._frames[-1].owns  # transactions hold the driver; isolation does not
                 try:
@@ -633,7 +648,7 @@ class Connection:
                 "%d transaction(s) left open inside an isolated block were rolled back",
                 len(self._frames) - index - 1,
             )
-        await self._roll_back_to(index)
+        await self._roll_back_to(scope)
 
     # -- cursors (owning loop) -------------------------------------------------------------
 
