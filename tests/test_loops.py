@@ -507,3 +507,102 @@ async def test_a_connection_block_entered_by_a_cancelled_caller_is_given_back(
         assert loop_thread.run(database.fetch_val("SELECT 1")) == 1
     finally:
         loop_thread.run(database.disconnect())
+
+
+# -- the owning loop stops while a carried COMMIT runs there ------------------------
+
+_OWNER_STOPS_SCRIPT = """
+import asyncio, sys, threading
+from aiodatabases import Database
+
+url, how = sys.argv[1], sys.argv[2]
+force_rollback = how == "disconnect"
+database = Database(url, force_rollback=force_rollback, acquire_timeout=1)
+owner = {}
+
+if how == "asyncio.run":
+    # The owner is an application loop run by asyncio.run(), in its thread.
+    ready = threading.Event()
+
+    async def owner_main():
+        await database.connect()
+        owner["loop"] = asyncio.get_running_loop()
+        owner["end"] = owner["loop"].create_future()
+        ready.set()
+        await owner["end"]
+
+    thread = threading.Thread(target=asyncio.run, args=(owner_main(),), daemon=True)
+    thread.start()
+    ready.wait(30)
+elif how in ("stop", "close"):
+    # The owner is an application loop run by run_forever(), in its thread.
+    owner["loop"] = asyncio.new_event_loop()
+    thread = threading.Thread(target=owner["loop"].run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(database.connect(), owner["loop"]).result(30)
+
+
+async def main():
+    if force_rollback:
+        await database.connect()  # its connection lives in a loop thread of its own
+    async with database.connection() as connection:
+        cls = type(connection._driver)
+    run_control, sent = cls.run_control, threading.Event()
+
+    async def slow_end(self, statements):
+        if statements[0] in ("COMMIT", "RELEASE SAVEPOINT aiodatabases_sp_1"):
+            sent.set()
+            await asyncio.sleep(3)  # a COMMIT waiting for a lock
+        return await run_control(self, statements)
+
+    async def not_now(self, statements):
+        return False
+
+    cls.run_control, cls.control_now = slow_end, not_now
+    transaction = await database.transaction()
+    commit = asyncio.create_task(transaction.commit())
+    await asyncio.to_thread(sent.wait, 30)
+    if how == "asyncio.run":
+        owner["loop"].call_soon_threadsafe(owner["end"].set_result, None)
+    elif how in ("stop", "close"):
+        owner["loop"].call_soon_threadsafe(owner["loop"].stop)
+        await asyncio.to_thread(thread.join)
+        if how == "close":
+            owner["loop"].close()
+    else:
+        await database.disconnect()  # gives up waiting for the COMMIT (acquire_timeout)
+    done, _ = await asyncio.wait({commit}, timeout=10)
+    if not done:
+        print("hangs", flush=True)
+        sys.stdout.flush()
+        import os
+        os._exit(0)  # the commit cannot even be cancelled: asyncio.run would wait for ever
+    try:
+        commit.result()
+        print("committed")
+    except BaseException as exc:
+        print(type(exc).__name__, exc)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("how", ["stop", "close", "asyncio.run", "disconnect"])
+def test_a_commit_carried_to_a_loop_that_stops_meanwhile_fails_clearly(
+    database_url: str, how: str
+) -> None:
+    # A COMMIT carried to the owning loop (an application loop in another
+    # thread, or force_rollback's loop thread) is on its way when that loop
+    # stops: stopped, closed, shut down by asyncio.run(), or ended by a
+    # disconnect() that gave up waiting. The caller must get a clear error,
+    # not wait for ever (the end of a transaction cannot even be cancelled),
+    # nor a CancelledError it did not ask for.
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_OWNER_STOPS_SCRIPT), database_url, how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("WrongEventLoopError"), (result.stdout, result.stderr[-2000:])
