@@ -6,7 +6,7 @@ here, wake-ups shared through a per-loop mailbox) and its result or
 exception brought back; cancelling the caller cancels the carried call. If
 the owning loop cannot run it (closed, or not running while the caller waits
 in the same thread), ``WrongEventLoopError`` says so at once instead of
-hanging.
+hanging; so it does if the owning loop stops while the call runs there.
 """
 
 from __future__ import annotations
@@ -79,11 +79,16 @@ async def carry_call(
     result must be given back (a hold on a connection, an open cursor)."""
     check_can_carry(owner)
     call = _Carried(asyncio.get_running_loop(), owner, make, on_lost)
-    post(owner, contextvars.copy_context().run, call.start)
-    timer = None
-    if start_timeout is not None:
-        timer = call.loop.call_later(start_timeout, call.start_overdue, start_timeout)
+    mailbox = _mailbox(owner)
+    # In flight until it is settled here: failed if its owner (a LoopThread) ends first.
+    in_flight = None if mailbox is None else mailbox.in_flight
+    if in_flight is not None:
+        in_flight.add(call)
     try:
+        _post(owner, mailbox, contextvars.copy_context().run, (call.start,))
+        if start_timeout is not None:
+            # Checks the owner every start_timeout seconds while the call runs.
+            call.timer = call.loop.call_later(start_timeout, call.watch, start_timeout)
         result: T = await call.done
     except asyncio.CancelledError:
         if on_lost is not None and ended_well(call.done):
@@ -91,9 +96,20 @@ async def carry_call(
         call.abandon()
         raise
     finally:
-        if timer is not None:
-            timer.cancel()
+        if call.timer is not None:
+            call.timer.cancel()
+        if in_flight is not None:
+            in_flight.discard(call)
     return result
+
+
+_STOPPED = (
+    "the event loop that runs this database's calls stopped before this call ended there "
+    "(it was stopped or closed, its asyncio.run() ended, or the database was "
+    "disconnected meanwhile); whether the call took effect is unknown (a COMMIT may or "
+    "may not have been applied). Keep the loop that connected the database running until "
+    "the calls carried to it have ended, or connect the database in the loop that uses it"
+)
 
 
 _Item: TypeAlias = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -114,12 +130,14 @@ class _Mailbox:
     one (``deque`` appends and pops are atomic).
     """
 
-    __slots__ = ("__weakref__", "_items", "_loop", "_scheduled")
+    __slots__ = ("__weakref__", "_items", "_loop", "_scheduled", "in_flight")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
         self._items: deque[_Item] = deque()
         self._scheduled = False
+        # The calls carried to a LoopThread's loop and not settled yet (carry_call).
+        self.in_flight: set[_Carried] | None = None
 
     def post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
         loop = self._loop()
@@ -175,6 +193,23 @@ def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: A
 
     Raises RuntimeError if ``loop`` is closed.
     """
+    _post(loop, _mailbox(loop), callback, args)
+
+
+def _post(
+    loop: asyncio.AbstractEventLoop,
+    mailbox: _Mailbox | None,
+    callback: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    if mailbox is None:
+        loop.call_soon_threadsafe(callback, *args)
+    else:
+        mailbox.post(callback, args)
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox | None:
+    """``loop``'s mailbox (None for a loop type without weak references)."""
     mailbox = _mailboxes.get(loop)
     if mailbox is None:
         with _mailboxes_lock:
@@ -182,16 +217,25 @@ def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: A
             if mailbox is None:
                 try:
                     mailbox = _mailboxes[loop] = _Mailbox(loop)
-                except TypeError:  # a loop type without weak references
-                    loop.call_soon_threadsafe(callback, *args)
-                    return
-    mailbox.post(callback, args)
+                except TypeError:
+                    return None
+    return mailbox
 
 
 class _Carried:
     """One carried call: its task in the owning loop and its future in the caller's."""
 
-    __slots__ = ("_lock", "_make", "_on_lost", "_state", "_task", "done", "loop", "owner")
+    __slots__ = (
+        "_lock",
+        "_make",
+        "_on_lost",
+        "_state",
+        "_task",
+        "done",
+        "loop",
+        "owner",
+        "timer",
+    )
 
     def __init__(
         self,
@@ -208,6 +252,7 @@ class _Carried:
         self._task: asyncio.Future[Any] | None = None
         self._state = "waiting"  # -> "started" | "abandoned"
         self._lock = threading.Lock()  # the start and the caller giving up race
+        self.timer: asyncio.TimerHandle | None = None  # the owner's watch (carry_call)
 
     # -- in the owning loop --------------------------------------------------------
 
@@ -257,24 +302,48 @@ class _Carried:
         elif kind == "error":
             done.set_exception(value)
         else:
-            done.cancel()
+            # Cancelled in the owner, not by the caller (its future would be
+            # done): the owning loop is shutting down (asyncio.run's end).
+            done.set_exception(WrongEventLoopError(_STOPPED))
 
-    def start_overdue(self, start_timeout: float) -> None:
+    def watch(self, start_timeout: float) -> None:
+        """Every ``start_timeout`` seconds until the call ends (a timer in the
+        caller's loop): fail the caller if the owner has not started the call
+        (blocked), or has stopped or closed while it ran (it never will end)."""
+        self.timer = None
+        if self.done.done():
+            return
+        stopped = self.owner.is_closed() or not self.owner.is_running()
         with self._lock:
-            if self._state != "waiting":
-                return
-            self._state = "abandoned"
-        self._make = None
-        if not self.done.done():
-            self.done.set_exception(
-                WrongEventLoopError(
-                    f"the event loop this database was connected in did not run the call "
-                    f"within {start_timeout}s: it is running but blocked (for example in a "
-                    "synchronous TestClient call inside an async test); connect the database "
-                    "in the app's own lifespan, or use force_rollback=True, which works from "
-                    "any loop"
-                )
+            waiting = self._state == "waiting"
+            if waiting:
+                self._state = "abandoned"
+        if waiting:
+            self._make = None
+        elif not stopped:
+            self.timer = self.loop.call_later(start_timeout, self.watch, start_timeout)
+            return
+        if stopped:
+            self.done.set_exception(WrongEventLoopError(_STOPPED))
+            return
+        self.done.set_exception(
+            WrongEventLoopError(
+                f"the event loop this database was connected in did not run the call "
+                f"within {start_timeout}s: it is running but blocked (for example in a "
+                "synchronous TestClient call inside an async test); connect the database "
+                "in the app's own lifespan, or use force_rollback=True, which works from "
+                "any loop"
             )
+        )
+
+    def fail_stopped(self) -> None:
+        """In the caller's loop: the owner ended before this call was settled."""
+        with self._lock:
+            if self._state == "waiting":
+                self._state = "abandoned"
+                self._make = None
+        if not self.done.done():
+            self.done.set_exception(WrongEventLoopError(_STOPPED))
 
     def abandon(self) -> None:
         """The caller was cancelled: the call must not start, or is cancelled."""
@@ -299,6 +368,10 @@ class LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        mailbox = _mailbox(self.loop)
+        assert mailbox is not None  # an asyncio loop has weak references
+        mailbox.in_flight = set()
+        self._mailbox = mailbox
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
         self._thread.start()
@@ -310,8 +383,15 @@ class LoopThread:
         try:
             self.loop.run_forever()
         finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
+            try:
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                self.loop.close()
+            finally:
+                # What was carried here and is not settled never will be.
+                calls, self._mailbox.in_flight = self._mailbox.in_flight or set(), None
+                for call in list(calls):
+                    with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+                        post(call.loop, call.fail_stopped)
 
     def submit(self, func: Callable[[], Awaitable[Any]]) -> Future[Any]:
         async def run() -> Any:
