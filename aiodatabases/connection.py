@@ -543,10 +543,15 @@ class Connection:
         self._check_innermost(scope)  # at once: waiting would not make it innermost
         await self._pass_gate_ending(scopes, caller())
         try:
+            if self._closed:
+                raise NotConnectedError(
+                    "the database was disconnected while this transaction waited to end; "
+                    "disconnect() rolled it back"
+                )
             # Again with the turn: a rollback point (it owns nothing, so it
             # passes) may have been taken on top of it meanwhile.
             self._check_innermost(scope)
-        except TransactionOrderError:
+        except (NotConnectedError, TransactionOrderError):
             self._gate.release()
             raise
         try:
@@ -740,18 +745,24 @@ class Connection:
         except ConnectionBusyError:
             logger.warning("disconnect() gave up waiting for a statement; closing anyway")
             self._broken = True
+            passed = False
         else:
-            self._gate.release()
-        driver = self._driver
-        if driver is not None and self._frames and not self._broken:
-            try:
-                await driver.run_control(["ROLLBACK"])
-            except Exception as exc:
-                logger.warning("rolling back the force_rollback transaction failed: %r", exc)
-                self._broken = True
-        self._frames.clear()
-        self._holds = 0
-        self._release_driver()
+            passed = True
+        try:
+            driver = self._driver
+            if driver is not None and self._frames and not self._broken:
+                try:
+                    await driver.run_control(["ROLLBACK"])
+                except Exception as exc:
+                    logger.warning("rolling back the force_rollback transaction failed: %r", exc)
+                    self._broken = True
+            self._frames.clear()
+            self._holds = 0
+            self._release_driver()
+        finally:
+            # Only now: what waited for the turn must find all of it done.
+            if passed:
+                self._gate.release()
 
 
 def _open_cursor(driver: DriverConnection, sql: str, args: Any) -> Awaitable[Cursor]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import sleep_query
 
-from aiodatabases import Connection, Database, TransactionOrderError
+from aiodatabases import Connection, Database, NotConnectedError, TransactionOrderError
 
 INSERT = "INSERT INTO notes (text, completed) VALUES (:text, :completed)"
 
@@ -155,3 +155,32 @@ async def _until_busy(connection: Connection, within: float = 10) -> None:
     while not connection._gate._busy:
         assert time.monotonic() < deadline, "no statement ever held the connection"
         await asyncio.sleep(0.01)
+
+
+async def test_a_commit_waiting_as_disconnect_rolls_back_does_not_run_beside_it(
+    notes: str,
+) -> None:
+    # disconnect() of a force_rollback database waits for the running
+    # statement, then rolls everything back. A commit that queued behind it
+    # ran its RELEASE/COMMIT while that ROLLBACK was still on the connection
+    # (the driver's "another operation is in progress"): it must find the
+    # database disconnected instead.
+    database = Database(notes, force_rollback=True, acquire_timeout=5)
+    await database.connect()
+    connection = database.connection()
+    transaction = await database.transaction()
+    started = asyncio.Event()
+
+    async def busy() -> None:  # created inside the transaction: runs in it
+        started.set()
+        await database.fetch_val(sleep_query(notes, 0.3))
+
+    child = asyncio.create_task(busy())
+    await started.wait()
+    await _until_busy(connection)
+    disconnecting = asyncio.create_task(database.disconnect())
+    await _until_waiting(connection, 1)
+    with pytest.raises(NotConnectedError):
+        await transaction.commit()
+    await child
+    await disconnecting
