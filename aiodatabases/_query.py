@@ -116,19 +116,16 @@ def _taker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, .
     return lambda values: ()
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def compile_query(sql: str, style: ParamStyle) -> CompiledQuery:
     """Translate ``sql`` to ``style``; cached per distinct ``(sql, style)``.
 
     Unterminated strings or comments do not raise here: the rest of the text
     is taken as that token and the server reports the syntax error.
     """
-    return _compile_cached(sql, style)
-
-
-@lru_cache(maxsize=_CACHE_SIZE)
-def _compile_cached(sql: str, style: ParamStyle) -> CompiledQuery:
     # lru_cache (C implemented, thread safe) keeps the hit path to one
-    # dict lookup; the bound keeps generated SQL from growing memory forever.
+    # dict lookup and no frame of ours; the bound keeps generated SQL from
+    # growing memory forever.
     texts, names = _Scanner(sql).run()
     return _render(texts, names, style)
 

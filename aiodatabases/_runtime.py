@@ -230,7 +230,8 @@ class Runtime:
                     raise
                 continue
             pool.release(driver)
-            await pause_if_inline(driver)  # with nothing held
+            if driver.ran_inline:  # checked here: no coroutine for the common case
+                await pause_if_inline(driver)  # with nothing held
             return result
         raise AssertionError("unreachable")
 
