@@ -93,6 +93,12 @@ class _PostgresCursor:
     async def fetch(self, count: int) -> list[Row]:
         if self.failed is not None:
             raise self.failed
+        holding = self._conn.holding
+        if holding is not None and holding is not self:
+            # Another cursor's own transaction is open: this is another statement
+            # (its failure or cancellation must not abort that transaction, nor
+            # that transaction's abort fail this one).
+            await self._conn._let_hold_go()
         rows: list[Row] = await self._raw.fetch(f"FETCH FORWARD {int(count)} FROM {self._name}")
         return rows
 
@@ -100,7 +106,9 @@ class _PostgresCursor:
         if self._raw.is_closed():
             return
         if not self.holding:
-            if self.failed is None:
+            await self._conn._let_hold_go()  # another cursor's (as for fetch)
+            if self.failed is None or not isinstance(self.failed, asyncpg.PostgresError):
+                # (A COMMIT stopped by a timeout may have kept the cursor.)
                 await self._raw.execute(f"CLOSE {self._name}")
             return
         self._conn.holding = None
@@ -168,11 +176,14 @@ class PostgresConnection:
             return _PostgresCursor(self, name, holding=False)
         # A transaction of the cursor's own (see _PostgresCursor), so that
         # the server streams the rows instead of keeping the whole result first.
-        await self._raw.execute("BEGIN")
         try:
+            await self._raw.execute("BEGIN")
             await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR WITH HOLD FOR {sql}", *args)
-        except asyncpg.PostgresError:
-            await self._raw.execute("ROLLBACK")
+        except BaseException:
+            # Failed, or the caller was cancelled (a BEGIN or DECLARE that ran on
+            # the server meanwhile): the caller holds no transaction, whatever ran.
+            with contextlib.suppress(Exception):
+                await self._raw.execute("ROLLBACK")
             raise
         cursor = self.holding = _PostgresCursor(self, name, holding=True)
         return cursor
@@ -185,8 +196,9 @@ class PostgresConnection:
         """Commit the transaction of a streaming cursor before another statement.
 
         The server then keeps the rest of the cursor's result for it (that
-        is when the rest of its query runs). If the query fails there, the
-        failure goes to the iteration (its next fetch), not to the statement.
+        is when the rest of its query runs). If the query fails there (or
+        times out), the failure goes to the iteration (its next fetch), not
+        to the statement.
         """
         cursor = self.holding
         if cursor is None:
@@ -195,8 +207,10 @@ class PostgresConnection:
         cursor.holding = False
         try:
             await self._raw.execute("COMMIT")
-        except asyncpg.PostgresError as exc:
+        except Exception as exc:
             cursor.failed = exc  # the transaction, and the cursor with it, is gone
+            if self._raw.is_closed():
+                return
             if self._raw.is_in_transaction():
                 await self._raw.execute("ROLLBACK")
 
