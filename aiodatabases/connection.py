@@ -63,6 +63,13 @@ logger = logging.getLogger("aiodatabases")
 #: Rows fetched per round trip by ``iterate()``; other statements may run between batches.
 ITERATE_BATCH_SIZE = 500
 
+#: A cursor streaming in a transaction of its own (PostgreSQL) whose loop body
+#: has not asked for the next batch for this long ends that transaction (the
+#: server keeps the rest of the rows): a slow body must not leave the session
+#: idle in a transaction (servers end such sessions) holding locks (DDL on the
+#: table, even one the body waits for, would wait for the iteration).
+KEEP_STREAM_AFTER = 0.05
+
 
 @dataclass
 class _Frame:
@@ -183,8 +190,17 @@ class Connection:
                 rows = await call(self._fetch_batch, current_scopes(), caller(), cursor)
                 if not rows:
                     break
-                for row in records(rows, meta):
-                    yield row
+                keeper = None
+                if cursor.in_own_transaction:
+                    keeper = asyncio.get_running_loop().call_later(
+                        KEEP_STREAM_AFTER, self._runtime.spawn, lambda: self._keep_stream(cursor)
+                    )
+                try:
+                    for row in records(rows, meta):
+                        yield row
+                finally:
+                    if keeper is not None:
+                        keeper.cancel()
         finally:
             await shielded(call(self._close_cursor, current_scopes(), caller(), cursor))
             if stream is not None:
@@ -696,6 +712,19 @@ class Connection:
                 await self._ensure_driver(), _fetch_batch, "FETCH", cursor
             )
             return rows
+        finally:
+            self._leave_gate()
+
+    async def _keep_stream(self, cursor: Cursor) -> None:
+        """The loop body is slow: end the cursor's own transaction (``KEEP_STREAM_AFTER``)."""
+        if not cursor.in_own_transaction:
+            return  # ended meanwhile (by a statement, or closed)
+        try:
+            await self._pass_gate_streaming((), "(iteration)")
+        except ConnectionBusyError:
+            return  # a statement held the connection all along: it ended the transaction
+        try:
+            await cursor.keep()  # a failure goes to the iteration's next fetch
         finally:
             self._leave_gate()
 

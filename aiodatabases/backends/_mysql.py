@@ -180,12 +180,17 @@ class _MySQLCursor:
     instead of the client buffering the rest of the result.
     """
 
+    in_own_transaction = False  # the connection streams it: nothing else runs meanwhile
+
     def __init__(self, cursor: Any, raw: Any, flow: Any) -> None:
         self._cursor = cursor
         self._raw = raw
         self._flow = flow
         self._shaper = _shaper_for(tuple(cursor.description or ()))
         flow.pause(raw)
+
+    async def keep(self) -> None:
+        return None
 
     async def fetch(self, count: int) -> list[Row]:
         self._flow.resume(self._raw)

@@ -26,8 +26,16 @@ Args: TypeAlias = Sequence[Any]
 class Cursor(Protocol):
     """A server-side (or streaming) cursor opened by ``DriverConnection.open_cursor``."""
 
+    #: True while the cursor streams inside a transaction of its own
+    #: (PostgreSQL outside a transaction), which ``keep()`` ends.
+    in_own_transaction: bool
+
     async def fetch(self, count: int) -> list[Row]:
         """Up to ``count`` more rows; an empty list once exhausted."""
+
+    async def keep(self) -> None:
+        """End the cursor's own transaction now; the server keeps the rest of
+        its rows for it (a failure there is raised by the next ``fetch``)."""
 
     async def close(self) -> None:
         """Release the cursor (and anything the backend opened for it)."""

@@ -73,7 +73,7 @@ class _PostgresCursor:
     """A SQL cursor (DECLARE/FETCH/CLOSE): it can be closed, unlike a protocol portal.
 
     Outside a transaction it is declared ``WITH HOLD`` inside a transaction
-    of its own (``holding``), which stays open while the rows stream: the
+    of its own (``in_own_transaction``), which stays open while the rows stream: the
     server reads them as they are fetched. Before anything else runs on the
     connection that transaction is committed (``PostgresConnection._let_hold_go``):
     only then does the server keep the rest of the result for the cursor, so
@@ -81,14 +81,18 @@ class _PostgresCursor:
     without the iteration.
     """
 
-    def __init__(self, conn: PostgresConnection, name: str, holding: bool) -> None:
+    def __init__(self, conn: PostgresConnection, name: str, in_own_transaction: bool) -> None:
         self._conn = conn
         self._raw = conn.raw
         self._name = name
-        self.holding = holding
+        self.in_own_transaction = in_own_transaction
         #: The cursor's query failed as its rest was kept (at that COMMIT):
         #: raised by the next fetch, where the iteration sees it.
         self.failed: BaseException | None = None
+
+    async def keep(self) -> None:
+        if self.in_own_transaction:
+            await self._conn._let_hold_go()
 
     async def fetch(self, count: int) -> list[Row]:
         if self.failed is not None:
@@ -105,14 +109,14 @@ class _PostgresCursor:
     async def close(self) -> None:
         if self._raw.is_closed():
             return
-        if not self.holding:
+        if not self.in_own_transaction:
             await self._conn._let_hold_go()  # another cursor's (as for fetch)
             if self.failed is None or not isinstance(self.failed, asyncpg.PostgresError):
                 # (A COMMIT stopped by a timeout may have kept the cursor.)
                 await self._raw.execute(f"CLOSE {self._name}")
             return
         self._conn.holding = None
-        self.holding = False
+        self.in_own_transaction = False
         try:
             # Closed before the commit: the rest of the result is never kept.
             await self._raw.execute(f"CLOSE {self._name}; COMMIT")
@@ -173,7 +177,7 @@ class PostgresConnection:
         name = f"aiodatabases_cursor_{next(self._cursor_ids)}"
         if self._raw.is_in_transaction():
             await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", *args)
-            return _PostgresCursor(self, name, holding=False)
+            return _PostgresCursor(self, name, in_own_transaction=False)
         # A transaction of the cursor's own (see _PostgresCursor), so that
         # the server streams the rows instead of keeping the whole result first.
         try:
@@ -185,7 +189,7 @@ class PostgresConnection:
             with contextlib.suppress(Exception):
                 await self._raw.execute("ROLLBACK")
             raise
-        cursor = self.holding = _PostgresCursor(self, name, holding=True)
+        cursor = self.holding = _PostgresCursor(self, name, in_own_transaction=True)
         return cursor
 
     async def _after_hold(self, run: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
@@ -204,7 +208,7 @@ class PostgresConnection:
         if cursor is None:
             return
         self.holding = None
-        cursor.holding = False
+        cursor.in_own_transaction = False
         try:
             await self._raw.execute("COMMIT")
         except Exception as exc:
@@ -233,7 +237,7 @@ class PostgresConnection:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
         # the cancel request of an interrupted statement to complete.
         if self.holding is not None:
-            self.holding.holding = False
+            self.holding.in_own_transaction = False
             self.holding = None
         await self._raw.execute("ROLLBACK")
         await self._raw.execute("CLOSE ALL")  # WITH HOLD cursors outlive transactions

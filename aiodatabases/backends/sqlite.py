@@ -99,9 +99,14 @@ _LONGEST_LOCK_PAUSE = 0.05
 
 
 class _SQLiteCursor:
+    in_own_transaction = False  # a sqlite3 cursor: its rows are read as it steps
+
     def __init__(self, connection: SQLiteConnection, cursor: sqlite3.Cursor) -> None:
         self._connection = connection
         self._cursor = cursor
+
+    async def keep(self) -> None:
+        return None
 
     async def fetch(self, count: int) -> list[Row]:
         rows: list[Row] = await self._connection.on_thread(self._cursor.fetchmany, count)
