@@ -305,21 +305,17 @@ async def _stream_failing_query(connection: Connection, body_statement: bool) ->
     return seen
 
 
-async def test_a_query_failing_mid_stream_leaves_the_connection_usable(url: str) -> None:
+@pytest.mark.parametrize("body_statement", [False, True], ids=["mid_stream", "at_body_statement"])
+async def test_a_failing_query_fails_the_iteration_and_leaves_the_connection_usable(
+    url: str, body_statement: bool
+) -> None:
+    # With a statement in the body, that statement commits the cursor's
+    # transaction, which runs the rest of the query (to keep it): its failure
+    # goes to the iteration, after the rows already fetched, and the body's
+    # statement succeeds.
     async with Database(url, max_size=1) as db, db.connection() as connection:
         with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
-            await _stream_failing_query(connection, body_statement=False)
-        assert not connection.raw_connection.is_in_transaction()
-        assert await connection.fetch_val("SELECT 1") == 1
-
-
-async def test_a_query_failing_as_the_loop_body_runs_a_statement(url: str) -> None:
-    # The body's statement commits the cursor's transaction, which runs the
-    # rest of the query (to keep it): its failure goes to the iteration,
-    # after the rows already fetched, and the body's statement succeeds.
-    async with Database(url, max_size=1) as db, db.connection() as connection:
-        with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
-            await _stream_failing_query(connection, body_statement=True)
+            await _stream_failing_query(connection, body_statement=body_statement)
         assert not connection.raw_connection.is_in_transaction()
         assert await connection.fetch_val("SELECT 1") == 1
 

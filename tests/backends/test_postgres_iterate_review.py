@@ -77,6 +77,25 @@ async def _slow_reply_to(monkeypatch: pytest.MonkeyPatch, statement: str) -> asy
     return ran
 
 
+async def _cancel_opening(
+    monkeypatch: pytest.MonkeyPatch, statement: str, source: Database | Connection
+) -> None:
+    """Cancel an iteration of ``source`` once ``statement`` of its opening ran on the server."""
+    ran = await _slow_reply_to(monkeypatch, statement)
+
+    async def first_row() -> Any:
+        async for row in source.iterate("SELECT n FROM review_rows"):
+            return row
+        return None
+
+    task = asyncio.create_task(first_row())
+    await ran.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+
+
 # --- cancelled while the iteration opens its transaction -------------------------------------
 
 
@@ -108,19 +127,7 @@ async def test_cancelled_after_begin_ran_leaves_no_transaction(
     # The BEGIN has run on the server when the caller's timeout cancels it.
     async with Database(url, max_size=1) as db:
         async with db.connection() as connection:
-            ran = await _slow_reply_to(monkeypatch, "BEGIN")
-
-            async def first_row() -> Any:
-                async for row in connection.iterate("SELECT n FROM review_rows"):
-                    return row
-                return None
-
-            task = asyncio.create_task(first_row())
-            await ran.wait()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            monkeypatch.undo()
+            await _cancel_opening(monkeypatch, "BEGIN", connection)
             # Committed at once, as any statement outside a transaction.
             await connection.execute("INSERT INTO review_written VALUES (1)")
             assert await _written(url) == [1]
@@ -132,19 +139,7 @@ async def test_pool_is_full_and_clean_after_an_iteration_cancelled_while_opening
     url: str, tables: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with Database(url, max_size=1) as db:
-        ran = await _slow_reply_to(monkeypatch, "DECLARE")
-
-        async def first_row() -> Any:
-            async for row in db.iterate("SELECT n FROM review_rows"):
-                return row
-            return None
-
-        task = asyncio.create_task(first_row())
-        await ran.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        monkeypatch.undo()
+        await _cancel_opening(monkeypatch, "DECLARE", db)
         await db.execute("INSERT INTO review_written VALUES (1)")
         assert await _written(url) == [1]
         async with db.connection() as connection:
