@@ -263,21 +263,26 @@ class _Carried:
             self._state = "started"
         make, self._make = self._make, None
         assert make is not None
-        self._task = keep(asyncio.ensure_future(self._run(make)))
-
-    async def _run(self, make: Callable[[], Awaitable[Any]]) -> None:
-        """The call, its outcome posted back the moment it is known (no done callback)."""
         try:
-            result = await make()
-        except asyncio.CancelledError:
-            self._send(("cancelled", None))
-            raise
-        except BaseException as exc:
+            task = keep(asyncio.ensure_future(make()))
+        except BaseException as exc:  # not even started: the caller must not wait forever
             self._send(("error", exc))
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt, SystemExit: the owning loop's to stop on
             return
-        self._send(("result", result))
+        self._task = task
+        # A done callback, not a post at the end of the call: calls that end in
+        # one turn of the owner then post together, and wake the caller's loop
+        # once (posting each at once wakes it, a thread switch, per call).
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        # The outcome is read here, so a failure is never left "unretrieved".
+        if task.cancelled():
+            outcome: tuple[str, Any] = ("cancelled", None)
+        elif (exc := task.exception()) is not None:
+            outcome = ("error", exc)
+        else:
+            outcome = ("result", task.result())
+        self._send(outcome)
 
     def _send(self, outcome: tuple[str, Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed
