@@ -318,19 +318,17 @@ class _Carried:
         self.timer = None
         if self.done.done():
             return
-        stopped = self.owner.is_closed() or not self.owner.is_running()
+        if self.owner.is_closed() or not self.owner.is_running():
+            self.fail_stopped()
+            return
         with self._lock:
             waiting = self._state == "waiting"
             if waiting:
                 self._state = "abandoned"
-        if waiting:
-            self._make = None
-        elif not stopped:
+        if not waiting:  # running, and its owner too: look again later
             self.timer = self.loop.call_later(start_timeout, self.watch, start_timeout)
             return
-        if stopped:
-            self.done.set_exception(WrongEventLoopError(_STOPPED))
-            return
+        self._make = None
         self.done.set_exception(
             WrongEventLoopError(
                 f"the event loop this database was connected in did not run the call "

@@ -120,9 +120,11 @@ class _PostgresCursor:
         try:
             # Closed before the commit: the rest of the result is never kept.
             await self._raw.execute(f"CLOSE {self._name}; COMMIT")
-        except asyncpg.PostgresError:
-            # The query failed while streaming: its transaction is aborted.
-            await self._raw.execute("ROLLBACK")
+        except Exception:
+            # The query failed while streaming (its transaction is aborted), or
+            # the close timed out: the connection's next user finds no transaction.
+            with contextlib.suppress(Exception):
+                await self._raw.execute("ROLLBACK")
             raise
 
 

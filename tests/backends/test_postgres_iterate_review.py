@@ -458,3 +458,25 @@ async def test_next_user_of_the_pooled_connection_after_break(url: str, tables: 
             async with db.connection() as connection:
                 assert not connection.raw_connection.is_in_transaction()
     assert await _written(url) == [1]
+
+
+async def test_a_close_that_times_out_leaves_no_transaction(
+    url: str, tables: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CLOSE; COMMIT stopped by a timeout (command_timeout): the next user of
+    # the connection must not find itself inside the cursor's transaction.
+    original = asyncpg.connection.Connection.execute
+
+    async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if query.startswith("CLOSE") and query.endswith("COMMIT"):
+            raise asyncio.TimeoutError
+        return await original(self, query, *args, **kwargs)
+
+    async with Database(url, max_size=1) as db, db.connection() as connection:
+        monkeypatch.setattr(asyncpg.connection.Connection, "execute", execute)
+        iteration = connection.iterate("SELECT n FROM review_rows ORDER BY n")
+        async for _ in iteration:
+            break
+        await iteration.aclose()  # type: ignore[attr-defined]
+        monkeypatch.undo()
+        await _clean(connection)
