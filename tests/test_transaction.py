@@ -285,6 +285,105 @@ async def test_sqlite_deferred_takes_no_lock_until_used(tmp_path: Path) -> None:
         assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
 
 
+async def test_sqlite_transactions_are_deferred_by_default_as_in_databases(tmp_path: Path) -> None:
+    # Regression: a BEGIN IMMEDIATE by default made the second transaction
+    # wait for the first one's write lock until the busy timeout ("database
+    # is locked"), though it only reads.
+    url, _ = await sqlite_pair(tmp_path / "default.db")
+    inserted = asyncio.Event()
+    read_done = asyncio.Event()
+
+    async def writer(db: Database) -> None:
+        async with db.connection() as connection, connection.transaction():
+            await connection.execute("INSERT INTO t VALUES (1)")
+            inserted.set()
+            await read_done.wait()
+
+    async def reader(db: Database) -> int:
+        await inserted.wait()
+        async with db.connection() as connection, connection.transaction():
+            seen = await connection.fetch_val("SELECT COUNT(*) FROM t")
+        read_done.set()
+        return int(seen)
+
+    async with Database(url, timeout=30) as db:
+        _, seen = await asyncio.wait_for(asyncio.gather(writer(db), reader(db)), 10)
+        assert seen == 0  # the uncommitted row is not visible
+        assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda url: (Database(url), {"isolation": "immediate"}),
+        lambda url: (Database(url, isolation="immediate"), {}),
+        lambda url: (Database(f"{url}?isolation=immediate"), {}),
+    ],
+    ids=["per_transaction", "keyword", "url_query"],
+)
+async def test_sqlite_immediate_transactions_take_the_write_lock_at_begin(
+    tmp_path: Path, make: Callable[[str], tuple[Database, dict[str, str]]]
+) -> None:
+    url, impatient = await sqlite_pair(tmp_path / "immediate_option.db")
+    db, options = make(url)
+    async with db, Database(impatient) as other, db.transaction(**options):
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await other.execute("INSERT INTO t VALUES (1)")
+
+
+async def test_sqlite_default_isolation_option_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="isolation"):
+        Database(f"sqlite:///{tmp_path / 'x.db'}", isolation="serializable")
+
+
+async def test_sqlite_deferred_write_that_cannot_take_the_lock_says_why(tmp_path: Path) -> None:
+    # Two deferred transactions that both read, then write: SQLite fails the
+    # second writer at once (waiting would deadlock); the error says so and
+    # names the fix. Both succeed with isolation="immediate".
+    url, _ = await sqlite_pair(tmp_path / "upgrade.db")
+    a_read, b_read, a_wrote, b_done = (asyncio.Event() for _ in range(4))
+
+    async def first(db: Database) -> None:
+        async with db.connection() as connection, connection.transaction():
+            await connection.fetch_val("SELECT COUNT(*) FROM t")
+            a_read.set()
+            await b_read.wait()
+            await connection.execute("INSERT INTO t VALUES (1)")
+            a_wrote.set()
+            await b_done.wait()
+
+    async def second(db: Database) -> None:
+        try:
+            async with db.connection() as connection, connection.transaction():
+                await a_read.wait()
+                await connection.fetch_val("SELECT COUNT(*) FROM t")
+                b_read.set()
+                await a_wrote.wait()
+                await connection.execute("INSERT INTO t VALUES (2)")
+        finally:
+            b_done.set()
+
+    async def read_then_write(db: Database) -> None:
+        async with db.transaction(isolation="immediate"):
+            await db.fetch_val("SELECT COUNT(*) FROM t")
+            await db.execute("INSERT INTO t VALUES (3)")
+
+    async with Database(url, timeout=5) as db:
+        results = await asyncio.wait_for(
+            asyncio.gather(first(db), second(db), return_exceptions=True), 20
+        )
+        assert results[0] is None
+        error = results[1]
+        assert isinstance(error, sqlite3.OperationalError), results
+        message = str(error)
+        assert message.startswith("database is locked")
+        assert "deferred" in message
+        assert "isolation='immediate'" in message
+        assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+        await asyncio.wait_for(asyncio.gather(read_then_write(db), read_then_write(db)), 20)
+        assert await db.fetch_val("SELECT COUNT(*) FROM t") == 3
+
+
 async def test_sqlite_immediate_blocks_other_writers_not_readers(tmp_path: Path) -> None:
     url, impatient = await sqlite_pair(tmp_path / "immediate.db")
     async with Database(url) as db, Database(impatient) as other:

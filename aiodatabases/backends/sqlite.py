@@ -81,16 +81,31 @@ _CONNECT_OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "cached_statements": to_int,
 }
 
-OPTIONS = OptionSpec(scheme="sqlite", options={**_CONNECT_OPTIONS, **PRAGMAS})
-
-#: sqlite3 builds every row as this type in C: a Record without a wrapper.
-SQLiteRecord = record_type(sqlite3.Row, name_misses=IndexError)
-
 _BEGIN = {
     "deferred": "BEGIN DEFERRED",
     "immediate": "BEGIN IMMEDIATE",
     "exclusive": "BEGIN EXCLUSIVE",
 }
+
+
+def _isolation(value: Any) -> str:
+    level = str(value).strip().lower()
+    if level not in _BEGIN:
+        raise ValueError(f"expected one of {', '.join(_BEGIN)}")
+    return level
+
+
+#: Options of the backend itself: ``isolation`` is the default transaction
+#: mode (``transaction(isolation=...)`` picks one per transaction).
+_BACKEND_OPTIONS: Mapping[str, Callable[[Any], Any]] = {"isolation": _isolation}
+
+OPTIONS = OptionSpec(
+    scheme="sqlite", options={**_CONNECT_OPTIONS, **PRAGMAS, **_BACKEND_OPTIONS}
+)
+
+#: sqlite3 builds every row as this type in C: a Record without a wrapper.
+SQLiteRecord = record_type(sqlite3.Row, name_misses=IndexError)
+
 _BEGIN_STATEMENTS = frozenset(_BEGIN.values())
 #: Seconds between tries of a BEGIN that waits for another connection's lock
 #: (doubling), as SQLite's own busy handler sleeps between its tries.
@@ -205,6 +220,26 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     if code is not None:
         return code & 0xFF in _BUSY_CODES
     return str(exc) in _BUSY_MESSAGES
+
+
+def _lock_upgrade_error(exc: sqlite3.OperationalError) -> sqlite3.OperationalError:
+    """``exc`` (SQLITE_BUSY) with what happened and what to do: still an
+    ``sqlite3.OperationalError`` starting "database is locked", as code catching
+    SQLite's own error expects."""
+    explained = sqlite3.OperationalError(
+        f"{exc}: this write could not take the database's write lock, which "
+        "another connection holds, because the transaction began deferred (the "
+        "default, as in sqlite3 and databases) and takes the lock at its first "
+        "write; SQLite fails at once when the transaction has read already "
+        "(waiting could deadlock) and after the busy timeout otherwise. Roll back "
+        "and retry the transaction, or begin it with "
+        "transaction(isolation='immediate') (or the database option "
+        "isolation=immediate) so that it waits for the lock at BEGIN"
+    )
+    for name in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(exc, name):
+            setattr(explained, name, getattr(exc, name))
+    return explained
 
 
 class _LockWait:
@@ -337,6 +372,7 @@ class SQLiteConnection:
         "_stop_waiting",
         "_wait",
         "_wait_ms",
+        "_write_locked",
         "ran_inline",
     )
     stream_in_transaction = False  # a cursor is a sqlite3 cursor: nothing to keep
@@ -360,6 +396,9 @@ class SQLiteConnection:
         self._wait: str | None = None
         self._wait_ms = 0  # that wait, once read
         self._stop_waiting = False  # a BEGIN on the worker gives up waiting for a lock
+        # False from a BEGIN DEFERRED until a write succeeds: the transaction
+        # may not hold the write lock yet (see ``_explain_busy``).
+        self._write_locked = False
 
     @property
     def raw(self) -> Any:
@@ -502,6 +541,8 @@ class SQLiteConnection:
             db.execute(statement).close()
         finally:
             db.execute(wait).close()
+        if statement in _BEGIN_STATEMENTS:
+            self._write_locked = statement != "BEGIN DEFERRED"
 
     def _no_wait(self, db: sqlite3.Connection) -> str:
         """Set the busy timeout to 0; return the statement that restores it."""
@@ -517,7 +558,22 @@ class SQLiteConnection:
         done, result = self._try_here(function, sql, args)
         if done:
             return result  # type: ignore[no-any-return]
-        return await self._on_worker(function, sql, args)
+        try:
+            result = await self._on_worker(function, sql, args)
+        except sqlite3.OperationalError as exc:
+            self._explain_busy(exc, sql)
+            raise
+        self._write_locked = True
+        return result  # type: ignore[no-any-return]
+
+    def _explain_busy(self, exc: sqlite3.OperationalError, sql: str) -> None:
+        """Raise a clearer error if ``sql``, a write in a deferred transaction,
+        failed to take the write lock; else return (``exc`` is raised as is)."""
+        if self._write_locked or not _is_busy(exc) or is_read_only(sql):
+            return
+        if self.is_closed() or not self._raw._conn.in_transaction:
+            return
+        raise _lock_upgrade_error(exc) from exc
 
     def _on_worker(self, function: Callable[..., T], sql: str, *args: Any) -> Awaitable[T]:
         """A statement on the worker thread (see ``_submit``)."""
@@ -541,7 +597,12 @@ class SQLiteConnection:
         return self._statement(_execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
-        await self._on_worker(_execute_many, sql, args_list)
+        try:
+            await self._on_worker(_execute_many, sql, args_list)
+        except sqlite3.OperationalError as exc:
+            self._explain_busy(exc, sql)
+            raise
+        self._write_locked = True
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         # Tracked: a cursor whose caller gave up as it opened is closed.
@@ -652,6 +713,7 @@ class SQLiteBackend(SQLAlchemyDialect):
             for name, value in options.items()
             if name in PRAGMAS
         ]
+        self._isolation = options.get("isolation", "deferred")
         # Each connection to ":memory:" is its own database: keep exactly one.
         self.single_connection = self._path == ":memory:"
 
@@ -676,14 +738,17 @@ class SQLiteBackend(SQLAlchemyDialect):
             raise ConfigurationError(
                 f"unknown transaction option(s) {sorted(unknown)} for SQLite; supported: isolation"
             )
-        # IMMEDIATE by default: two deferred transactions that both read and
-        # then write deadlock at once (SQLITE_BUSY without waiting).
-        level = str(options.get("isolation") or "immediate").strip().lower()
-        if level not in _BEGIN:
+        # DEFERRED by default, as sqlite3 (and so ``databases``) begins: a
+        # transaction takes the write lock at its first write, so readers
+        # never wait for each other. The price, two transactions that both
+        # read and then write, is explained by ``_explain_busy``.
+        level = options.get("isolation") or self._isolation
+        try:
+            return [_BEGIN[_isolation(level)]]
+        except ValueError:
             raise ConfigurationError(
                 f"unknown isolation level {level!r} for SQLite; supported: {', '.join(_BEGIN)}"
-            )
-        return [_BEGIN[level]]
+            ) from None
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return False

@@ -199,13 +199,22 @@ async def test_concurrent_transactions_on_a_file(tmp_path: Path) -> None:
         assert [row["x"] for row in rows] == list(range(20))
 
 
-async def test_concurrent_read_then_write_transactions_on_a_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("database_options", "transaction_options"),
+    [({}, {"isolation": "immediate"}), ({"isolation": "immediate"}, {})],
+    ids=["per_transaction", "database_default"],
+)
+async def test_concurrent_read_then_write_immediate_transactions_serialize(
+    tmp_path: Path, database_options: dict[str, str], transaction_options: dict[str, str]
+) -> None:
+    # Deferred transactions (the default) that read and then write fail at
+    # once instead (tests/test_transaction.py): immediate ones wait at BEGIN.
     url = file_url(tmp_path / "read-then-write.db")
     await make_table(url)
-    async with Database(url) as db:
+    async with Database(url, **database_options) as db:
 
         async def next_number() -> None:
-            async with db.transaction():
+            async with db.transaction(**transaction_options):
                 count = await db.fetch_val("SELECT COUNT(*) FROM t")
                 await db.execute("INSERT INTO t VALUES (:x)", {"x": count})
 

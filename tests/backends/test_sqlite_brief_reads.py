@@ -292,7 +292,7 @@ async def _read_in_a_raw_begin_after_an_immediate_transaction(
     db: Database, lock: Callable[[], None]
 ) -> Any:
     async with db.connection() as connection:
-        async with connection.transaction():  # BEGIN IMMEDIATE: holds the write lock
+        async with connection.transaction(isolation="immediate"):  # holds the write lock
             await connection.fetch_val("SELECT count(*) FROM t")
         await connection.execute("BEGIN")  # deferred: holds no lock yet
         try:
@@ -307,7 +307,7 @@ async def _read_in_a_transaction_begun_while_locked(
 ) -> Any:
     lock()
     # BEGIN IMMEDIATE waits for the write lock; then a savepoint.
-    async with db.transaction(), db.transaction():
+    async with db.transaction(isolation="immediate"), db.transaction():
         return await db.fetch_val("SELECT count(*) FROM t")
 
 
@@ -424,7 +424,9 @@ async def test_a_begin_that_fails_at_once_lets_other_tasks_run(tmp_path: Path) -
 
 
 async def _begin_and_insert(db: Database) -> None:
-    async with db.transaction():
+    # Immediate: the BEGIN itself waits for the write lock (a deferred one
+    # would wait at the INSERT, in SQLite's busy handler).
+    async with db.transaction(isolation="immediate"):
         await db.execute("INSERT INTO t VALUES (1)")
 
 
@@ -598,7 +600,7 @@ async def test_a_read_in_a_write_transaction_never_waits_to_spill_the_cache(
     try:
         async with Database(file_url(path), max_size=1, cache_size=50) as db:
             with contextlib.suppress(KeyError):
-                async with db.transaction():  # BEGIN IMMEDIATE
+                async with db.transaction(isolation="immediate"):
                     await db.execute("PRAGMA busy_timeout = 0")  # the update spills nothing
                     await db.execute("UPDATE big SET v = v || 'y' WHERE id <= 3000")
                     await db.execute("PRAGMA busy_timeout = 60000")
