@@ -20,16 +20,19 @@ from collections import deque
 from typing import Final
 
 from ._waits import Deadlines, TimedOut, served
-from .exceptions import ConnectionBusyError
+from .exceptions import ConnectionBusyError, NotConnectedError
 
 
 class Scope:
     """Identity of one open transaction, inherited by tasks created inside it."""
 
-    __slots__ = ("description",)
+    __slots__ = ("description", "lost")
 
     def __init__(self, description: str) -> None:
         self.description = description
+        # Set by disconnect(), which rolled the transaction back: a task still
+        # inside it must not run statements outside it on a reconnected database.
+        self.lost = False
 
     def __repr__(self) -> str:
         return f"<Scope {self.description}>"
@@ -48,6 +51,17 @@ def current_scopes() -> Scopes:
 
 def enter_scope(scope: Scope) -> None:
     _scopes.set((*_scopes.get(), scope))
+
+
+def check_not_lost(scopes: Scopes) -> None:
+    """Refuse a statement from inside a transaction that ``disconnect()`` rolled back."""
+    for scope in scopes:
+        if scope.lost:
+            raise NotConnectedError(
+                "this task is inside a transaction that disconnect() rolled back "
+                f"(started by task {scope.description}); nothing of it was committed, "
+                "and its statements cannot run outside it: end the transaction block"
+            )
 
 
 def leave_scope(scope: Scope) -> None:

@@ -53,7 +53,8 @@ class Pool:
         self.max_size = max_size
         self._timeout = timeout
         self._recycle = recycle
-        self._born: dict[int, float] = {}  # id(connection) -> time opened, for recycle
+        # Every open connection, idle or in use -> when it was opened (for recycle).
+        self._born: dict[DriverConnection, float] = {}
         self._idle: deque[DriverConnection] = deque()
         self._size = 0  # open or opening, idle or in use
         # What a waiter is handed: a connection, a slot to open one in, or
@@ -62,6 +63,7 @@ class Pool:
         self._deadlines = Deadlines()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._all_back: asyncio.Future[None] | None = None  # close() waits for it
 
     async def open(self) -> None:
         """Open ``min_size`` connections (concurrently); on failure, keep none open."""
@@ -135,13 +137,13 @@ class Pool:
         return conn
 
     def _note_opened(self, conn: DriverConnection) -> None:
-        self._born[id(conn)] = time.monotonic()
+        self._born[conn] = time.monotonic()
 
     def _expired(self, conn: DriverConnection) -> bool:
         """Older than ``recycle`` seconds: the server may have dropped it (wait_timeout)."""
         if self._recycle is None:
             return False
-        return time.monotonic() - self._born.get(id(conn), 0.0) > self._recycle
+        return time.monotonic() - self._born.get(conn, 0.0) > self._recycle
 
     async def _wait(self, deadline: float | None) -> DriverConnection | _Slot | None:
         """A connection handed over, a slot to open one in, or None: look again."""
@@ -184,9 +186,7 @@ class Pool:
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""
         if self._closed:
-            # Returned after close(): nobody would await a graceful close.
-            self._forget(conn)
-            conn.terminate()
+            self.discard(conn)  # returned after close(): close() waits for it
             return
         if broken or conn.is_closed():
             self.discard(conn)
@@ -234,14 +234,21 @@ class Pool:
                 raise
 
     def _run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to run it in (a connection collected late)
+            work.close()
+            return
+        task = loop.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     def _forget(self, conn: DriverConnection) -> None:
-        self._born.pop(id(conn), None)
+        self._born.pop(conn, None)
         self._size -= 1
         self._wake_one()
+        if not self._born and self._all_back is not None and not self._all_back.done():
+            self._all_back.set_result(None)
 
     def _wake_one(self) -> None:
         """A place came free: give it to the longest waiter (counted for it at once)."""
@@ -265,28 +272,54 @@ class Pool:
         return False
 
     async def close(self) -> None:
-        """Close every idle connection; wait for background resets first.
+        """Close every connection; waiting acquirers fail with ``NotConnectedError``.
 
-        Waiting acquirers fail with ``NotConnectedError``; connections in use
-        are closed when they come back.
+        Idle ones are closed at once; one still in use (its statement running)
+        is closed when it comes back, waited for up to the acquire timeout,
+        then dropped.
         """
         self._closed = True
         while self._serve_first(None):  # each looks again and finds the pool closed
             pass
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._settle()
         while self._idle:
             conn = self._idle.pop()
-            self._size -= 1
+            self._forget(conn)
             try:
                 await conn.close()
             except Exception as exc:
                 logger.debug("error closing a connection: %r", exc)
                 conn.terminate()
+        if self._born:
+            await self._wait_for_the_rest()
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for background resets and closes."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _wait_for_the_rest(self) -> None:
+        all_back = asyncio.get_running_loop().create_future()
+        self._all_back = all_back
+        try:
+            await asyncio.wait_for(asyncio.shield(all_back), self._timeout)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "closing the pool: %d connection(s) still running a statement after "
+                "%ss; dropping them",
+                len(self._born),
+                self._timeout,
+            )
+            self._drop_the_rest()
+
+    def _drop_the_rest(self) -> None:
+        for conn in list(self._born):
+            self._forget(conn)
+            conn.terminate()
 
     def terminate(self) -> None:
-        """Drop every idle connection without awaiting (the loop may be gone)."""
+        """Drop every connection without awaiting (the loop may be gone)."""
         self._closed = True
-        while self._idle:
-            self._idle.pop().terminate()
-            self._size -= 1
+        self._idle.clear()
+        self._drop_the_rest()

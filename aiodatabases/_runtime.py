@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from ._background import shielded
 from ._loops import LoopThread, carry, carry_call, check_can_carry
@@ -89,6 +90,16 @@ def _clause(query: Any) -> Any:
     )
 
 
+class Holder(Protocol):
+    """What holds a pooled connection outside the pool (a ``Connection``)."""
+
+    async def close_for_disconnect(self) -> None:
+        """Wait for the running statement, roll back, close; refuse everything after."""
+
+    def close_at_terminate(self) -> None:
+        """The same without awaiting: the owning loop is gone (the pool drops the socket)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Core options, shared by every backend."""
@@ -120,6 +131,9 @@ class Runtime:
             recycle=settings.pool_recycle,
         )
         self._background: set[asyncio.Task[Any]] = set()
+        # Connections holding a driver connection now; weakly, so that one whose
+        # task ended without closing it is still collected (``Connection.__del__``).
+        self.holders: weakref.WeakSet[Holder] = weakref.WeakSet()
         self._watch: AsyncGenerator[None, None] | None = None
         self._closed = False
 
@@ -283,12 +297,21 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        # Every connection a task still holds (parked in a transaction, an
+        # unfinished iteration): at once, so that one waiting for a lock another
+        # holds is not closed after it.
+        await asyncio.gather(
+            *(holder.close_for_disconnect() for holder in list(self.holders)),
+            return_exceptions=True,
+        )
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.close()
 
     def terminate(self) -> None:
         """Drop everything without awaiting: the owning loop is closed."""
+        for holder in list(self.holders):
+            holder.close_at_terminate()
         self.pool.terminate()
 
     def submit_to_thread(self, func: Callable[[], Awaitable[T]]) -> Future[T]:

@@ -121,10 +121,18 @@ class Connection:
         )
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
         runtime = self._runtime
-        if runtime.loop is asyncio.get_running_loop():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # a coroutine collected after its loop stopped
+            running = None
+        if runtime.loop is running:
             self._let_go()  # synchronous: a cancellation cannot cut it short
+            return
+        if running is None or exc_type is GeneratorExit:
+            # Nothing may be awaited here: let go in the owning loop, if it still runs.
+            runtime.spawn(self._unhold)
             return
         # Carried to the owning loop; shielded: a cancelled exit must still let go.
         await shielded(runtime.call(self._unhold))
@@ -213,6 +221,11 @@ class Connection:
         return Transaction(lambda: self, force_rollback=force_rollback, **options)
 
     @property
+    def closed(self) -> bool:
+        """Whether ``disconnect()`` closed this connection (it refuses everything now)."""
+        return self._closed
+
+    @property
     def in_use(self) -> bool:
         """Whether a block, transaction or iteration holds a driver connection now."""
         return self._holds > 0
@@ -248,6 +261,8 @@ class Connection:
     def end_frame(self, scope: Scope, commit: bool) -> asyncio.Task[None]:
         """End ``scope``'s transaction: a task that runs to its end even if the
         caller is cancelled meanwhile (which then waits for it; see ``to_its_end``)."""
+        if self._closed:  # disconnect() rolled it back; its loop may be gone too
+            return to_its_end(_ended_by_disconnect(commit))
         return to_its_end(self._runtime.call(self._end, scope, commit, (*current_scopes(), scope)))
 
     async def begin_isolation(self, scope: Scope) -> None:
@@ -299,12 +314,14 @@ class Connection:
             raise NotConnectedError("this connection's database was disconnected")
         if self._driver is None:
             self._driver = await self._runtime.pool.acquire()
+            self._runtime.holders.add(self)  # disconnect() closes it from here on
         return self._driver
 
     def _release_driver(self) -> None:
         driver, self._driver = self._driver, None
         if driver is None:
             return
+        self._runtime.holders.discard(self)
         dirty = self._dirty or bool(self._frames)
         if self._frames:
             logger.warning(
@@ -556,14 +573,16 @@ class Connection:
         self._gate.set_owner(None)
 
     async def _end(self, scope: Scope, commit: bool, scopes: Scopes) -> None:
+        if self._closed:
+            await _ended_by_disconnect(commit)
+            return
         self._check_innermost(scope)  # at once: waiting would not make it innermost
         await self._pass_gate_ending(scopes, caller())
         try:
-            if self._closed:
-                raise NotConnectedError(
-                    "the database was disconnected while this transaction waited to end; "
-                    "disconnect() rolled it back"
-                )
+            if self._closed:  # while it waited for the turn
+                self._gate.release()
+                await _ended_by_disconnect(commit)
+                return
             # Again with the turn: a rollback point (it owns nothing, so it
             # passes) may have been taken on top of it meanwhile.
             self._check_innermost(scope)
@@ -703,6 +722,11 @@ class Connection:
     async def _fetch_batch(self, scopes: Scopes, who: Who, cursor: Cursor) -> list[Any]:
         await self._pass_gate_streaming(scopes, who)
         try:
+            if self._closed:
+                raise NotConnectedError(
+                    "the database was disconnected during this iteration; disconnect() "
+                    "closed its cursor and connection"
+                )
             if self._blocks and not any(cursor is c for c, _ in self._streams):
                 raise InterleaveError(
                     "this iteration was ended early: the transaction around it ended (or "
@@ -739,6 +763,8 @@ class Connection:
         """Close the cursor and let the connection go; never raises over the loop's error."""
         await self._pass_gate_streaming(scopes, who)
         try:
+            if self._closed:
+                return  # closed with its connection by disconnect()
             if self._blocks:
                 streams = [entry for entry in self._streams if entry[0] is not cursor]
                 if len(streams) == len(self._streams):
@@ -762,36 +788,69 @@ class Connection:
         # It admits every task: force_rollback shares the connection.
         await self._push_frame(driver, _BASE, {}, owns=False)
 
-    async def close_base_transaction(self) -> None:
-        """Wait for the running statement, roll everything back, give the connection back.
+    async def close_for_disconnect(self) -> None:
+        """``disconnect()``: wait for the running statement, then close the driver
+        connection (the server rolls back what it had open).
 
-        Statements still waiting at the gate then fail with ``NotConnectedError``.
+        Whoever still uses this connection then gets ``NotConnectedError``:
+        statements waiting for their turn, and a task parked inside a
+        transaction when it resumes (the end of its block says nothing: its
+        rollback is done). The wait is bounded by ``acquire_timeout``.
         """
-        self._closed = True
+        if self._closed:
+            return
+        self._closed = True  # from here on nothing new starts here
         scopes = tuple(f.scope for f in self._frames)
         try:
             await self._pass_gate_ending(scopes, "(disconnect)")
         except ConnectionBusyError:
-            logger.warning("disconnect() gave up waiting for a statement; closing anyway")
-            self._broken = True
+            logger.warning(
+                "disconnect() waited %ss for a statement to end; closing its connection anyway",
+                self._runtime.settings.acquire_timeout,
+            )
             passed = False
         else:
             passed = True
         try:
-            driver = self._driver
-            if driver is not None and self._frames and not self._broken:
-                try:
-                    await driver.run_control(["ROLLBACK"])
-                except Exception as exc:
-                    logger.warning("rolling back the force_rollback transaction failed: %r", exc)
-                    self._broken = True
-            self._frames.clear()
-            self._holds = 0
-            self._release_driver()
+            driver = self._forget_everything()
+            if driver is not None:
+                # Closing ends the session and its transaction; nothing is reused.
+                self._runtime.pool.discard(driver)
         finally:
-            # Only now: what waited for the turn must find all of it done.
+            # Only now: what waited for the turn must find the connection closed.
             if passed:
                 self._gate.release()
+
+    def close_at_terminate(self) -> None:
+        """``close_for_disconnect()`` when the owning loop is gone: nothing can run
+        there any more (the pool drops the socket); only refuse what comes later."""
+        self._closed = True
+        for frame in self._frames:
+            if frame.owns:
+                frame.scope.lost = True
+
+    def _forget_everything(self) -> DriverConnection | None:
+        """Drop frames, iterations and holds; return the driver connection, now nobody's."""
+        for frame in self._frames:
+            if frame.owns:
+                frame.scope.lost = True  # see Database: its task must not go on without it
+        self._frames.clear()
+        self._guards.forget()
+        self._streams = []
+        self._holds = 0
+        self._update_owner()
+        self._runtime.holders.discard(self)
+        driver, self._driver = self._driver, None
+        return driver
+
+
+async def _ended_by_disconnect(commit: bool) -> None:
+    """A transaction whose connection ``disconnect()`` closed: rolled back then."""
+    if commit:
+        raise NotConnectedError(
+            "cannot commit: the database was disconnected while this transaction was "
+            "open, and disconnect() rolled it back; nothing of it was committed"
+        )
 
 
 def _open_cursor(driver: DriverConnection, sql: str, args: Any) -> Awaitable[Cursor]:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from ._background import shielded
+from ._gate import check_not_lost, current_scopes
 from ._loops import LoopThread
 from ._records import Record, record, records
 from ._runtime import (
@@ -87,6 +88,12 @@ def _take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Setti
     return Settings(
         min_size=min_size, max_size=max_size, acquire_timeout=timeout, pool_recycle=recycle
     )
+
+
+def _refuse_lost_transaction() -> None:
+    scopes = current_scopes()
+    if scopes:  # inside a transaction: was it rolled back by a disconnect()?
+        check_not_lost(scopes)
 
 
 class Database:
@@ -244,17 +251,14 @@ class Database:
 
     @staticmethod
     async def _close(runtime: Runtime, shared: Connection | None) -> None:
-        async def close() -> None:
-            if shared is not None:
-                await shared.close_base_transaction()
-            await runtime.close()
-
+        """Close ``runtime`` and every connection still held (``shared`` among them:
+        referenced here until then, as the runtime refers to connections weakly)."""
         loop = runtime.loop
         if loop.is_closed() or (not loop.is_running() and loop is not asyncio.get_running_loop()):
             # Nothing can be awaited there any more: drop the sockets.
             runtime.terminate()
         else:
-            await runtime.call(close)
+            await runtime.call(runtime.close)
         if runtime.thread is not None:
             runtime.thread.stop()
 
@@ -303,6 +307,7 @@ class Database:
         after its fixture) takes that task's connection over; see ``_tasks``.
         """
         runtime = self._require_runtime()
+        _refuse_lost_transaction()
         if self._shared is not None:
             return self._shared
         return self._task_connections.get_or_create(runtime)
@@ -335,6 +340,7 @@ class Database:
     def _current(self) -> Connection | None:
         """The connection a statement must use, or None to borrow one for it."""
         runtime = self._require_runtime()
+        _refuse_lost_transaction()
         if self._shared is not None:
             return self._shared
         runtime.check_reachable()

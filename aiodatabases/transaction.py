@@ -75,6 +75,11 @@ class Transaction:
     ) -> None:
         if self._state is not TransactionState.ACTIVE:
             return  # ended explicitly inside the block
+        if exc_type is GeneratorExit or not _loop_running():
+            # A coroutine closed without a loop to run in (collected after its loop
+            # stopped): nothing may be awaited here.
+            self._give_up()
+            return
         if exc_type is None and not self._force_rollback:
             await self.commit()
             return
@@ -163,12 +168,30 @@ class Transaction:
         self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLED_BACK
         leave_scope(scope)
 
+    def _give_up(self) -> None:
+        """End without awaiting: rolled back in the owning loop if it still runs
+        (already, if ``disconnect()`` closed the connection)."""
+        connection, scope = self._connection, self._scope
+        self._state = TransactionState.ROLLED_BACK
+        if connection is not None and scope is not None:
+            leave_scope(scope)
+            if not connection.closed:
+                connection.abandon_frame(scope)
+
     def __del__(self) -> None:
         # A transaction nobody can end any more: roll it back so the connection
         # (and, when shared, every task waiting for it) is not held forever.
         connection, scope = self._connection, self._scope
         if self._state is TransactionState.ACTIVE and connection is not None and scope is not None:
             connection.abandon_frame(scope)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _failed_with(task: asyncio.Future[None], error: type[BaseException]) -> bool:

@@ -659,12 +659,20 @@ class SQLiteConnection:
         await self._on_db(False, self._reset)
 
     def _reset(self, db: sqlite3.Connection) -> None:
-        for cursor in list(self._cursors):
-            self._close(cursor)  # left open by a cancelled iterate()
+        self._close_cursors()  # left open by a cancelled iterate()
         if db.in_transaction:
             db.execute("ROLLBACK").close()
 
+    def _close_cursors(self) -> None:
+        self._close_orphans()
+        for cursor in list(self._cursors):
+            self._close(cursor)
+
     async def close(self) -> None:
+        if self._cursors and not self.is_closed():
+            # An open cursor's statement would keep the connection (and its lock
+            # on the file) alive after close() until the cursor is collected.
+            await self._submit(False, self._close_cursors)
         await self._raw.close()
 
     def terminate(self) -> None:

@@ -1,0 +1,430 @@
+"""``disconnect()`` leaves nothing behind (issue 13 item 2).
+
+When tasks still hold connections at ``disconnect()`` (a task parked inside a
+transaction or a connection block, an unfinished ``iterate()``, the branch of a
+``gather`` whose other branch failed), ``disconnect()`` rolls back and closes
+every driver connection: no SQLite lock and no server session survives it, so
+another ``Database`` can drop the table at once. The parked task, when it
+resumes, gets ``NotConnectedError``; the rollback its block then asks for is
+already done and says nothing. A coroutine collected after its loop closed logs
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+from conftest import dialect_of, helper_database, sleep_query, until
+
+from aiodatabases import Database, DatabaseURL, NotConnectedError
+
+INSERT = "INSERT INTO notes (text, completed) VALUES (:text, :completed)"
+
+
+def _others_query(url: str) -> str | None:
+    """Sessions on this test's database other than the asking one."""
+    if dialect_of(url) == "postgresql":
+        return (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    if dialect_of(url) == "mysql":
+        return (
+            "SELECT count(*) FROM information_schema.PROCESSLIST "
+            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
+        )
+    return None
+
+
+async def _other_sessions(url: str) -> int:
+    query = _others_query(url)
+    if query is None:
+        return 0
+    async with helper_database(url) as admin:
+        return int(await admin.fetch_val(query))
+
+
+def _sqlite_is_unlocked(url: str) -> bool:
+    """True if nobody holds any lock on the SQLite file (no reader, no writer)."""
+    probe = sqlite3.connect(DatabaseURL(url).database, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN EXCLUSIVE")
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+async def _nothing_survives(url: str, sessions_before: int) -> None:
+    if dialect_of(url) == "sqlite":
+        assert _sqlite_is_unlocked(url), "a SQLite lock survived disconnect()"
+    else:
+        # A closed session leaves the server's list as soon as its process exits.
+        await until(sessions_before, lambda: _other_sessions(url), within=5)
+
+
+async def _drop_notes_at_once(url: str) -> None:
+    """DROP TABLE from a second Database, failing fast (not hanging) on a lock."""
+    options: dict[str, Any] = {}
+    if dialect_of(url) == "sqlite":
+        options["timeout"] = 0.5
+    async with Database(url, **options) as other:
+        if dialect_of(url) == "postgresql":
+            async with other.connection() as connection:
+                await connection.execute("SET lock_timeout = '2s'")
+                await connection.execute("DROP TABLE notes")
+            return
+        if dialect_of(url) == "mysql":
+            async with other.connection() as connection:
+                await connection.execute("SET SESSION lock_wait_timeout = 2")
+                await connection.execute("DROP TABLE notes")
+            return
+        await other.execute("DROP TABLE notes")
+
+
+async def _count_notes(url: str) -> int:
+    async with helper_database(url) as check:
+        return int(await check.fetch_val("SELECT count(*) FROM notes"))
+
+
+class _Parked:
+    """A task that holds something open and waits to be let go."""
+
+    def __init__(self) -> None:
+        self.holding = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.outcome: BaseException | None = None
+
+
+def _start(parked: _Parked, body: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+    async def run() -> None:
+        try:
+            await body()
+        except BaseException as exc:
+            parked.outcome = exc
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    return asyncio.create_task(run())
+
+
+async def test_disconnect_rolls_back_and_closes_a_parked_transaction(
+    notes: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sessions_before = await _other_sessions(notes)
+    db = Database(notes)
+    await db.connect()
+    parked = _Parked()
+
+    async def body() -> None:
+        async with db.transaction():
+            await db.execute(INSERT, {"text": "uncommitted", "completed": False})
+            parked.holding.set()
+            await parked.resume.wait()
+            await db.execute(INSERT, {"text": "after disconnect", "completed": False})
+
+    task = _start(parked, body)
+    await parked.holding.wait()
+    await db.disconnect()
+    await _nothing_survives(notes, sessions_before)
+    assert await _count_notes(notes) == 0
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="aiodatabases"):
+        parked.resume.set()
+        await task
+    assert isinstance(parked.outcome, NotConnectedError)
+    # Its block's rollback was done by disconnect(): nothing to report.
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    await _drop_notes_at_once(notes)
+
+
+async def test_parked_connection_block_is_closed_and_its_task_told(notes: str) -> None:
+    sessions_before = await _other_sessions(notes)
+    db = Database(notes)
+    await db.connect()
+    parked = _Parked()
+
+    async def body() -> None:
+        async with db.connection() as connection:
+            await connection.fetch_all("SELECT * FROM notes")
+            parked.holding.set()
+            await parked.resume.wait()
+            await connection.fetch_all("SELECT * FROM notes")
+
+    task = _start(parked, body)
+    await parked.holding.wait()
+    await db.disconnect()
+    await _nothing_survives(notes, sessions_before)
+    parked.resume.set()
+    await task
+    assert isinstance(parked.outcome, NotConnectedError)
+
+
+async def test_commit_after_disconnect_raises_and_nothing_is_committed(notes: str) -> None:
+    db = Database(notes)
+    await db.connect()
+    transaction = await db.transaction()
+    await db.execute(INSERT, {"text": "never committed", "completed": True})
+    done = asyncio.Event()
+
+    async def disconnect_elsewhere() -> None:
+        await db.disconnect()
+        done.set()
+
+    # disconnect() from another task: this one is "parked" in its transaction.
+    closer = asyncio.create_task(disconnect_elsewhere())
+    await done.wait()
+    await closer
+    with pytest.raises(NotConnectedError, match="rolled it back; nothing of it was committed"):
+        await transaction.commit()
+    assert await _count_notes(notes) == 0
+    await _drop_notes_at_once(notes)
+
+
+async def test_rollback_after_disconnect_is_quiet(
+    notes: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database(notes)
+    await db.connect()
+    transaction = await db.transaction()
+    await db.execute(INSERT, {"text": "rolled back", "completed": True})
+    await asyncio.create_task(db.disconnect())
+    with caplog.at_level(logging.DEBUG, logger="aiodatabases"):
+        await transaction.rollback()  # already done by disconnect(): nothing to do
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert await _count_notes(notes) == 0
+
+
+async def test_disconnect_closes_an_unfinished_iteration(notes: str) -> None:
+    sessions_before = await _other_sessions(notes)
+    async with helper_database(notes) as setup:
+        await setup.execute_many(
+            INSERT, [{"text": f"row {i}", "completed": False} for i in range(1200)]
+        )
+    db = Database(notes)
+    await db.connect()
+    parked = _Parked()
+
+    async def body() -> None:
+        rows = db.iterate("SELECT * FROM notes ORDER BY id")
+        assert isinstance(rows, AsyncIterator)
+        try:
+            await rows.__anext__()
+            parked.holding.set()
+            await parked.resume.wait()
+            async for _ in rows:
+                pass
+        finally:
+            await rows.aclose()  # type: ignore[attr-defined]
+
+    task = _start(parked, body)
+    await parked.holding.wait()
+    await db.disconnect()
+    await _nothing_survives(notes, sessions_before)
+    await _drop_notes_at_once(notes)
+    parked.resume.set()
+    await task
+    assert isinstance(parked.outcome, NotConnectedError)
+
+
+async def test_failed_gather_then_another_database_drops_the_table_at_once(notes: str) -> None:
+    sessions_before = await _other_sessions(notes)
+    started = asyncio.Event()
+    parked_forever = asyncio.Event()
+    branches: list[asyncio.Future[Any]] = []
+
+    async def writer(db: Database) -> None:
+        async with db.transaction():
+            await db.execute(INSERT, {"text": "from the surviving branch", "completed": False})
+            started.set()
+            await parked_forever.wait()  # never set: gather does not cancel it
+
+    async def failing() -> None:
+        await started.wait()
+        raise ValueError("the other branch failed")
+
+    async def app() -> None:
+        async with Database(notes) as db:
+            gathered = asyncio.gather(writer(db), failing())
+            branches.append(gathered)
+            await gathered
+
+    with pytest.raises(ValueError, match="other branch"):
+        await app()
+    await _nothing_survives(notes, sessions_before)
+    await _drop_notes_at_once(notes)
+    # The surviving branch is still parked; end it (its block's exit is quiet).
+    gathered = branches[0]
+    for child in gathered._children:  # type: ignore[attr-defined]
+        child.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ValueError):
+        await gathered
+
+
+async def test_disconnect_waits_for_a_running_statement_then_closes(
+    database_url: str,
+) -> None:
+    sessions_before = await _other_sessions(database_url)
+    db = Database(database_url)
+    await db.connect()
+    running = asyncio.Event()
+
+    async def slow() -> Any:
+        async with db.connection() as connection:
+            running.set()
+            return await connection.fetch_val(sleep_query(database_url, 0.3))
+
+    task = asyncio.create_task(slow())
+    await running.wait()
+    await asyncio.sleep(0.05)
+    await db.disconnect()
+    await _nothing_survives(database_url, sessions_before)
+    # The statement that was running when disconnect() came finished first.
+    assert (await task) is not None or dialect_of(database_url) != "sqlite"
+
+
+async def test_force_rollback_disconnect_closes_a_parked_transaction(notes: str) -> None:
+    sessions_before = await _other_sessions(notes)
+    db = Database(notes, force_rollback=True)
+    await db.connect()
+    parked = _Parked()
+
+    async def body() -> None:
+        async with db.transaction():
+            await db.execute(INSERT, {"text": "inside", "completed": False})
+            parked.holding.set()
+            await parked.resume.wait()
+            await db.execute(INSERT, {"text": "after", "completed": False})
+
+    task = _start(parked, body)
+    await parked.holding.wait()
+    await db.disconnect()
+    await _nothing_survives(notes, sessions_before)
+    parked.resume.set()
+    await task
+    assert isinstance(parked.outcome, NotConnectedError)
+    assert await _count_notes(notes) == 0
+
+
+async def test_reconnected_database_refuses_a_statement_from_a_rolled_back_transaction(
+    notes: str,
+) -> None:
+    """A task still inside a transaction that disconnect() rolled back must not
+    run its next statement outside any transaction once the database is connected
+    again: that write would be committed on its own."""
+    db = Database(notes)
+    await db.connect()
+    parked = _Parked()
+
+    async def body() -> None:
+        async with db.transaction():
+            await db.execute(INSERT, {"text": "first", "completed": False})
+            parked.holding.set()
+            await parked.resume.wait()
+            await db.execute(INSERT, {"text": "second", "completed": False})
+
+    task = _start(parked, body)
+    await parked.holding.wait()
+    await db.disconnect()
+    await db.connect()
+    try:
+        parked.resume.set()
+        await task
+        assert isinstance(parked.outcome, NotConnectedError)
+        assert await _count_notes(notes) == 0
+        # Other statements of the reconnected database work.
+        await db.execute(INSERT, {"text": "fresh", "completed": True})
+        assert await _count_notes(notes) == 1
+    finally:
+        await db.disconnect()
+
+
+def _run_in_own_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run ``main`` in a new loop that is closed *without* cancelling leftover tasks."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_coroutine_collected_after_its_loop_closed_logs_nothing(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    asyncio.run(_reset_notes(database_url))
+    unraisable: list[Any] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aiodatabases"):
+            tasks = _run_in_own_loop(lambda: _park_and_disconnect(database_url))
+            del tasks
+            gc.collect()
+    finally:
+        sys.unraisablehook = previous_hook
+    ours = [r for r in caplog.records if r.name.startswith("aiodatabases")]
+    assert [r for r in ours if r.levelno >= logging.WARNING] == []
+    assert [str(u.exc_value) for u in unraisable] == []
+    assert asyncio.run(_count_notes(database_url)) == 0
+    asyncio.run(_drop_notes_at_once(database_url))
+
+
+async def _reset_notes(url: str) -> None:
+    from conftest import reset_notes
+
+    await reset_notes(url)
+
+
+async def _park_and_disconnect(url: str) -> list[asyncio.Task[None]]:
+    db = Database(url)
+    await db.connect()
+    holding = asyncio.Event()
+
+    async def in_transaction() -> None:
+        async with db.transaction():
+            await db.execute(INSERT, {"text": "parked", "completed": False})
+            holding.set()
+            await asyncio.Event().wait()
+
+    async def in_block() -> None:
+        async with db.connection() as connection:
+            await connection.fetch_val("SELECT 1")
+            await asyncio.Event().wait()
+
+    tasks = [asyncio.create_task(in_transaction()), asyncio.create_task(in_block())]
+    await holding.wait()
+    await asyncio.sleep(0.01)
+    await db.disconnect()
+    return tasks
+
+
+def test_loop_end_without_disconnect_closes_held_connections(database_url: str) -> None:
+    """asyncio.run() ends the loop: connections still held then are closed with it."""
+    asyncio.run(_reset_notes(database_url))
+    sessions_before = asyncio.run(_other_sessions(database_url))
+    kept: list[Any] = []  # the held connection outlives the loop: not collected
+
+    async def main() -> None:
+        db = Database(database_url)
+        await db.connect()
+        connection = db.connection()
+        await connection.__aenter__()  # never exited
+        transaction = await connection.transaction()
+        await connection.execute(INSERT, {"text": "held", "completed": False})
+        kept.extend([db, connection, transaction])
+
+    asyncio.run(main())
+    asyncio.run(_nothing_survives(database_url, sessions_before))
+    assert asyncio.run(_count_notes(database_url)) == 0
+    asyncio.run(_drop_notes_at_once(database_url))
