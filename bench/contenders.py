@@ -448,7 +448,10 @@ class Aiosqlite(Contender):
                 await db.rollback()
 
 
-# -- MySQL: asyncmy ---------------------------------------------------------------------
+# -- MySQL: asyncmy and aiomysql ---------------------------------------------------------
+# Both drivers have PyMySQL's shape (cursors as async context managers, ``%s``
+# parameters, ``begin()``/``rollback()``); each raw contender names its driver's
+# pool, connection and unbuffered cursor, the workloads are shared.
 
 _MY_POINT = positional(POINT_SQL, "format")
 _MY_WIDE = positional(WIDE_SQL, "format")
@@ -475,11 +478,9 @@ async def _my_executemany(conn: Any, rows: Sequence[Row]) -> None:
         await cursor.executemany(_MY_INSERT, rows)
 
 
-async def _my_stream(conn: Any, expected: int) -> None:
-    from asyncmy.cursors import SSCursor
-
+async def _my_stream(conn: Any, unbuffered: type[Any], expected: int) -> None:
     count = 0
-    async with conn.cursor(SSCursor) as cursor:
+    async with conn.cursor(unbuffered) as cursor:
         await cursor.execute(_MY_STREAM, (0,))
         while rows := await cursor.fetchmany(STREAM_BATCH):
             for _row in rows:  # row by row, as the others iterate
@@ -500,23 +501,81 @@ async def _my_churn(acquire: Callable[[], AbstractAsyncContextManager[Any]], cou
                 await conn.rollback()
 
 
-class AsyncmyPool(Contender):
-    """asyncmy's own pool (autocommit, like aiodatabases), acquire per query: the baseline."""
+class _MySQLDriver:
+    """What the raw MySQL contenders need of one driver package."""
 
-    name = "asyncmy pool"
+    name = "?"
+
+    async def create_pool(self, size: int, kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    async def connect(self, kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def unbuffered_cursor(self) -> type[Any]:
+        raise NotImplementedError
+
+
+class _AsyncmyDriver(_MySQLDriver):
+    name = "asyncmy"
+
+    async def create_pool(self, size: int, kwargs: dict[str, Any]) -> Any:
+        import asyncmy
+
+        return await asyncmy.create_pool(minsize=size, maxsize=size, autocommit=True, **kwargs)
+
+    async def connect(self, kwargs: dict[str, Any]) -> Any:
+        import asyncmy
+
+        return await asyncmy.connect(autocommit=True, **kwargs)
+
+    def unbuffered_cursor(self) -> type[Any]:
+        from asyncmy.cursors import SSCursor
+
+        return SSCursor
+
+
+def _aiomysql_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    renamed = dict(kwargs)
+    renamed["db"] = renamed.pop("database", None)  # aiomysql's name for it
+    return renamed
+
+
+class _AiomysqlDriver(_MySQLDriver):
+    name = "aiomysql"
+
+    async def create_pool(self, size: int, kwargs: dict[str, Any]) -> Any:
+        import aiomysql
+
+        return await aiomysql.create_pool(
+            minsize=size, maxsize=size, autocommit=True, **_aiomysql_kwargs(kwargs)
+        )
+
+    async def connect(self, kwargs: dict[str, Any]) -> Any:
+        import aiomysql
+
+        return await aiomysql.connect(autocommit=True, **_aiomysql_kwargs(kwargs))
+
+    def unbuffered_cursor(self) -> type[Any]:
+        import aiomysql
+
+        cursor: type[Any] = aiomysql.SSCursor
+        return cursor
+
+
+class _MySQLPool(Contender):
+    """The driver's own pool (autocommit, like aiodatabases), acquire per query: the baseline."""
+
+    driver: _MySQLDriver = _MySQLDriver()
 
     def __init__(self, inputs: Inputs, connect_kwargs: dict[str, Any]) -> None:
         super().__init__(inputs)
+        self.name = f"{self.driver.name} pool"
         self._kwargs = connect_kwargs
         self._pool: Any = None
 
     async def start(self) -> None:
-        import asyncmy
-
-        size = self.inputs.sizes.pool
-        self._pool = await asyncmy.create_pool(
-            minsize=size, maxsize=size, autocommit=True, **self._kwargs
-        )
+        self._pool = await self.driver.create_pool(self.inputs.sizes.pool, self._kwargs)
 
     async def stop(self) -> None:
         self._pool.close()
@@ -546,28 +605,26 @@ class AsyncmyPool(Contender):
 
     async def w5(self) -> None:
         async with self._pool.acquire() as conn:
-            await _my_stream(conn, self.inputs.sizes.stream_rows)
+            await _my_stream(conn, self.driver.unbuffered_cursor(), self.inputs.sizes.stream_rows)
 
     async def w6(self) -> None:
         await _my_churn(self._pool.acquire, self.inputs.sizes.churn)
 
 
-class AsyncmyHeld(Contender):
-    """asyncmy on connections held open (W3: ``pool`` of them through a queue)."""
+class _MySQLHeld(Contender):
+    """The driver on connections held open (W3: ``pool`` of them through a queue)."""
 
-    name = "asyncmy held"
+    driver: _MySQLDriver = _MySQLDriver()
 
     def __init__(self, inputs: Inputs, connect_kwargs: dict[str, Any]) -> None:
         super().__init__(inputs)
+        self.name = f"{self.driver.name} held"
         self._kwargs = connect_kwargs
         self._conns: list[Any] = []
 
     async def start(self) -> None:
-        import asyncmy
-
         self._conns = [
-            await asyncmy.connect(autocommit=True, **self._kwargs)
-            for _ in range(self.inputs.sizes.pool)
+            await self.driver.connect(self._kwargs) for _ in range(self.inputs.sizes.pool)
         ]
 
     async def stop(self) -> None:
@@ -596,11 +653,28 @@ class AsyncmyHeld(Contender):
         await _my_executemany(self._conns[0], self.inputs.insert_rows)
 
     async def w5(self) -> None:
-        await _my_stream(self._conns[0], self.inputs.sizes.stream_rows)
+        unbuffered = self.driver.unbuffered_cursor()
+        await _my_stream(self._conns[0], unbuffered, self.inputs.sizes.stream_rows)
 
     async def w6(self) -> None:
         held = _Held(self._conns[0])
         await _my_churn(lambda: held, self.inputs.sizes.churn)
+
+
+class AsyncmyPool(_MySQLPool):
+    driver = _AsyncmyDriver()
+
+
+class AsyncmyHeld(_MySQLHeld):
+    driver = _AsyncmyDriver()
+
+
+class AiomysqlPool(_MySQLPool):
+    driver = _AiomysqlDriver()
+
+
+class AiomysqlHeld(_MySQLHeld):
+    driver = _AiomysqlDriver()
 
 
 # -- SQLAlchemy asyncio Core --------------------------------------------------------------

@@ -38,6 +38,8 @@ from typing import Any
 from . import pinning
 from . import quiet as quiet_mod
 from .contenders import (
+    AiomysqlHeld,
+    AiomysqlPool,
     Aiosqlite,
     AsyncmyHeld,
     AsyncmyPool,
@@ -204,31 +206,48 @@ def mysql_connect_kwargs(url: str) -> dict[str, Any]:
     }
 
 
-def mysql_backend(url: str, sizes: Sizes, others: bool) -> Backend:
+#: Each MySQL driver: aiodatabases' scheme for it (plain ``mysql://`` is aiomysql,
+#: as in databases), its raw pool and held-connection contenders, and the
+#: scheme databases and SQLAlchemy take for it.
+_MysqlFactory = Callable[[Inputs, dict[str, Any]], Contender]
+_MYSQL_DRIVERS: dict[str, tuple[str, _MysqlFactory, _MysqlFactory, str]] = {
+    "aiomysql": ("mysql", AiomysqlPool, AiomysqlHeld, "mysql+aiomysql"),
+    "asyncmy": ("mysql+asyncmy", AsyncmyPool, AsyncmyHeld, "mysql+asyncmy"),
+}
+
+
+def mysql_backends(url: str, sizes: Sizes, others: bool) -> list[Backend]:
+    """MySQL once per driver, each against that driver's own raw baseline."""
+    return [mysql_backend(url, sizes, others, driver) for driver in _MYSQL_DRIVERS]
+
+
+def mysql_backend(url: str, sizes: Sizes, others: bool, driver: str = "aiomysql") -> Backend:
     with_databases, with_sqlalchemy = _others_available() if others else (False, False)
     kwargs = mysql_connect_kwargs(url)
-    asyncmy_url = _with_scheme(url, "mysql+asyncmy")
+    scheme, pool, held, others_scheme = _MYSQL_DRIVERS[driver]
+    subject_url = _with_scheme(url, scheme)
+    others_url = _with_scheme(url, others_scheme)
     factories: dict[str, Callable[[Inputs], Contender]] = {
         SUBJECT: lambda i: DatabaseAPI(
-            i, SUBJECT, "aiodatabases", asyncmy_url, _pool_options(sizes), {}
+            i, SUBJECT, "aiodatabases", subject_url, _pool_options(sizes), {}
         ),
-        "asyncmy pool": lambda i: AsyncmyPool(i, kwargs),
-        "asyncmy held": lambda i: AsyncmyHeld(i, kwargs),
+        f"{driver} pool": lambda i: pool(i, kwargs),
+        f"{driver} held": lambda i: held(i, kwargs),
     }
     if with_databases:
         factories["databases"] = lambda i: DatabaseAPI(
-            i, "databases", "databases", asyncmy_url, _pool_options(sizes), {}
+            i, "databases", "databases", others_url, _pool_options(sizes), {}
         )
     if with_sqlalchemy:
-        factories["SQLAlchemy"] = lambda i: SQLAlchemyCore(i, asyncmy_url)
+        factories["SQLAlchemy"] = lambda i: SQLAlchemyCore(i, others_url)
     return Backend(
         "mysql",
-        "MySQL/MariaDB",
+        f"MySQL/MariaDB: {driver}, `{scheme}://`",
         "format",
         MySQLAdmin(kwargs),
         factories,
-        baseline="asyncmy pool",
-        held="asyncmy held",
+        baseline=f"{driver} pool",
+        held=f"{driver} held",
     )
 
 
@@ -362,7 +381,7 @@ def machine_line(versions: Sequence[str]) -> str:
     except OSError:
         pass
     packages = [_subject_version()]
-    for package in ("asyncpg", "aiosqlite", "asyncmy", "databases", "SQLAlchemy"):
+    for package in ("asyncpg", "aiosqlite", "aiomysql", "asyncmy", "databases", "SQLAlchemy"):
         try:
             packages.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -717,13 +736,15 @@ async def _run_all(
     with tempfile.TemporaryDirectory(prefix="aiodatabases-bench-") as tmp:
         results: list[Result] = []
         failed = False
+        backends: list[Backend] = []
         for key in wanted:
             if key == "postgresql":
-                backend = postgres_backend(args.pg_url, sizes, others)
+                backends.append(postgres_backend(args.pg_url, sizes, others))
             elif key == "sqlite":
-                backend = sqlite_backend(os.path.join(tmp, "bench.db"), sizes, others)
+                backends.append(sqlite_backend(os.path.join(tmp, "bench.db"), sizes, others))
             else:
-                backend = mysql_backend(args.mysql_url, sizes, others)
+                backends += mysql_backends(args.mysql_url, sizes, others)
+        for backend in backends:
             why = await reachable(backend)
             if why is not None:
                 print(
@@ -751,7 +772,7 @@ async def _run_all(
             "(`pip install -e '.[bench]'`): their columns are left out."
         )
     lines = [
-        machine_line([r.version for r in results])
+        machine_line(list(dict.fromkeys(r.version for r in results)))
         + (f" Benchmark and servers pinned to CPU {args.pin} (`--pin`)." if pinned else ""),
         "",
         f"{reps} repetitions{' (quick sizes)' if args.quick else ''}, contenders "

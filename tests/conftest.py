@@ -24,11 +24,12 @@ from aiodatabases import Database, DatabaseURL
 _SQLITE_FILE = os.path.join(tempfile.mkdtemp(prefix="aiodatabases-tests-"), "test.db")
 _LOCAL_SERVERS = {
     "postgresql": ("127.0.0.1", 5432, ["postgresql://postgres@127.0.0.1:5432/test"]),
-    # Both MySQL drivers, so every shared test runs on asyncmy and on aiomysql.
+    # Both MySQL drivers, so every shared test runs on aiomysql (plain `mysql://`,
+    # as in databases) and on asyncmy.
     "mysql": (
         "127.0.0.1",
         3306,
-        ["mysql://root@127.0.0.1:3306/test", "mysql+aiomysql://root@127.0.0.1:3306/test"],
+        ["mysql://root@127.0.0.1:3306/test", "mysql+asyncmy://root@127.0.0.1:3306/test"],
     ),
 }
 
@@ -169,6 +170,11 @@ def urls_for(*dialects: str) -> list[str]:
 
 def scheme_of(url: str) -> str:
     return DatabaseURL(url).scheme
+
+
+def mysql_driver_of(url: str) -> str:
+    """The MySQL driver a URL selects: ``mysql://`` is aiomysql, as in databases."""
+    return "asyncmy" if DatabaseURL(url).driver == "asyncmy" else "aiomysql"
 
 
 @pytest.fixture(params=DATABASE_URLS, ids=scheme_of)

@@ -1,4 +1,4 @@
-"""The benchmark harness runs: ``python -m bench --quick`` on SQLite only.
+"""The benchmark harness runs: ``python -m bench --quick`` on SQLite, and on MySQL if configured.
 
 No timing is asserted; only that the run succeeds and prints its table.
 """
@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import urls_for
+
+from aiodatabases import DatabaseURL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +82,65 @@ def test_aiodatabases_and_its_baselines_run_back_to_back_twice_mirrored(
         assert len(order) == len(names) + 3
         firsts.add(block[0])
     assert firsts == compared  # each of them runs first in its block in some repetition
+
+
+def test_mysql_is_benchmarked_once_per_driver_against_its_own_raw_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.data import Sizes
+    from bench.run import SUBJECT, mysql_backends
+
+    backends = mysql_backends("mysql://root@localhost/x", Sizes(), others=False)
+    assert [(b.baseline, b.held) for b in backends] == [
+        ("aiomysql pool", "aiomysql held"),
+        ("asyncmy pool", "asyncmy held"),
+    ]
+    expected = [("mysql", "aiomysql"), ("mysql+asyncmy", "asyncmy")]
+    for backend, (scheme, raw) in zip(backends, expected, strict=True):
+        assert set(backend.factories) == {SUBJECT, backend.baseline, backend.held}
+        assert f"`{scheme}://`" in backend.title
+        assert raw in backend.title
+
+
+_MYSQL_URLS = urls_for("mysql")
+
+
+@pytest.mark.skipif(not _MYSQL_URLS, reason="no MySQL URL configured")
+def test_quick_benchmark_on_mysql_prints_a_table_per_driver() -> None:
+    # The run's private database (its bench_ tables are dropped at the end).
+    url = str(DatabaseURL(_MYSQL_URLS[0]).replace(scheme="mysql", options={}))
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--no-others",
+            "--backends",
+            "mysql",
+            "--workloads",
+            "w1,w2,w5,w6",
+            "--mysql-url",
+            url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    assert "### MySQL/MariaDB: aiomysql, `mysql://`" in completed.stdout
+    assert "### MySQL/MariaDB: asyncmy, `mysql+asyncmy://`" in completed.stdout
+    headers = [line for line in lines if line.startswith("| Workload")]
+    assert len(headers) == 2
+    assert "aiodatabases ratio vs aiomysql pool" in headers[0]
+    assert "ratio vs aiomysql held" in headers[0]
+    assert "aiodatabases ratio vs asyncmy pool" in headers[1]
+    assert "ratio vs asyncmy held" in headers[1]
+    rows = [line for line in lines if line.startswith(("| W1 ", "| W2 ", "| W5 ", "| W6 "))]
+    assert len(rows) == 2 * 5  # W5's peak memory row as well
+    assert not [row for row in rows if "error" in row], rows

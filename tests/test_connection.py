@@ -104,7 +104,7 @@ def raw_driver_type(url: str) -> type[Any]:
     driver_types: dict[str, type[Any]] = {
         "postgresql": asyncpg.Connection,
         "sqlite": aiosqlite.Connection,
-        "mysql": asyncmy.Connection,
+        "mysql": aiomysql.Connection,  # as in databases
         "mysql+asyncmy": asyncmy.Connection,
         "mysql+aiomysql": aiomysql.Connection,
     }

@@ -9,7 +9,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import DATABASE_URLS, dialect_of, drop_notes, reset_notes, urls_for
+from conftest import (
+    DATABASE_URLS,
+    dialect_of,
+    drop_notes,
+    mysql_driver_of,
+    reset_notes,
+    urls_for,
+)
 
 from aiodatabases import (
     AiodatabasesError,
@@ -49,7 +56,7 @@ def driver_errors(url: str) -> SimpleNamespace:
         )
     if dialect_of(url) == "mysql":
         # Each MySQL driver raises its own PEP 249 classes (aiomysql re-uses PyMySQL's).
-        if DatabaseURL(url).driver == "aiomysql":
+        if mysql_driver_of(url) == "aiomysql":
             import pymysql.err as errors
         else:
             import asyncmy.errors as errors  # type: ignore[no-redef]
@@ -144,9 +151,9 @@ def test_bad_option_values_in_url_are_rejected_at_once(
         ("postgresql://localhost/app", "asyncpg", "postgresql"),
         ("postgresql+asyncpg://localhost/app", "asyncpg", "postgresql"),
         ("sqlite:///app.db", "aiosqlite", "sqlite"),
-        ("mysql://localhost/app", "asyncmy", "mysql"),
-        ("mysql+asyncmy://localhost/app", "asyncmy", "mysql"),
-        ("mysql+aiomysql://localhost/app", "aiomysql", "aiomysql"),
+        ("mysql://localhost/app", "aiomysql", "mysql"),
+        ("mysql+aiomysql://localhost/app", "aiomysql", "mysql"),
+        ("mysql+asyncmy://localhost/app", "asyncmy", "asyncmy"),
     ],
 )
 def test_missing_driver_says_how_to_install_it(

@@ -27,9 +27,10 @@ _BY_SCHEME: Mapping[str, _Entry] = {
     "postgres": _Entry(".postgres", "PostgresBackend", "asyncpg", "postgresql"),
     "sqlite": _Entry(".sqlite", "SQLiteBackend", "aiosqlite", "sqlite"),
     "sqlite+aiosqlite": _Entry(".sqlite", "SQLiteBackend", "aiosqlite", "sqlite"),
-    "mysql": _Entry(".asyncmy", "AsyncmyBackend", "asyncmy", "mysql"),
-    "mysql+asyncmy": _Entry(".asyncmy", "AsyncmyBackend", "asyncmy", "mysql"),
-    "mysql+aiomysql": _Entry(".aiomysql", "AiomysqlBackend", "aiomysql", "aiomysql"),
+    # As in `databases`: plain `mysql://` is aiomysql (its errors are PyMySQL's).
+    "mysql": _Entry(".aiomysql", "AiomysqlBackend", "aiomysql", "mysql"),
+    "mysql+aiomysql": _Entry(".aiomysql", "AiomysqlBackend", "aiomysql", "mysql"),
+    "mysql+asyncmy": _Entry(".asyncmy", "AsyncmyBackend", "asyncmy", "asyncmy"),
 }
 
 SUPPORTED_SCHEMES = tuple(_BY_SCHEME)

@@ -173,6 +173,20 @@ def _shaper_for(description: tuple[tuple[Any, ...], ...]) -> _Shaper:
     return _Shaper(description)
 
 
+def _execute_result(cursor: Any) -> Any:
+    """What databases (aiomysql) returns from ``execute()``, whichever the driver.
+
+    The new ``AUTO_INCREMENT`` id; where there is none (``UPDATE``, ``DELETE``,
+    an ``INSERT`` into a table without one) the number of rows changed; None for
+    a statement that returns rows (aiomysql's ``lastrowid`` there; asyncmy's is 0).
+    """
+    if cursor.description is not None:
+        return None
+    if cursor.lastrowid == 0:
+        return cursor.rowcount
+    return cursor.lastrowid
+
+
 class _MySQLCursor:
     """An unbuffered cursor: rows stream from the server as they are fetched.
 
@@ -246,10 +260,9 @@ class MySQLConnection:
             await cursor.close()
 
     async def execute(self, sql: str, args: Args) -> Any:
-        # databases returns the cursor's lastrowid on MySQL.
         cursor = await self._run(sql, args)
         try:
-            return cursor.lastrowid
+            return _execute_result(cursor)
         finally:
             await cursor.close()
 

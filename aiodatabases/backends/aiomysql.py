@@ -1,4 +1,4 @@
-"""MySQL/MariaDB through aiomysql (``mysql+aiomysql://``)."""
+"""MySQL/MariaDB through aiomysql (``mysql://`` and ``mysql+aiomysql://``, as in databases)."""
 
 from __future__ import annotations
 

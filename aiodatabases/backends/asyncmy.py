@@ -1,4 +1,4 @@
-"""MySQL/MariaDB through asyncmy (the default for ``mysql://``)."""
+"""MySQL/MariaDB through asyncmy (``mysql+asyncmy://``)."""
 
 from __future__ import annotations
 

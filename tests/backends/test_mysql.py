@@ -1,4 +1,4 @@
-"""MySQL/MariaDB (asyncmy and aiomysql): options and what is specific to MySQL (issue 3).
+"""MySQL/MariaDB (aiomysql, the ``mysql://`` default, and asyncmy): what is specific to MySQL.
 
 Every test runs on each configured MySQL URL, so on both drivers.
 """
@@ -14,6 +14,10 @@ import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiomysql
+import asyncmy
+import asyncmy.errors
+import pymysql.err
 import pytest
 from conftest import (
     distinct_connections_at_once,
@@ -244,6 +248,39 @@ async def test_scheme_aliases(url: str, scheme: str) -> None:
         assert await db.fetch_val("SELECT 1") == 1
 
 
+# --- which driver each scheme uses ---------------------------------------------------------
+
+# As in databases, plain mysql:// is aiomysql; asyncmy is asked for by name.
+_DRIVER_OF_SCHEME = {
+    "mysql": (aiomysql.Connection, pymysql.err.IntegrityError),
+    "mysql+aiomysql": (aiomysql.Connection, pymysql.err.IntegrityError),
+    "mysql+asyncmy": (asyncmy.Connection, asyncmy.errors.IntegrityError),
+}
+
+
+@pytest.mark.parametrize("scheme", list(_DRIVER_OF_SCHEME))
+async def test_each_scheme_hands_out_its_drivers_connection(url: str, scheme: str) -> None:
+    connection_type, _ = _DRIVER_OF_SCHEME[scheme]
+    async with Database(DatabaseURL(url).replace(scheme=scheme)) as db, db.connection() as c:
+        assert type(c.raw_connection) is connection_type
+
+
+@pytest.mark.parametrize("scheme", list(_DRIVER_OF_SCHEME))
+async def test_a_duplicate_key_raises_the_drivers_own_integrity_error(
+    notes: str, scheme: str
+) -> None:
+    # Client code written for databases catches pymysql.err.IntegrityError on
+    # mysql://: it must be that very class, not wrapped and not asyncmy's.
+    _, error_type = _DRIVER_OF_SCHEME[scheme]
+    async with Database(DatabaseURL(notes).replace(scheme=scheme)) as db:
+        await db.execute("INSERT INTO notes (id, text) VALUES (1, 'a')")
+        with pytest.raises(error_type) as info:
+            await db.execute("INSERT INTO notes (id, text) VALUES (1, 'b')")
+        assert await texts(db) == ["a"]  # the connection is still usable
+    assert type(info.value) is error_type
+    assert info.value.args[0] == 1062  # ER_DUP_ENTRY
+
+
 # --- statements ----------------------------------------------------------------------------
 
 
@@ -257,6 +294,33 @@ async def test_execute_returns_lastrowid(notes: str) -> None:
         async with db.connection() as connection:  # the same on a held connection
             assert await connection.execute(INSERT, {"text": "e", "completed": True}) == 42
         assert await texts(db) == ["a", "b", "c", "d", "e"]
+
+
+async def test_execute_returns_what_databases_returns(notes: str) -> None:
+    # databases (aiomysql) returns lastrowid, or the affected row count where
+    # lastrowid is 0 (UPDATE, DELETE, an INSERT with no AUTO_INCREMENT), and
+    # None for a statement that returns rows. The same on both drivers.
+    await drop_table(notes, "codes")
+    async with Database(notes) as db:
+        try:
+            assert await db.execute("CREATE TABLE codes (code VARCHAR(10) PRIMARY KEY)") == 0
+            await db.execute_many(INSERT, [{"text": t, "completed": False} for t in "abc"])
+            assert await db.execute(INSERT, {"text": "d", "completed": True}) == 4
+            update = "UPDATE notes SET completed = :c"
+            assert await db.execute(update, {"c": True}) == 3
+            assert await db.execute(update, {"c": True}) == 0  # matched 3, changed none
+            assert await db.execute("UPDATE notes SET text = 'x' WHERE id = 99") == 0
+            assert await db.execute("DELETE FROM notes WHERE id <= 2") == 2
+            assert await db.execute("DELETE FROM notes WHERE id <= 2") == 0
+            assert await db.execute("INSERT INTO codes VALUES (:c)", {"c": "a"}) == 1
+            assert await db.execute("INSERT INTO codes VALUES ('b'), ('c')") == 2
+            upsert = "INSERT INTO codes VALUES ('a') ON DUPLICATE KEY UPDATE code = 'z'"
+            assert await db.execute(upsert) == 2  # MySQL counts an updated duplicate twice
+            assert await db.execute("SELECT 1") is None
+            async with db.connection() as connection:  # the same on a held connection
+                assert await connection.execute("DELETE FROM codes") == 3
+        finally:
+            await drop_table(notes, "codes")
 
 
 async def test_execute_many_is_one_batch_and_inserts_every_row(notes: str) -> None:
