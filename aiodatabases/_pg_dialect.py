@@ -11,10 +11,11 @@ DBAPI driver, is said here, as ``databases`` 0.9 says it:
   value) keeps one backslash. SQLAlchemy 2.0 doubles it otherwise, which
   PostgreSQL reads as two characters ("invalid escape string").
 - asyncpg reads ``NUMERIC`` as ``Decimal``: the value is returned as it is,
-  never through a float. A float bound to a ``Numeric`` is sent as its
-  shortest text (``repr``), which PostgreSQL reads exactly; asyncpg itself
-  would store the float's full binary expansion (0.700000000000001 into
-  ``NUMERIC(30, 20)`` as 0.70000000000000095479).
+  never through a float. A value bound to a ``Numeric`` is sent as its text
+  (a float's is its shortest form), which PostgreSQL reads exactly; asyncpg
+  given the float itself would store its full binary expansion
+  (0.700000000000001 into ``NUMERIC(30, 20)`` as 0.70000000000000095479).
+  As text it also binds where PostgreSQL infers no type (``SELECT $1``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ from sqlalchemy.engine.interfaces import Dialect
 Processor = Callable[[Any], Any]
 
 
-def _float_as_text(value: Any) -> Any:
-    return repr(value) if isinstance(value, float) else value
+def _as_text(value: Any) -> Any:
+    return None if value is None else str(value)
 
 
 class _AsyncpgNumeric(types.Numeric):  # type: ignore[type-arg]
-    """``Numeric`` as asyncpg carries it: ``Decimal`` both ways, floats as text."""
+    """``Numeric`` for asyncpg: bound as text, read as the ``Decimal`` asyncpg returns."""
 
     def bind_processor(self, dialect: Dialect) -> Processor:
-        return _float_as_text
+        return _as_text
 
     def result_processor(self, dialect: Dialect, coltype: object) -> None:
         # Also for asdecimal=False: asyncpg's Decimal is returned, as databases returns it.

@@ -175,9 +175,7 @@ async def test_text_with_percent_and_backslash_literals(db: Database) -> None:
     # A backslash in an SQL string literal is an escape on MySQL, plain text elsewhere.
     backslash = "'a\\\\b'" if dialect_of(str(db.url)) == "mysql" else "'a\\b'"
     row = await db.fetch_one(
-        sa.text(f"SELECT :v AS v, '100%' AS p, '%%' AS q, {backslash} AS b").bindparams(
-            v="a\\b%c"
-        )
+        sa.text(f"SELECT :v AS v, '100%' AS p, '%%' AS q, {backslash} AS b").bindparams(v="a\\b%c")
     )
     assert row is not None
     assert (row["v"], row["p"], row["q"], row["b"]) == ("a\\b%c", "100%", "%%", "a\\b")
@@ -234,8 +232,12 @@ NUMERIC_ROWS: list[tuple[Any, ...]] = [
         decimal.Decimal("-1.00000E-15"),
         decimal.Decimal("0.00"),
     ),
-    (1, decimal.Decimal("1.000000000000000"), decimal.Decimal("1.00000000000000000000"),
-     decimal.Decimal("1.00")),
+    (
+        1,
+        decimal.Decimal("1.000000000000000"),
+        decimal.Decimal("1.00000000000000000000"),
+        decimal.Decimal("1.00"),
+    ),
 ]
 SQLITE_DIFFERENT = {
     # row index: (n15, n20) databases 0.9 returned on SQLite
@@ -286,14 +288,28 @@ async def test_numeric_written_by_raw_sql_reads_back_exactly(db: Database) -> No
 
 
 async def test_a_decimal_compared_in_sql_binds_every_digit(db: Database) -> None:
-    await db.execute(
-        "INSERT INTO sa_fidelity_numbers (id, n15) VALUES (1, 12345.123456789012345)"
-    )
-    found = sa.select(numbers.c.id).where(
-        numbers.c.n15 == decimal.Decimal("12345.123456789012345")
-    )
+    await db.execute("INSERT INTO sa_fidelity_numbers (id, n15) VALUES (1, 12345.123456789012345)")
+    found = sa.select(numbers.c.id).where(numbers.c.n15 == decimal.Decimal("12345.123456789012345"))
     # SQLite stores a REAL: the Decimal, bound as a float, is the same float.
     assert await db.fetch_val(found) == 1
     # A float compared with a Numeric column binds as a Float (SQLAlchemy's choice),
     # which asyncpg sends with its binary expansion: no match on PostgreSQL, in
     # databases 0.9 too; not asserted here.
+
+
+async def test_a_numeric_literal_with_no_type_from_the_server(db: Database) -> None:
+    # What databases 0.9 returned: PostgreSQL infers text for a bare SELECT $1;
+    # MariaDB returns a DECIMAL for the Decimal and a DOUBLE for the float; SQLite
+    # a REAL, read back at the type's 20 places.
+    value = decimal.Decimal("0.700000000000001")
+    query = sa.select(
+        sa.literal(value, sa.Numeric(30, 20)), sa.literal(0.700000000000001, sa.Numeric(30, 20))
+    )
+    expected = {
+        "postgresql": ("0.700000000000001", "0.700000000000001"),
+        "mysql": (value, 0.700000000000001),
+        "sqlite": (decimal.Decimal("0.70000000000000095479"),) * 2,
+    }[dialect_of(str(db.url))]
+    row = await db.fetch_one(query)
+    assert row is not None
+    assert (row[0], row[1]) == expected
