@@ -313,3 +313,21 @@ async def test_a_numeric_literal_with_no_type_from_the_server(db: Database) -> N
     row = await db.fetch_one(query)
     assert row is not None
     assert (row[0], row[1]) == expected
+
+
+async def test_a_server_default_with_percent_and_backslash_in_ddl(db: Database) -> None:
+    # databases 0.9 stores '100%%\x' on PostgreSQL (its DDL keeps pyformat's doubled %).
+    table = sa.Table(
+        "sa_fidelity_defaults",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("label", sa.String(20), server_default="100%\\x"),
+    )
+    url = str(db.url)
+    await drop_table(url, table.name)
+    try:
+        await db.execute(CreateTable(table))
+        await db.execute(table.insert().values(id=1))
+        assert await db.fetch_val(sa.select(table.c.label)) == "100%\\x"
+    finally:
+        await drop_table(url, table.name)
