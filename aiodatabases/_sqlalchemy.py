@@ -29,10 +29,9 @@ Processor = Callable[[Any], Any]
 
 
 def _postgresql() -> Dialect:
-    from sqlalchemy.dialects.postgresql.base import PGDialect
+    from ._pg_dialect import postgresql_dialect
 
-    # The generic dialect: its JSON type decodes the text asyncpg returns.
-    return PGDialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+    return postgresql_dialect()
 
 
 def _sqlite() -> Dialect:
