@@ -110,7 +110,14 @@ class DriverConnection(Protocol):
 
 
 class Backend(Protocol):
-    """What one URL scheme provides: a way to open connections, and its SQL dialect."""
+    """What one URL scheme provides: a way to open connections, and its SQL dialect.
+
+    A backend may also keep something open for the whole connected life
+    (SQLite's shared in-memory database): ``open_kept()``, called before the
+    pool opens (not with ``force_rollback``, whose one connection opens at
+    once), and ``close_kept()``, called when the pool has closed (the last
+    ``disconnect()``). Both are plain functions, without I/O to wait for.
+    """
 
     paramstyle: ParamStyle
     #: The SQLAlchemy dialect family ("postgresql", "sqlite", "mysql").

@@ -18,7 +18,9 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, quote, urlencode
 
 import aiosqlite
 
@@ -99,8 +101,37 @@ def _isolation(value: Any) -> str:
 #: mode (``transaction(isolation=...)`` picks one per transaction).
 _BACKEND_OPTIONS: Mapping[str, Callable[[Any], Any]] = {"isolation": _isolation}
 
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def _uri_bool(value: Any) -> str:
+    return "1" if to_bool(value) else "0"
+
+
+#: SQLite's own URI query parameters (https://sqlite.org/uri.html): given in
+#: the URL query (``sqlite:///file:app?mode=memory&cache=shared``) they are
+#: put in the ``file:`` URI that sqlite3 opens (with ``uri=True``).
+URI_PARAMETERS: Mapping[str, Callable[[Any], str]] = {
+    "mode": _one_of("ro", "rw", "rwc", "memory"),
+    "cache": _one_of("shared", "private"),
+    "vfs": _pragma_word,
+    "immutable": _uri_bool,
+    "nolock": _uri_bool,
+    "psow": _uri_bool,
+    "modeof": str,
+}
+
 OPTIONS = OptionSpec(
-    scheme="sqlite", options={**_CONNECT_OPTIONS, **PRAGMAS, **_BACKEND_OPTIONS}
+    scheme="sqlite",
+    options={**_CONNECT_OPTIONS, **PRAGMAS, **URI_PARAMETERS, **_BACKEND_OPTIONS},
 )
 
 #: sqlite3 builds every row as this type in C: a Record without a wrapper.
@@ -684,8 +715,35 @@ class SQLiteConnection:
             self._raw.stop()
 
 
-def _database_path(url: DatabaseURL) -> str:
-    return url.database or ":memory:"
+@dataclass(frozen=True)
+class Target:
+    """What sqlite3 opens: the path (or ``file:`` URI) and what kind of database it is."""
+
+    path: str
+    is_uri: bool
+    #: Each connection to a private in-memory database is its own database.
+    private_memory: bool
+    #: A named in-memory database in shared cache (``mode=memory&cache=shared``,
+    #: ``file::memory:?cache=shared``): SQLite drops it when its last connection
+    #: closes, so one connection is kept open while the database is connected.
+    shared_memory: bool
+
+
+def database_target(url: DatabaseURL, uri_parameters: Mapping[str, str]) -> Target:
+    """The path of ``url`` with SQLite's URI parameters (if any) in its ``file:`` URI."""
+    path = url.database or ":memory:"
+    if uri_parameters:
+        if not path.startswith("file:"):
+            # '?', '#' and '%' in a file name would be read as URI syntax.
+            path = "file:" + quote(path, safe="/:")
+        path += ("&" if "?" in path else "?") + urlencode(uri_parameters)
+    if not path.startswith("file:"):
+        return Target(path, False, path == ":memory:", False)
+    name, _, query = path[len("file:") :].partition("?")
+    parameters = {key: value.lower() for key, value in parse_qsl(query)}
+    memory = name == ":memory:" or parameters.get("mode") == "memory"
+    shared = memory and parameters.get("cache") == "shared"
+    return Target(path, True, memory and not shared, shared)
 
 
 class SQLiteBackend(SQLAlchemyDialect):
@@ -698,15 +756,16 @@ class SQLiteBackend(SQLAlchemyDialect):
     ddl_commits_transaction = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
-        self._path = _database_path(url)
-        self._connect_kwargs = {k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
-        # Brief reads run on the calling thread (see SQLiteConnection), which
-        # needs this; with check_same_thread=True everything runs on the worker,
-        # as it does with a factory (its connections may run Python of their own).
-        self._connect_kwargs.setdefault("check_same_thread", False)
-        self._inline = not (
-            self._connect_kwargs["check_same_thread"] or "factory" in self._connect_kwargs
+        self.url = url
+        self._target = database_target(
+            url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
         )
+        #: The ``sqlite3.connect`` keywords given (keyword or URL), read at every connect.
+        self.connect_options: dict[str, Any] = {
+            k: v for k, v in options.items() if k in _CONNECT_OPTIONS
+        }
+        # The connection that keeps a shared in-memory database alive while connected.
+        self._keeper: sqlite3.Connection | None = None
         self._slow_reads = SlowReads()
         self._pragmas = [
             f"PRAGMA {name} = {PRAGMAS[name](value)}"
@@ -714,17 +773,68 @@ class SQLiteBackend(SQLAlchemyDialect):
             if name in PRAGMAS
         ]
         self._isolation = options.get("isolation", "deferred")
+
+    @property
+    def single_connection(self) -> bool:
         # Each connection to ":memory:" is its own database: keep exactly one.
-        self.single_connection = self._path == ":memory:"
+        # A shared in-memory one too: shared-cache connections lock each other's
+        # tables without waiting (SQLITE_LOCKED), so one Database uses one.
+        target = self._target
+        return target.private_memory or target.shared_memory
+
+    def use_target(self, url: DatabaseURL, connect_options: dict[str, Any]) -> None:
+        """Open later connections to ``url`` with these ``sqlite3.connect`` keywords
+        (the dict itself is kept: changes to it apply to later connections)."""
+        options = OPTIONS.parse(url.options, connect_options)
+        unknown = sorted(set(options) - set(_CONNECT_OPTIONS) - set(URI_PARAMETERS))
+        if unknown:
+            raise ConfigurationError(
+                f"only sqlite3.connect options and SQLite URI parameters apply here, not {unknown}"
+            )
+        self._target = database_target(
+            url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
+        )
+        self.connect_options = connect_options
+
+    def _connect_kwargs(self) -> tuple[dict[str, Any], bool]:
+        """The keywords for ``sqlite3.connect``, and whether brief reads may run inline."""
+        kwargs = dict(self.connect_options)
+        if self._target.is_uri:
+            kwargs.setdefault("uri", True)
+        # Brief reads run on the calling thread (see SQLiteConnection), which
+        # needs this; with check_same_thread=True everything runs on the worker,
+        # as it does with a factory (its connections may run Python of their own).
+        kwargs.setdefault("check_same_thread", False)
+        inline = not (kwargs["check_same_thread"] or "factory" in kwargs)
+        return kwargs, inline
+
+    def open_kept(self) -> None:
+        """Connecting: keep a shared in-memory database alive until ``close_kept()``."""
+        self._keep_shared_memory(self._connect_kwargs()[0])
+
+    def _keep_shared_memory(self, kwargs: Mapping[str, Any]) -> None:
+        if self._target.shared_memory and self._keeper is None:
+            # In memory: no I/O to wait for. Never used for statements.
+            self._keeper = sqlite3.connect(
+                self._target.path, uri=bool(kwargs.get("uri")), check_same_thread=False
+            )
+
+    def close_kept(self) -> None:
+        """The database disconnected: let a shared in-memory database go."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
 
     async def connect(self) -> SQLiteConnection:
-        raw = aiosqlite.connect(self._path, isolation_level=None, **self._connect_kwargs)
+        kwargs, inline = self._connect_kwargs()
+        self._keep_shared_memory(kwargs)
+        raw = aiosqlite.connect(self._target.path, isolation_level=None, **kwargs)
         # aiosqlite's worker thread is not a daemon: a script that ends without
         # disconnect() would hang at exit. Flag it before it starts.
         raw._thread.daemon = True
         await raw
         raw.row_factory = SQLiteRecord
-        connection = SQLiteConnection(raw, here=self._inline, slow=self._slow_reads)
+        connection = SQLiteConnection(raw, here=inline, slow=self._slow_reads)
         try:
             await connection.run_control(self._pragmas)
         except BaseException:

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 import pytest
@@ -151,7 +152,16 @@ def test_pragma_value_cannot_inject_sql(tmp_path: Path) -> None:
 # --- :memory: -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///file:private_tasks?mode=memory",
+        "sqlite:///file:shared_tasks?mode=memory&cache=shared",
+        "sqlite:///file::memory:?cache=shared",
+    ],
+)
 async def test_memory_database_is_shared_by_all_tasks(url: str) -> None:
     async with Database(url) as db:
         await db.execute("CREATE TABLE t (x INTEGER)")
@@ -180,6 +190,104 @@ async def test_memory_databases_are_private_to_their_database() -> None:
         await first.execute("CREATE TABLE t (x INTEGER)")
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await second.fetch_val("SELECT COUNT(*) FROM t")
+
+
+# --- file: URIs and SQLite's URI parameters ---------------------------------------------
+
+
+def shared_memory_url(name: str) -> str:
+    # The form databases documents for a named in-memory database in shared cache.
+    return f"sqlite:///file:{name}?mode=memory&cache=shared&uri=true"
+
+
+async def test_two_databases_share_a_named_memory_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a file named after the URI would land here
+    url = shared_memory_url("two_databases")
+    async with Database(url) as first, Database(url) as second:
+        await first.execute("CREATE TABLE t (x INTEGER)")
+        await first.execute("INSERT INTO t VALUES (1)")
+        assert await second.fetch_val("SELECT x FROM t") == 1
+        await second.execute("INSERT INTO t VALUES (2)")
+        assert await first.fetch_val("SELECT SUM(x) FROM t") == 3
+    assert names_in(tmp_path) == []
+
+
+def names_in(directory: Path) -> list[str]:
+    return [entry.name for entry in directory.iterdir()]
+
+
+async def test_a_shared_memory_database_lives_while_a_database_is_connected() -> None:
+    # SQLite drops a memory database with its last connection; a pool may
+    # hold none for a while (min_size=0, a connection discarded and replaced).
+    url = shared_memory_url("kept_alive")
+    async with Database(url, min_size=0) as idle:
+        async with Database(url) as writer:
+            await writer.execute("CREATE TABLE t (x INTEGER)")
+            await writer.execute("INSERT INTO t VALUES (1)")
+        assert await idle.fetch_val("SELECT x FROM t") == 1
+    # Every Database disconnected: nothing keeps it any more.
+    async with Database(url) as db:
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            await db.fetch_val("SELECT x FROM t")
+
+
+async def test_a_shared_memory_database_with_force_rollback(tmp_path: Path) -> None:
+    url = shared_memory_url("rolled_back")
+    async with Database(url) as keeper:
+        await keeper.execute("CREATE TABLE t (x INTEGER)")
+        async with Database(url, force_rollback=True) as db:
+            await db.execute("INSERT INTO t VALUES (1)")
+            assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+        assert await keeper.fetch_val("SELECT COUNT(*) FROM t") == 0
+
+
+async def test_uri_parameters_of_a_plain_path(tmp_path: Path) -> None:
+    path = tmp_path / "with space#and?marks.db"
+    with sqlite3.connect(path) as plain:
+        plain.execute("CREATE TABLE t (x INTEGER)")
+        plain.execute("INSERT INTO t VALUES (7)")
+    plain.close()
+    # The path becomes a file: URI (quoted), opened with uri=True.
+    url = f"sqlite:///{quote(str(path))}"
+    for query in ("mode=ro", "immutable=1", "mode=ro&cache=private&nolock=1&psow=0"):
+        async with Database(f"{url}?{query}") as db:
+            assert await db.fetch_val("SELECT x FROM t") == 7
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                await db.execute("INSERT INTO t VALUES (8)")
+    async with Database(url, mode="ro") as db:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.execute("INSERT INTO t VALUES (8)")
+    with pytest.raises(sqlite3.OperationalError, match="no such vfs"):
+        async with Database(f"{url}?vfs=nonesuch"):
+            pass
+    assert not (tmp_path / "missing.db").exists()
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        async with Database(f"sqlite:///{tmp_path / 'missing.db'}?mode=rw"):
+            pass
+
+
+async def test_a_file_uri_opens_as_a_uri_without_the_uri_option(tmp_path: Path) -> None:
+    path = tmp_path / "plain.db"
+    with sqlite3.connect(path) as plain:
+        plain.execute("CREATE TABLE t (x INTEGER)")
+    plain.close()
+    async with Database(f"sqlite:///file:{path}?mode=ro") as db:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.execute("INSERT INTO t VALUES (8)")
+
+
+@pytest.mark.parametrize("query", ["bogus=1", "mode=memory&bogus=1", "vfs=unix&Mode=ro"])
+def test_unknown_options_among_uri_parameters_are_rejected(query: str) -> None:
+    with pytest.raises(UnknownOptionError, match=r"ogus|Mode"):
+        Database(f"sqlite:///file:unknown?{query}")
+
+
+@pytest.mark.parametrize("query", ["mode=fast", "cache=public", "immutable=maybe", "vfs=a;b"])
+def test_bad_uri_parameter_values_are_rejected(query: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Database(f"sqlite:///file:bad?{query}")
 
 
 # --- concurrency on a file ----------------------------------------------------------
