@@ -24,16 +24,16 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import aiosqlite
 
+from .._compat import SQLitePaths
 from .._query import ParamStyle, is_read_only
 from .._records import record_type
 from .._url import DatabaseURL
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, UnknownOptionError
 from .base import (
     Args,
     Cursor,
     OptionSpec,
     Row,
-    SQLAlchemyDialect,
     passthrough,
     to_bool,
     to_float,
@@ -746,7 +746,7 @@ def database_target(url: DatabaseURL, uri_parameters: Mapping[str, str]) -> Targ
     return Target(path, True, memory and not shared, shared)
 
 
-class SQLiteBackend(SQLAlchemyDialect):
+class SQLiteBackend(SQLitePaths):
     dialect_name = "sqlite"
     paramstyle: ParamStyle = "qmark"
     # SQLite undoes only the failed statement; an interrupt is never sent.
@@ -756,7 +756,7 @@ class SQLiteBackend(SQLAlchemyDialect):
     ddl_commits_transaction = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
-        self.url = url
+        self.url = self.target_url = url
         self._target = database_target(
             url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
         )
@@ -785,15 +785,21 @@ class SQLiteBackend(SQLAlchemyDialect):
     def use_target(self, url: DatabaseURL, connect_options: dict[str, Any]) -> None:
         """Open later connections to ``url`` with these ``sqlite3.connect`` keywords
         (the dict itself is kept: changes to it apply to later connections)."""
-        options = OPTIONS.parse(url.options, connect_options)
-        unknown = sorted(set(options) - set(_CONNECT_OPTIONS) - set(URI_PARAMETERS))
+        unknown = sorted(set(connect_options) - set(_CONNECT_OPTIONS))
         if unknown:
-            raise ConfigurationError(
-                f"only sqlite3.connect options and SQLite URI parameters apply here, not {unknown}"
+            raise UnknownOptionError(
+                f"unknown sqlite3.connect option(s) {', '.join(map(repr, unknown))}; "
+                f"supported: {', '.join(sorted(_CONNECT_OPTIONS))}"
             )
+        # The URL's PRAGMAs and isolation were applied when the backend was built.
+        options = OPTIONS.parse(url.options, {})
         self._target = database_target(
             url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
         )
+        for name, value in options.items():  # the URL's own, as at construction
+            if name in _CONNECT_OPTIONS:
+                connect_options.setdefault(name, value)
+        self.target_url = url
         self.connect_options = connect_options
 
     def _connect_kwargs(self) -> tuple[dict[str, Any], bool]:
