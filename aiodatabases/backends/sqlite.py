@@ -715,6 +715,17 @@ class SQLiteConnection:
             self._raw.stop()
 
 
+async def _worker_ended(raw: Any) -> None:
+    """Wait until the worker thread of a connection that failed to open has ended.
+
+    aiosqlite then stops it with a future of this loop, which the thread
+    answers later: a loop closed first (the caller gave up at once) would make
+    that answer fail in the thread.
+    """
+    while raw._thread.is_alive():  # noqa: ASYNC110 - no awaitable says a thread ended
+        await asyncio.sleep(0.001)
+
+
 @dataclass(frozen=True)
 class Target:
     """What sqlite3 opens: the path (or ``file:`` URI) and what kind of database it is."""
@@ -838,7 +849,11 @@ class SQLiteBackend(SQLitePaths):
         # aiosqlite's worker thread is not a daemon: a script that ends without
         # disconnect() would hang at exit. Flag it before it starts.
         raw._thread.daemon = True
-        await raw
+        try:
+            await raw
+        except BaseException:
+            await _worker_ended(raw)
+            raise
         raw.row_factory = SQLiteRecord
         connection = SQLiteConnection(raw, here=inline, slow=self._slow_reads)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -266,6 +267,21 @@ async def test_uri_parameters_of_a_plain_path(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):
         async with Database(f"sqlite:///{tmp_path / 'missing.db'}?mode=rw"):
             pass
+
+
+def aiosqlite_workers() -> int:
+    return sum("_connection_worker_thread" in thread.name for thread in threading.enumerate())
+
+
+async def test_a_connection_that_fails_to_open_leaves_no_worker_thread(tmp_path: Path) -> None:
+    # Its worker answers aiosqlite's stop later, in this loop: it must be done
+    # before connect() raises (the loop may close at once).
+    before = aiosqlite_workers()
+    for _ in range(5):
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            async with Database(f"sqlite:///{tmp_path / 'none' / 'x.db'}"):
+                pass
+        assert aiosqlite_workers() == before
 
 
 async def test_a_file_uri_opens_as_a_uri_without_the_uri_option(tmp_path: Path) -> None:
