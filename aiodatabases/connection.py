@@ -151,7 +151,8 @@ class Connection:
 
     async def execute(self, query: Query, values: Values = None) -> Any:
         """Run a statement; PostgreSQL returns the first column of the first row
-        (``RETURNING id``) or None, SQLite the cursor's ``lastrowid``.
+        (``RETURNING id``) or None, MySQL the cursor's ``lastrowid``, SQLite
+        the new rowid if the statement inserted, else its ``rowcount``.
         Cancellation: as ``fetch_all``."""
         sql, args, _ = prepare(query, values, self._backend)
         return await self._statement(EXECUTE, sql, args)

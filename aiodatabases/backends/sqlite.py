@@ -179,12 +179,41 @@ def _fetch_one(db: sqlite3.Connection, sql: str, args: Args) -> Row | None:
         cursor.close()
 
 
-def _execute(db: sqlite3.Connection, sql: str, args: Args) -> Any:
+class LastInsert:
+    """A connection's last inserted rowid, as of its ``total_changes``.
+
+    ``databases`` returned the cursor's ``lastrowid`` unless it was 0, else its
+    ``rowcount``, on a connection opened for the statement: the rowid for an
+    INSERT, the rows changed for an UPDATE or DELETE, -1 for DDL. On a pooled
+    connection ``lastrowid`` still holds an earlier INSERT's rowid after an
+    UPDATE, so ``execute`` compares it with this one: a statement that did
+    not change it inserted nothing (re-inserting the very same rowid included)
+    and returns its ``rowcount``. When rows changed where ``execute`` did not
+    see it (a ``fetch_*`` of ``INSERT ... RETURNING``, the raw connection),
+    the rowid is read from SQLite again.
+    """
+
+    __slots__ = ("changes", "rowid")
+
+    def __init__(self) -> None:
+        self.changes = -1  # unknown: read it before the first statement
+        self.rowid = 0
+
+
+def _execute(db: sqlite3.Connection, sql: str, args: Args, last: LastInsert) -> Any:
+    if db.total_changes != last.changes:
+        last.rowid = db.execute("SELECT last_insert_rowid()").fetchone()[0]
     cursor = db.execute(sql, args)
     try:
-        return cursor.lastrowid  # what databases returns on SQLite
+        rowid = cursor.lastrowid
+        rowcount = cursor.rowcount
     finally:
         cursor.close()  # finishes a RETURNING statement and its locks
+    last.changes = db.total_changes
+    if rowid == last.rowid:
+        return rowcount  # what databases returns when lastrowid is 0
+    last.rowid = rowid
+    return rowid
 
 
 def _execute_many(db: sqlite3.Connection, sql: str, args_list: Sequence[Args]) -> None:
@@ -394,6 +423,7 @@ class SQLiteConnection:
     __slots__ = (
         "_cursors",
         "_done",
+        "_execute",
         "_here",
         "_lock",
         "_orphans",
@@ -430,6 +460,7 @@ class SQLiteConnection:
         # False from a BEGIN DEFERRED until a write succeeds: the transaction
         # may not hold the write lock yet (see ``_explain_busy``).
         self._write_locked = False
+        self._execute = functools.partial(_execute, last=LastInsert())
 
     @property
     def raw(self) -> Any:
@@ -625,7 +656,8 @@ class SQLiteConnection:
         return self._statement(_fetch_one, sql, args)
 
     def execute(self, sql: str, args: Args) -> Awaitable[Any]:
-        return self._statement(_execute, sql, args)
+        """The new rowid for a statement that inserted, else its rowcount (see ``LastInsert``)."""
+        return self._statement(self._execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         try:

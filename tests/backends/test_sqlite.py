@@ -406,3 +406,70 @@ async def test_savepoints(tmp_path: Path) -> None:
                 await db.execute("INSERT INTO t VALUES (4)")
         async with Database(url) as other:
             assert await other.fetch_val("SELECT SUM(x) FROM t") == 5
+
+
+# --- what execute() returns ----------------------------------------------------------
+
+
+async def execute_results(db: Any) -> dict[str, Any]:
+    """What databases 0.9 returns for each (its bare execute: lastrowid, or rowcount if 0)."""
+    run = db.execute
+    return {
+        "create": await run("CREATE TABLE r (id INTEGER PRIMARY KEY, y INTEGER UNIQUE)"),
+        "insert": await run("INSERT INTO r (y) VALUES (5)"),
+        "insert again": await run("INSERT INTO r (y) VALUES (6)"),
+        "insert ignored": await run("INSERT OR IGNORE INTO r (y) VALUES (5)"),
+        "insert nothing": await run("INSERT INTO r (y) SELECT 1 WHERE 0"),
+        "insert two": await run("INSERT INTO r (y) SELECT 10 UNION SELECT 11"),
+        "upsert updates": await run(
+            "INSERT INTO r (y) VALUES (5) ON CONFLICT (y) DO UPDATE SET y = 50"
+        ),
+        "update": await run("UPDATE r SET y = y + 100"),
+        "update none": await run("UPDATE r SET y = 1 WHERE id = 99"),
+        "delete": await run("DELETE FROM r WHERE id = 1"),
+        "select": await run("SELECT * FROM r"),
+    }
+
+
+EXPECTED_RESULTS = {
+    "create": -1,
+    "insert": 1,
+    "insert again": 2,
+    "insert ignored": 0,
+    "insert nothing": 0,
+    "insert two": 4,
+    "upsert updates": 1,
+    "update": 4,
+    "update none": 0,
+    "delete": 1,
+    "select": -1,
+}
+
+
+@pytest.mark.parametrize("where", ["bare", "connection", "transaction", "force_rollback"])
+async def test_execute_returns_lastrowid_for_inserts_else_rowcount(
+    tmp_path: Path, where: str
+) -> None:
+    async with Database(
+        file_url(tmp_path / "r.db"), force_rollback=where == "force_rollback"
+    ) as db:
+        if where == "connection":
+            async with db.connection() as connection:
+                assert await execute_results(connection) == EXPECTED_RESULTS
+        elif where == "transaction":
+            async with db.transaction():
+                assert await execute_results(db) == EXPECTED_RESULTS
+        else:
+            assert await execute_results(db) == EXPECTED_RESULTS
+
+
+async def test_execute_after_an_insert_it_did_not_run(tmp_path: Path) -> None:
+    async with Database(file_url(tmp_path / "r.db"), max_size=1) as db:
+        await db.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, y INTEGER)")
+        assert await db.execute("INSERT INTO r (y) VALUES (1)") == 1
+        assert await db.fetch_val("INSERT INTO r (y) VALUES (2) RETURNING id") == 2
+        assert await db.execute("UPDATE r SET y = 0 WHERE id = 1") == 1
+        async with db.connection() as connection:
+            await connection.raw_connection.execute("INSERT INTO r (y) VALUES (3)")
+            assert await connection.execute("UPDATE r SET y = 0 WHERE id = 3") == 1
+            assert await connection.execute("INSERT INTO r (y) VALUES (4)") == 4
