@@ -197,7 +197,7 @@ class LastInsert:
 
     def __init__(self) -> None:
         self.changes = -1  # unknown: read it before the first statement
-        self.rowid = 0
+        self.rowid: int | None = 0
 
 
 def _execute(db: sqlite3.Connection, sql: str, args: Args, last: LastInsert) -> Any:
