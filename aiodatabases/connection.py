@@ -159,8 +159,9 @@ class Connection:
 
     async def execute(self, query: Query, values: Values = None) -> Any:
         """Run a statement; PostgreSQL returns the first column of the first row
-        (``RETURNING id``) or None, SQLite the cursor's ``lastrowid``, MySQL the
-        ``lastrowid`` or, where it is 0, the number of rows changed.
+        (``RETURNING id``) or None; MySQL the ``lastrowid`` or, where it is 0,
+        the number of rows changed; SQLite the new rowid if the statement
+        inserted, else its ``rowcount``.
         Cancellation: as ``fetch_all``."""
         sql, args, _ = prepare(query, values, self._backend)
         return await self._statement(EXECUTE, sql, args)

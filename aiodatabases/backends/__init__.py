@@ -65,4 +65,5 @@ def create_backend(
     spec: OptionSpec = module.OPTIONS
     parsed = spec.parse(url_options, kwargs)
     backend: Backend = getattr(module, entry.factory)(url, parsed)
+    backend.url = url
     return backend

@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
+from .._compat import BackendPaths
 from .._query import ParamStyle
+from .._url import DatabaseURL
 from ..exceptions import ConfigurationError, UnknownOptionError
 
 Row: TypeAlias = Any
@@ -110,8 +112,17 @@ class DriverConnection(Protocol):
 
 
 class Backend(Protocol):
-    """What one URL scheme provides: a way to open connections, and its SQL dialect."""
+    """What one URL scheme provides: a way to open connections, and its SQL dialect.
 
+    A backend may also keep something open for the whole connected life
+    (SQLite's shared in-memory database): ``open_kept()``, called before the
+    pool opens (not with ``force_rollback``, whose one connection opens at
+    once), and ``close_kept()``, called when the pool has closed (the last
+    ``disconnect()``). Both are plain functions, without I/O to wait for.
+    """
+
+    #: The URL the backend was built for (``create_backend`` sets it).
+    url: DatabaseURL
     paramstyle: ParamStyle
     #: The SQLAlchemy dialect family ("postgresql", "sqlite", "mysql").
     dialect_name: str
@@ -146,20 +157,10 @@ class Backend(Protocol):
         """
 
 
-class SQLAlchemyDialect:
-    """Mixed into backends: ``backend._dialect``, the path ``databases`` code uses.
-
-    Libraries written for ``databases`` reach the SQLAlchemy dialect as
-    ``database._backend._dialect``; ``Database.dialect`` is the public name.
-    """
-
-    dialect_name: str
-
-    @property
-    def _dialect(self) -> Any:
-        from .._runtime import sqlalchemy_support
-
-        return sqlalchemy_support().dialect_for(self.dialect_name)
+#: Mixed into backends: the private paths ``databases`` code uses, such as
+#: ``backend._dialect`` (``Database.dialect`` is its public name); see
+#: ``aiodatabases._compat``.
+SQLAlchemyDialect = BackendPaths
 
 
 # -- options -------------------------------------------------------------------------

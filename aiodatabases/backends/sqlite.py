@@ -18,20 +18,22 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, quote, urlencode
 
 import aiosqlite
 
+from .._compat import SQLitePaths
 from .._query import ParamStyle, is_read_only
 from .._records import record_type
 from .._url import DatabaseURL
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, UnknownOptionError
 from .base import (
     Args,
     Cursor,
     OptionSpec,
     Row,
-    SQLAlchemyDialect,
     passthrough,
     to_bool,
     to_float,
@@ -99,8 +101,37 @@ def _isolation(value: Any) -> str:
 #: mode (``transaction(isolation=...)`` picks one per transaction).
 _BACKEND_OPTIONS: Mapping[str, Callable[[Any], Any]] = {"isolation": _isolation}
 
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def _uri_bool(value: Any) -> str:
+    return "1" if to_bool(value) else "0"
+
+
+#: SQLite's own URI query parameters (https://sqlite.org/uri.html): given in
+#: the URL query (``sqlite:///file:app?mode=memory&cache=shared``) they are
+#: put in the ``file:`` URI that sqlite3 opens (with ``uri=True``).
+URI_PARAMETERS: Mapping[str, Callable[[Any], str]] = {
+    "mode": _one_of("ro", "rw", "rwc", "memory"),
+    "cache": _one_of("shared", "private"),
+    "vfs": _pragma_word,
+    "immutable": _uri_bool,
+    "nolock": _uri_bool,
+    "psow": _uri_bool,
+    "modeof": str,
+}
+
 OPTIONS = OptionSpec(
-    scheme="sqlite", options={**_CONNECT_OPTIONS, **PRAGMAS, **_BACKEND_OPTIONS}
+    scheme="sqlite",
+    options={**_CONNECT_OPTIONS, **PRAGMAS, **URI_PARAMETERS, **_BACKEND_OPTIONS},
 )
 
 #: sqlite3 builds every row as this type in C: a Record without a wrapper.
@@ -148,12 +179,41 @@ def _fetch_one(db: sqlite3.Connection, sql: str, args: Args) -> Row | None:
         cursor.close()
 
 
-def _execute(db: sqlite3.Connection, sql: str, args: Args) -> Any:
+class LastInsert:
+    """A connection's last inserted rowid, as of its ``total_changes``.
+
+    ``databases`` returned the cursor's ``lastrowid`` unless it was 0, else its
+    ``rowcount``, on a connection opened for the statement: the rowid for an
+    INSERT, the rows changed for an UPDATE or DELETE, -1 for DDL. On a pooled
+    connection ``lastrowid`` still holds an earlier INSERT's rowid after an
+    UPDATE, so ``execute`` compares it with this one: a statement that did
+    not change it inserted nothing (re-inserting the very same rowid included)
+    and returns its ``rowcount``. When rows changed where ``execute`` did not
+    see it (a ``fetch_*`` of ``INSERT ... RETURNING``, the raw connection),
+    the rowid is read from SQLite again.
+    """
+
+    __slots__ = ("changes", "rowid")
+
+    def __init__(self) -> None:
+        self.changes = -1  # unknown: read it before the first statement
+        self.rowid: int | None = 0
+
+
+def _execute(db: sqlite3.Connection, sql: str, args: Args, last: LastInsert) -> Any:
+    if db.total_changes != last.changes:
+        last.rowid = db.execute("SELECT last_insert_rowid()").fetchone()[0]
     cursor = db.execute(sql, args)
     try:
-        return cursor.lastrowid  # what databases returns on SQLite
+        rowid = cursor.lastrowid
+        rowcount = cursor.rowcount
     finally:
         cursor.close()  # finishes a RETURNING statement and its locks
+    last.changes = db.total_changes
+    if rowid == last.rowid:
+        return rowcount  # what databases returns when lastrowid is 0
+    last.rowid = rowid
+    return rowid
 
 
 def _execute_many(db: sqlite3.Connection, sql: str, args_list: Sequence[Args]) -> None:
@@ -363,6 +423,7 @@ class SQLiteConnection:
     __slots__ = (
         "_cursors",
         "_done",
+        "_execute",
         "_here",
         "_lock",
         "_orphans",
@@ -399,6 +460,7 @@ class SQLiteConnection:
         # False from a BEGIN DEFERRED until a write succeeds: the transaction
         # may not hold the write lock yet (see ``_explain_busy``).
         self._write_locked = False
+        self._execute = functools.partial(_execute, last=LastInsert())
 
     @property
     def raw(self) -> Any:
@@ -594,7 +656,8 @@ class SQLiteConnection:
         return self._statement(_fetch_one, sql, args)
 
     def execute(self, sql: str, args: Args) -> Awaitable[Any]:
-        return self._statement(_execute, sql, args)
+        """The new rowid for a statement that inserted, else its rowcount (see ``LastInsert``)."""
+        return self._statement(self._execute, sql, args)
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         try:
@@ -692,11 +755,49 @@ class SQLiteConnection:
             self._raw.stop()
 
 
-def _database_path(url: DatabaseURL) -> str:
-    return url.database or ":memory:"
+async def _worker_ended(raw: Any) -> None:
+    """Wait until the worker thread of a connection that failed to open has ended.
+
+    aiosqlite then stops it with a future of this loop, which the thread
+    answers later: a loop closed first (the caller gave up at once) would make
+    that answer fail in the thread.
+    """
+    while raw._thread.is_alive():  # noqa: ASYNC110 - no awaitable says a thread ended
+        await asyncio.sleep(0.001)
 
 
-class SQLiteBackend(SQLAlchemyDialect):
+@dataclass(frozen=True)
+class Target:
+    """What sqlite3 opens: the path (or ``file:`` URI) and what kind of database it is."""
+
+    path: str
+    is_uri: bool
+    #: Each connection to a private in-memory database is its own database.
+    private_memory: bool
+    #: A named in-memory database in shared cache (``mode=memory&cache=shared``,
+    #: ``file::memory:?cache=shared``): SQLite drops it when its last connection
+    #: closes, so one connection is kept open while the database is connected.
+    shared_memory: bool
+
+
+def database_target(url: DatabaseURL, uri_parameters: Mapping[str, str]) -> Target:
+    """The path of ``url`` with SQLite's URI parameters (if any) in its ``file:`` URI."""
+    path = url.database or ":memory:"
+    if uri_parameters:
+        if not path.startswith("file:"):
+            # '?', '#' and '%' in a file name would be read as URI syntax.
+            path = "file:" + quote(path, safe="/:")
+        path += ("&" if "?" in path else "?") + urlencode(uri_parameters)
+    if not path.startswith("file:"):
+        return Target(path, False, path == ":memory:", False)
+    name, _, query = path[len("file:") :].partition("?")
+    parameters = {key: value.lower() for key, value in parse_qsl(query)}
+    memory = name == ":memory:" or parameters.get("mode") == "memory"
+    shared = memory and parameters.get("cache") == "shared"
+    return Target(path, True, memory and not shared, shared)
+
+
+class SQLiteBackend(SQLitePaths):
     dialect_name = "sqlite"
     paramstyle: ParamStyle = "qmark"
     # SQLite undoes only the failed statement; an interrupt is never sent.
@@ -706,15 +807,16 @@ class SQLiteBackend(SQLAlchemyDialect):
     ddl_commits_transaction = False
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
-        self._path = _database_path(url)
-        self._connect_kwargs = {k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
-        # Brief reads run on the calling thread (see SQLiteConnection), which
-        # needs this; with check_same_thread=True everything runs on the worker,
-        # as it does with a factory (its connections may run Python of their own).
-        self._connect_kwargs.setdefault("check_same_thread", False)
-        self._inline = not (
-            self._connect_kwargs["check_same_thread"] or "factory" in self._connect_kwargs
+        self.url = self.target_url = url
+        self._target = database_target(
+            url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
         )
+        #: The ``sqlite3.connect`` keywords given (keyword or URL), read at every connect.
+        self.connect_options: dict[str, Any] = {
+            k: v for k, v in options.items() if k in _CONNECT_OPTIONS
+        }
+        # The connection that keeps a shared in-memory database alive while connected.
+        self._keeper: sqlite3.Connection | None = None
         self._slow_reads = SlowReads()
         self._pragmas = [
             f"PRAGMA {name} = {PRAGMAS[name](value)}"
@@ -722,17 +824,78 @@ class SQLiteBackend(SQLAlchemyDialect):
             if name in PRAGMAS
         ]
         self._isolation = options.get("isolation", "deferred")
+
+    @property
+    def single_connection(self) -> bool:
         # Each connection to ":memory:" is its own database: keep exactly one.
-        self.single_connection = self._path == ":memory:"
+        # A shared in-memory one too: shared-cache connections lock each other's
+        # tables without waiting (SQLITE_LOCKED), so one Database uses one.
+        target = self._target
+        return target.private_memory or target.shared_memory
+
+    def use_target(self, url: DatabaseURL, connect_options: dict[str, Any]) -> None:
+        """Open later connections to ``url`` with these ``sqlite3.connect`` keywords
+        (the dict itself is kept: changes to it apply to later connections)."""
+        unknown = sorted(set(connect_options) - set(_CONNECT_OPTIONS))
+        if unknown:
+            raise UnknownOptionError(
+                f"unknown sqlite3.connect option(s) {', '.join(map(repr, unknown))}; "
+                f"supported: {', '.join(sorted(_CONNECT_OPTIONS))}"
+            )
+        # The URL's PRAGMAs and isolation were applied when the backend was built.
+        options = OPTIONS.parse(url.options, {})
+        self._target = database_target(
+            url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
+        )
+        for name, value in options.items():  # the URL's own, as at construction
+            if name in _CONNECT_OPTIONS:
+                connect_options.setdefault(name, value)
+        self.target_url = url
+        self.connect_options = connect_options
+
+    def _connect_kwargs(self) -> tuple[dict[str, Any], bool]:
+        """The keywords for ``sqlite3.connect``, and whether brief reads may run inline."""
+        kwargs = dict(self.connect_options)
+        if self._target.is_uri:
+            kwargs.setdefault("uri", True)
+        # Brief reads run on the calling thread (see SQLiteConnection), which
+        # needs this; with check_same_thread=True everything runs on the worker,
+        # as it does with a factory (its connections may run Python of their own).
+        kwargs.setdefault("check_same_thread", False)
+        inline = not (kwargs["check_same_thread"] or "factory" in kwargs)
+        return kwargs, inline
+
+    def open_kept(self) -> None:
+        """Connecting: keep a shared in-memory database alive until ``close_kept()``."""
+        self._keep_shared_memory(self._connect_kwargs()[0])
+
+    def _keep_shared_memory(self, kwargs: Mapping[str, Any]) -> None:
+        if self._target.shared_memory and self._keeper is None:
+            # In memory: no I/O to wait for. Never used for statements.
+            self._keeper = sqlite3.connect(
+                self._target.path, uri=bool(kwargs.get("uri")), check_same_thread=False
+            )
+
+    def close_kept(self) -> None:
+        """The database disconnected: let a shared in-memory database go."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
 
     async def connect(self) -> SQLiteConnection:
-        raw = aiosqlite.connect(self._path, isolation_level=None, **self._connect_kwargs)
+        kwargs, inline = self._connect_kwargs()
+        self._keep_shared_memory(kwargs)
+        raw = aiosqlite.connect(self._target.path, isolation_level=None, **kwargs)
         # aiosqlite's worker thread is not a daemon: a script that ends without
         # disconnect() would hang at exit. Flag it before it starts.
         raw._thread.daemon = True
-        await raw
+        try:
+            await raw
+        except BaseException:
+            await _worker_ended(raw)
+            raise
         raw.row_factory = SQLiteRecord
-        connection = SQLiteConnection(raw, here=self._inline, slow=self._slow_reads)
+        connection = SQLiteConnection(raw, here=inline, slow=self._slow_reads)
         try:
             await connection.run_control(self._pragmas)
         except BaseException:

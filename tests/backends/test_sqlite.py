@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 import pytest
@@ -151,7 +153,16 @@ def test_pragma_value_cannot_inject_sql(tmp_path: Path) -> None:
 # --- :memory: -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///file:private_tasks?mode=memory",
+        "sqlite:///file:shared_tasks?mode=memory&cache=shared",
+        "sqlite:///file::memory:?cache=shared",
+    ],
+)
 async def test_memory_database_is_shared_by_all_tasks(url: str) -> None:
     async with Database(url) as db:
         await db.execute("CREATE TABLE t (x INTEGER)")
@@ -180,6 +191,119 @@ async def test_memory_databases_are_private_to_their_database() -> None:
         await first.execute("CREATE TABLE t (x INTEGER)")
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await second.fetch_val("SELECT COUNT(*) FROM t")
+
+
+# --- file: URIs and SQLite's URI parameters ---------------------------------------------
+
+
+def shared_memory_url(name: str) -> str:
+    # The form databases documents for a named in-memory database in shared cache.
+    return f"sqlite:///file:{name}?mode=memory&cache=shared&uri=true"
+
+
+async def test_two_databases_share_a_named_memory_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a file named after the URI would land here
+    url = shared_memory_url("two_databases")
+    async with Database(url) as first, Database(url) as second:
+        await first.execute("CREATE TABLE t (x INTEGER)")
+        await first.execute("INSERT INTO t VALUES (1)")
+        assert await second.fetch_val("SELECT x FROM t") == 1
+        await second.execute("INSERT INTO t VALUES (2)")
+        assert await first.fetch_val("SELECT SUM(x) FROM t") == 3
+    assert names_in(tmp_path) == []
+
+
+def names_in(directory: Path) -> list[str]:
+    return [entry.name for entry in directory.iterdir()]
+
+
+async def test_a_shared_memory_database_lives_while_a_database_is_connected() -> None:
+    # SQLite drops a memory database with its last connection; a pool may
+    # hold none for a while (min_size=0, a connection discarded and replaced).
+    url = shared_memory_url("kept_alive")
+    async with Database(url, min_size=0) as idle:
+        async with Database(url) as writer:
+            await writer.execute("CREATE TABLE t (x INTEGER)")
+            await writer.execute("INSERT INTO t VALUES (1)")
+        assert await idle.fetch_val("SELECT x FROM t") == 1
+    # Every Database disconnected: nothing keeps it any more.
+    async with Database(url) as db:
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            await db.fetch_val("SELECT x FROM t")
+
+
+async def test_a_shared_memory_database_with_force_rollback(tmp_path: Path) -> None:
+    url = shared_memory_url("rolled_back")
+    async with Database(url) as keeper:
+        await keeper.execute("CREATE TABLE t (x INTEGER)")
+        async with Database(url, force_rollback=True) as db:
+            await db.execute("INSERT INTO t VALUES (1)")
+            assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+        assert await keeper.fetch_val("SELECT COUNT(*) FROM t") == 0
+
+
+async def test_uri_parameters_of_a_plain_path(tmp_path: Path) -> None:
+    path = tmp_path / "with space#and?marks.db"
+    with sqlite3.connect(path) as plain:
+        plain.execute("CREATE TABLE t (x INTEGER)")
+        plain.execute("INSERT INTO t VALUES (7)")
+    plain.close()
+    # The path becomes a file: URI (quoted), opened with uri=True.
+    url = f"sqlite:///{quote(str(path))}"
+    for query in ("mode=ro", "immutable=1", "mode=ro&cache=private&nolock=1&psow=0"):
+        async with Database(f"{url}?{query}") as db:
+            assert await db.fetch_val("SELECT x FROM t") == 7
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                await db.execute("INSERT INTO t VALUES (8)")
+    async with Database(url, mode="ro") as db:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.execute("INSERT INTO t VALUES (8)")
+    with pytest.raises(sqlite3.OperationalError, match="no such vfs"):
+        async with Database(f"{url}?vfs=nonesuch"):
+            pass
+    assert not (tmp_path / "missing.db").exists()
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        async with Database(f"sqlite:///{tmp_path / 'missing.db'}?mode=rw"):
+            pass
+
+
+def aiosqlite_workers() -> int:
+    return sum("_connection_worker_thread" in thread.name for thread in threading.enumerate())
+
+
+async def test_a_connection_that_fails_to_open_leaves_no_worker_thread(tmp_path: Path) -> None:
+    # Its worker answers aiosqlite's stop later, in this loop: it must be done
+    # before connect() raises (the loop may close at once).
+    before = aiosqlite_workers()
+    for _ in range(5):
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            async with Database(f"sqlite:///{tmp_path / 'none' / 'x.db'}"):
+                pass
+        assert aiosqlite_workers() == before
+
+
+async def test_a_file_uri_opens_as_a_uri_without_the_uri_option(tmp_path: Path) -> None:
+    path = tmp_path / "plain.db"
+    with sqlite3.connect(path) as plain:
+        plain.execute("CREATE TABLE t (x INTEGER)")
+    plain.close()
+    async with Database(f"sqlite:///file:{path}?mode=ro") as db:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.execute("INSERT INTO t VALUES (8)")
+
+
+@pytest.mark.parametrize("query", ["bogus=1", "mode=memory&bogus=1", "vfs=unix&Mode=ro"])
+def test_unknown_options_among_uri_parameters_are_rejected(query: str) -> None:
+    with pytest.raises(UnknownOptionError, match=r"ogus|Mode"):
+        Database(f"sqlite:///file:unknown?{query}")
+
+
+@pytest.mark.parametrize("query", ["mode=fast", "cache=public", "immutable=maybe", "vfs=a;b"])
+def test_bad_uri_parameter_values_are_rejected(query: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Database(f"sqlite:///file:bad?{query}")
 
 
 # --- concurrency on a file ----------------------------------------------------------
@@ -282,3 +406,70 @@ async def test_savepoints(tmp_path: Path) -> None:
                 await db.execute("INSERT INTO t VALUES (4)")
         async with Database(url) as other:
             assert await other.fetch_val("SELECT SUM(x) FROM t") == 5
+
+
+# --- what execute() returns ----------------------------------------------------------
+
+
+async def execute_results(db: Any) -> dict[str, Any]:
+    """What databases 0.9 returns for each (its bare execute: lastrowid, or rowcount if 0)."""
+    run = db.execute
+    return {
+        "create": await run("CREATE TABLE r (id INTEGER PRIMARY KEY, y INTEGER UNIQUE)"),
+        "insert": await run("INSERT INTO r (y) VALUES (5)"),
+        "insert again": await run("INSERT INTO r (y) VALUES (6)"),
+        "insert ignored": await run("INSERT OR IGNORE INTO r (y) VALUES (5)"),
+        "insert nothing": await run("INSERT INTO r (y) SELECT 1 WHERE 0"),
+        "insert two": await run("INSERT INTO r (y) SELECT 10 UNION SELECT 11"),
+        "upsert updates": await run(
+            "INSERT INTO r (y) VALUES (5) ON CONFLICT (y) DO UPDATE SET y = 50"
+        ),
+        "update": await run("UPDATE r SET y = y + 100"),
+        "update none": await run("UPDATE r SET y = 1 WHERE id = 99"),
+        "delete": await run("DELETE FROM r WHERE id = 1"),
+        "select": await run("SELECT * FROM r"),
+    }
+
+
+EXPECTED_RESULTS = {
+    "create": -1,
+    "insert": 1,
+    "insert again": 2,
+    "insert ignored": 0,
+    "insert nothing": 0,
+    "insert two": 4,
+    "upsert updates": 1,
+    "update": 4,
+    "update none": 0,
+    "delete": 1,
+    "select": -1,
+}
+
+
+@pytest.mark.parametrize("where", ["bare", "connection", "transaction", "force_rollback"])
+async def test_execute_returns_lastrowid_for_inserts_else_rowcount(
+    tmp_path: Path, where: str
+) -> None:
+    async with Database(
+        file_url(tmp_path / "r.db"), force_rollback=where == "force_rollback"
+    ) as db:
+        if where == "connection":
+            async with db.connection() as connection:
+                assert await execute_results(connection) == EXPECTED_RESULTS
+        elif where == "transaction":
+            async with db.transaction():
+                assert await execute_results(db) == EXPECTED_RESULTS
+        else:
+            assert await execute_results(db) == EXPECTED_RESULTS
+
+
+async def test_execute_after_an_insert_it_did_not_run(tmp_path: Path) -> None:
+    async with Database(file_url(tmp_path / "r.db"), max_size=1) as db:
+        await db.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, y INTEGER)")
+        assert await db.execute("INSERT INTO r (y) VALUES (1)") == 1
+        assert await db.fetch_val("INSERT INTO r (y) VALUES (2) RETURNING id") == 2
+        assert await db.execute("UPDATE r SET y = 0 WHERE id = 1") == 1
+        async with db.connection() as connection:
+            await connection.raw_connection.execute("INSERT INTO r (y) VALUES (3)")
+            assert await connection.execute("UPDATE r SET y = 0 WHERE id = 3") == 1
+            assert await connection.execute("INSERT INTO r (y) VALUES (4)") == 4
