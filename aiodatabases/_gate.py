@@ -40,6 +40,10 @@ class Scope:
 
 Scopes = tuple[Scope, ...]
 
+#: In a caller's scopes, passes whoever owns the connection (``disconnect()``
+#: closing it: a transaction begun while it waited must not keep it out).
+EVERY_OWNER = Scope("(disconnect)")
+
 # The transactions the current context is inside, innermost last. Child tasks
 # copy the context when they are created, and with it this tuple.
 _scopes: Final = contextvars.ContextVar[Scopes]("aiodatabases_scopes", default=())
@@ -103,7 +107,7 @@ class Gate:
         self._deadlines = Deadlines()
 
     def _may_pass(self, scopes: Scopes) -> bool:
-        return self._owner is None or self._owner in scopes
+        return self._owner is None or self._owner in scopes or EVERY_OWNER in scopes
 
     async def acquire(self, scopes: Scopes, timeout: float | None, who: Who) -> None:
         """Wait for the turn of a statement from ``scopes``.

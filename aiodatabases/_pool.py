@@ -80,7 +80,7 @@ class Pool:
         try:
             conn = await self._connect()
         except BaseException:
-            self._size -= 1
+            self._count_out()
             raise
         self._note_opened(conn)
         self._idle.append(conn)
@@ -130,10 +130,12 @@ class Pool:
         try:
             conn = await self._connect()
         except BaseException:
-            self._size -= 1
-            self._wake_one()
+            self._count_out()
             raise
         self._note_opened(conn)
+        if self._closed:  # close() came while it opened: it waits for this one too
+            self.discard(conn)
+            raise NotConnectedError("the database was disconnected while this waited")
         return conn
 
     def _note_opened(self, conn: DriverConnection) -> None:
@@ -167,8 +169,7 @@ class Pool:
                 # Served, then cancelled before running on: pass on what we got.
                 handed = future.result()
                 if isinstance(handed, _Slot):
-                    self._size -= 1
-                    self._wake_one()
+                    self._count_out()
                 elif handed is not None:
                     self.release(handed)
             else:
@@ -244,10 +245,14 @@ class Pool:
         task.add_done_callback(self._background.discard)
 
     def _forget(self, conn: DriverConnection) -> None:
-        self._born.pop(conn, None)
+        if self._born.pop(conn, None) is not None:  # once per connection
+            self._count_out()
+
+    def _count_out(self) -> None:
+        """One connection fewer, open or opening: a place for a waiter, or for close()."""
         self._size -= 1
         self._wake_one()
-        if not self._born and self._all_back is not None and not self._all_back.done():
+        if self._size == 0 and self._all_back is not None and not self._all_back.done():
             self._all_back.set_result(None)
 
     def _wake_one(self) -> None:
@@ -271,12 +276,12 @@ class Pool:
         self._deadlines.clear()
         return False
 
-    async def close(self) -> None:
+    async def close(self, within: float | None = 0.0) -> None:
         """Close every connection; waiting acquirers fail with ``NotConnectedError``.
 
         Idle ones are closed at once; one still in use (its statement running)
-        is closed when it comes back, waited for up to the acquire timeout,
-        then dropped.
+        or being opened is closed when it comes back, waited for up to
+        ``within`` seconds (``None``: no limit), then dropped.
         """
         self._closed = True
         while self._serve_first(None):  # each looks again and finds the pool closed
@@ -290,8 +295,8 @@ class Pool:
             except Exception as exc:
                 logger.debug("error closing a connection: %r", exc)
                 conn.terminate()
-        if self._born:
-            await self._wait_for_the_rest()
+        if self._size > 0:
+            await self._wait_for_the_rest(within)
         await self._settle()
 
     async def _settle(self) -> None:
@@ -299,17 +304,17 @@ class Pool:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _wait_for_the_rest(self) -> None:
+    async def _wait_for_the_rest(self, within: float | None) -> None:
         all_back = asyncio.get_running_loop().create_future()
         self._all_back = all_back
         try:
-            await asyncio.wait_for(asyncio.shield(all_back), self._timeout)
+            await asyncio.wait_for(asyncio.shield(all_back), within)
         except asyncio.TimeoutError:
             logger.warning(
-                "closing the pool: %d connection(s) still running a statement after "
-                "%ss; dropping them",
-                len(self._born),
-                self._timeout,
+                "closing the pool: %d connection(s) still in use after %.1fs more; "
+                "dropping them",
+                self._size,
+                within,
             )
             self._drop_the_rest()
 

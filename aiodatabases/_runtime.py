@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -300,6 +301,8 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        timeout = self.settings.acquire_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         # Every connection a task still holds (parked in a transaction, an
         # unfinished iteration): at once, so that one waiting for a lock another
         # holds is not closed after it.
@@ -310,7 +313,10 @@ class Runtime:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         try:
-            await self.pool.close()
+            # Borrowed connections still running a statement: within what is
+            # left of the same bound.
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await self.pool.close(left)
         finally:
             self._close_kept()
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._background import ended_well, shielded
 from ._gate import (
+    EVERY_OWNER,
     Gate,
     Scope,
     Scopes,
@@ -115,6 +116,7 @@ class Connection:
 
         Cancellation: nothing is held if cancelled while waiting for the pool.
         """
+        self._refuse_if_closed()
         runtime = self._runtime
         await runtime.call_keeping(
             lambda _: runtime.spawn(self._unhold), self._hold, current_scopes(), caller()
@@ -122,6 +124,8 @@ class Connection:
         return self
 
     async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
+        if self._closed:
+            return  # disconnect() took everything back (its loop may be gone too)
         runtime = self._runtime
         try:
             running = asyncio.get_running_loop()
@@ -177,6 +181,7 @@ class Connection:
         Cancellation: the cursor is closed and the connection released; the
         rows already yielded stay valid.
         """
+        self._refuse_if_closed()
         sql, args, meta = prepare(query, values, self._backend)
         call = self._runtime.call
         # Where the driver cannot interleave, the iteration owns the connection
@@ -197,6 +202,7 @@ class Connection:
         try:
             while True:
                 # Scopes are read per batch: the loop body may open or end transactions.
+                self._refuse_if_closed()
                 rows = await call(self._fetch_batch, current_scopes(), caller(), cursor)
                 if not rows:
                     break
@@ -212,7 +218,8 @@ class Connection:
                     if keeper is not None:
                         keeper.cancel()
         finally:
-            await shielded(call(self._close_cursor, current_scopes(), caller(), cursor))
+            if not self._closed:  # else closed with the connection
+                await shielded(call(self._close_cursor, current_scopes(), caller(), cursor))
             if stream is not None:
                 leave_scope(stream)
 
@@ -226,6 +233,11 @@ class Connection:
     def closed(self) -> bool:
         """Whether ``disconnect()`` closed this connection (it refuses everything now)."""
         return self._closed
+
+    @property
+    def loop_closed(self) -> bool:
+        """Whether the loop that owns this connection is closed (nothing runs there)."""
+        return self._runtime.loop.is_closed()
 
     @property
     def in_use(self) -> bool:
@@ -251,6 +263,7 @@ class Connection:
         already sent runs to its end and is rolled back before anything else
         runs on the connection, so the caller holds no transaction.
         """
+        self._refuse_if_closed()
         await self._runtime.call_keeping(
             lambda _: self.abandon_frame(scope),  # begun in the owning loop, too late
             self._begin,
@@ -269,11 +282,20 @@ class Connection:
 
     async def begin_isolation(self, scope: Scope) -> None:
         """Open a savepoint that admits every task (see ``Database.isolated``)."""
+        self._refuse_if_closed()
         await self._runtime.call(self._begin_isolation, scope)
 
     async def end_isolation(self, scope: Scope) -> None:
         """Roll back to that savepoint, with everything opened above it."""
+        if self._closed:
+            return  # disconnect() rolled everything back
         await self._runtime.call(self._end_isolation, scope)
+
+    def _refuse_if_closed(self) -> None:
+        # Checked before carrying a call: the owning loop (force_rollback's
+        # thread) may be gone since disconnect().
+        if self._closed:
+            raise NotConnectedError(_CLOSED)
 
     def abandon_frame(self, scope: Scope) -> None:
         """Roll back ``scope``'s transaction because its task ended (from any thread)."""
@@ -287,6 +309,7 @@ class Connection:
             self._runtime.release_orphan(driver)
 
     async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
+        self._refuse_if_closed()
         return await self._runtime.call(self._run, current_scopes(), caller(), op, sql, args)
 
     # -- runs in the owning loop ----------------------------------------------------------
@@ -313,9 +336,13 @@ class Connection:
 
     async def _ensure_driver(self) -> DriverConnection:
         if self._closed:
-            raise NotConnectedError("this connection's database was disconnected")
+            raise NotConnectedError(_CLOSED)
         if self._driver is None:
-            self._driver = await self._runtime.pool.acquire()
+            driver = await self._runtime.pool.acquire()
+            if self._closed:  # disconnect() came while the pool opened it
+                self._runtime.pool.discard(driver)
+                raise NotConnectedError(_CLOSED)
+            self._driver = driver
             self._runtime.holders.add(self)  # disconnect() closes it from here on
         return self._driver
 
@@ -403,9 +430,7 @@ class Connection:
                 driver = await self._ensure_driver()
                 return await self._execute(driver, op, sql, args)
             finally:
-                self._holds -= 1
-                if self._holds == 0:
-                    self._release_driver()
+                self._let_go()  # (nothing left to let go if disconnect() closed it meanwhile)
         finally:
             self._leave_gate()
             await self._pause_if_inline(driver)  # after the gate, failed or not
@@ -707,9 +732,7 @@ class Connection:
                     driver, _open_cursor, sql, args, on_lost=_close_lost_cursor
                 )
             except BaseException:
-                self._holds -= 1
-                if self._holds == 0:
-                    self._release_driver()
+                self._let_go()
                 raise
             # A later guard must be taken after the cursor: rolling back to a
             # savepoint older than the cursor would close it.
@@ -802,9 +825,10 @@ class Connection:
         if self._closed:
             return
         self._closed = True  # from here on nothing new starts here
-        scopes = tuple(f.scope for f in self._frames)
         try:
-            await self._pass_gate_ending(scopes, "(disconnect)")
+            # Whoever owns it by the time the running statement ends (a BEGIN
+            # in flight now, an iteration opening its cursor) lets it in.
+            await self._pass_gate_ending((EVERY_OWNER,), "(disconnect)")
         except ConnectionBusyError:
             logger.warning(
                 "disconnect() waited %ss for a statement to end; closing its connection anyway",
@@ -872,3 +896,8 @@ def _fetch_batch(driver: DriverConnection, sql: str, cursor: Cursor) -> Awaitabl
 
 
 _BASE = Scope("force_rollback")
+
+_CLOSED = (
+    "the database was disconnected: disconnect() closed this connection and rolled "
+    "back what was open on it; connect() again and use a new connection"
+)

@@ -75,12 +75,19 @@ class Transaction:
     ) -> None:
         if self._state is not TransactionState.ACTIVE:
             return  # ended explicitly inside the block
-        if exc_type is GeneratorExit or not _loop_running():
-            # A coroutine closed without a loop to run in (collected after its loop
+        commit = exc_type is None and not self._force_rollback
+        connection = self._connection
+        if connection is not None and connection.closed and not commit:
+            self._give_up()  # disconnect() rolled it back: nothing to do or say
+            return
+        if not _loop_running() or (
+            exc_type is GeneratorExit and connection is not None and connection.loop_closed
+        ):
+            # A coroutine closed with no loop to run in (collected after its loop
             # stopped): nothing may be awaited here.
             self._give_up()
             return
-        if exc_type is None and not self._force_rollback:
+        if commit:
             await self.commit()
             return
         try:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
-from conftest import dialect_of, helper_database, sleep_query, until
+from conftest import dialect_of, helper_database, sleep_query, until, urls_for
 
 from aiodatabases import Database, DatabaseURL, NotConnectedError
 
@@ -428,3 +428,166 @@ def test_loop_end_without_disconnect_closes_held_connections(database_url: str) 
     asyncio.run(_nothing_survives(database_url, sessions_before))
     assert asyncio.run(_count_notes(database_url)) == 0
     asyncio.run(_drop_notes_at_once(database_url))
+
+
+async def test_disconnect_while_a_begin_is_in_flight_closes_at_once(
+    notes: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction whose BEGIN is still running when disconnect() comes owns the
+    connection by the time disconnect() gets its turn: it must not keep it out."""
+    for turns in range(6):  # disconnect() after 0..5 loop turns: before, during, after BEGIN
+        sessions_before = await _other_sessions(notes)
+        db = Database(notes, acquire_timeout=5)
+        await db.connect()
+        parked = _Parked()
+
+        async def body(db: Database = db, parked: _Parked = parked) -> None:
+            async with db.transaction():
+                parked.holding.set()
+                await parked.resume.wait()
+                await db.execute(INSERT, {"text": "after", "completed": False})
+
+        task = _start(parked, body)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="aiodatabases"):
+            await db.disconnect()
+        assert [r.getMessage() for r in caplog.records] == []
+        await _nothing_survives(notes, sessions_before)
+        parked.resume.set()
+        await task
+        assert isinstance(parked.outcome, NotConnectedError)
+    assert await _count_notes(notes) == 0
+
+
+@pytest.mark.parametrize("inside", ["statement", "transaction"])
+async def test_a_connection_being_opened_at_disconnect_is_closed_too(
+    notes: str, inside: str
+) -> None:
+    """disconnect() while the pool opens a connection for a task: that connection
+    is closed as it arrives and the task's statement never runs."""
+    sessions_before = await _other_sessions(notes)
+    db = Database(notes, min_size=0)
+    await db.connect()
+
+    async def write() -> None:
+        if inside == "statement":
+            await db.execute(INSERT, {"text": "too late", "completed": False})
+            return
+        async with db.transaction():
+            await db.execute(INSERT, {"text": "too late", "completed": False})
+            await asyncio.Event().wait()  # parked: only disconnect() ends it
+
+    task = asyncio.create_task(write())
+    await asyncio.sleep(0)  # the task is now waiting for its connection to open
+    await db.disconnect()
+    with pytest.raises(NotConnectedError):
+        await task
+    await _nothing_survives(notes, sessions_before)
+    assert await _count_notes(notes) == 0
+
+
+async def test_closing_an_async_generator_rolls_its_transaction_back_before_aclose_returns(
+    notes: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Database(notes) as db:
+
+        async def rows() -> AsyncIterator[int]:
+            async with db.transaction():
+                await db.execute(INSERT, {"text": "rolled back", "completed": False})
+                yield 1
+
+        generator = rows()
+        assert await generator.__anext__() == 1
+        with caplog.at_level(logging.WARNING, logger="aiodatabases"):
+            await generator.aclose()
+        assert [r.getMessage() for r in caplog.records] == []
+        # The transaction is over: this insert is committed on its own.
+        await db.execute(INSERT, {"text": "committed", "completed": True})
+        assert await _count_notes(notes) == 1
+
+
+@pytest.mark.parametrize("block", ["connection", "iterate", "isolated"])
+async def test_force_rollback_task_parked_in_a_block_gets_not_connected(
+    notes: str, block: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """force_rollback: the connection lives in a private loop thread that
+    disconnect() stops; a parked task gets NotConnectedError, not a loop error,
+    and the end of its block is quiet."""
+    sessions_before = await _other_sessions(notes)
+    db = Database(notes, force_rollback=True)
+    await db.connect()
+    await db.execute_many(INSERT, [{"text": f"r{i}", "completed": False} for i in range(1200)])
+    parked = _Parked()
+
+    async def body() -> None:
+        if block == "connection":
+            async with db.connection() as connection:
+                await connection.fetch_val("SELECT 1")
+                parked.holding.set()
+                await parked.resume.wait()
+                await connection.fetch_val("SELECT 1")
+        elif block == "iterate":
+            async for _ in db.iterate("SELECT * FROM notes"):
+                parked.holding.set()
+                await parked.resume.wait()
+        else:
+            async with db.isolated():
+                parked.holding.set()
+                await parked.resume.wait()
+                await db.fetch_val("SELECT 1")
+
+    task = _start(parked, body)
+    await parked.holding.wait()
+    await db.disconnect()
+    with caplog.at_level(logging.WARNING, logger="aiodatabases"):
+        parked.resume.set()
+        await task
+    assert type(parked.outcome) is NotConnectedError
+    assert [r.getMessage() for r in caplog.records] == []
+    await _nothing_survives(notes, sessions_before)
+    assert await _count_notes(notes) == 0
+
+
+@pytest.mark.parametrize("url", urls_for("sqlite"))
+def test_sqlite_disconnect_from_another_loop_leaves_no_lock_of_an_open_iteration(
+    url: str,
+) -> None:
+    """The owning loop is not running: disconnect() can only drop the connections
+    (terminate), and an open cursor must not keep the file locked."""
+    asyncio.run(_reset_notes(url))
+
+    async def fill() -> None:
+        async with helper_database(url) as setup:
+            await setup.execute_many(
+                INSERT, [{"text": f"r{i}", "completed": False} for i in range(1200)]
+            )
+
+    asyncio.run(fill())
+    db = Database(url)
+    owning = asyncio.new_event_loop()
+
+    async def park_in_iteration() -> asyncio.Task[None]:
+        await db.connect()
+        holding = asyncio.Event()
+
+        async def body() -> None:
+            async for _ in db.iterate("SELECT * FROM notes"):
+                holding.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(body())
+        await holding.wait()
+        return task
+
+    try:
+        task = owning.run_until_complete(park_in_iteration())
+        asyncio.run(db.disconnect())  # from another loop: the owning one is stopped
+        assert _sqlite_is_unlocked(url), "an open cursor kept the SQLite file locked"
+        asyncio.run(_drop_notes_at_once(url))
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            owning.run_until_complete(task)
+        owning.close()

@@ -752,6 +752,11 @@ class SQLiteConnection:
     def _stop_quietly(self) -> None:
         with warnings.catch_warnings(), contextlib.suppress(Exception):
             warnings.simplefilter("ignore")
+            if self._cursors:
+                # As in close(): an open cursor would keep the file locked. The
+                # worker is idle (its loop is gone): close them from here.
+                with self._lock:
+                    self._close_cursors()
             self._raw.stop()
 
 
