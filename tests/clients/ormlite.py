@@ -186,15 +186,17 @@ class QuerySet(Generic[M]):
         ]
         await self.database.execute_many(str(statement), rows)
 
-    async def update(self, **fields: Any) -> None:
+    async def update(self, **fields: Any) -> Any:
+        """What ``execute`` gives, as ormar returns it: the rows changed (None on PostgreSQL)."""
         statement = self.table.update().values(**fields)
         if self._where:
             statement = statement.where(sa.and_(*self._where))
-        await self.database.execute(statement)
+        return await self.database.execute(statement)
 
-    async def delete(self) -> None:
+    async def delete(self) -> Any:
+        """What ``execute`` gives: the rows deleted (None on PostgreSQL)."""
         statement = self.table.delete()
         if self._where:
             statement = statement.where(sa.and_(*self._where))
-        await self.database.execute(statement)
+        return await self.database.execute(statement)
 

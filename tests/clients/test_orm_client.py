@@ -244,3 +244,46 @@ async def test_rows_vanish_after_each_connect(backend: Backend) -> None:
         assert await Author.objects().count() == 0
     async with helper_database(backend.url) as plain:
         assert await plain.fetch_val(sa.select(sa.func.count()).select_from(Author.table)) == 0
+
+
+
+def writer_model(database: Database) -> Any:
+    """A model of ``orm_author`` on another database object (its own registry)."""
+    models = ormlite.Registry(database)
+
+    class Writer(ormlite.Model):
+        registry = models
+        tablename = "orm_author"
+        columns = [  # noqa: RUF012
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("name", sa.String(100)),
+        ]
+
+    return Writer
+
+
+async def test_update_and_delete_return_the_rows_changed(backend: Backend) -> None:
+    """As in databases, MySQL and SQLite give the rowcount when the lastrowid is 0.
+
+    ormar returns ``execute(update/delete)`` as the number of rows changed; on
+    PostgreSQL (the first column of no row) it is None.
+    """
+    table = backend.Author.table
+    async with helper_database(backend.url) as other:  # rows this database never inserted
+        await other.execute_many(table.insert(), [{"name": name} for name in "abc"])
+    try:
+        async with Database(backend.url) as database:
+            Writer = writer_model(database)
+            changed = await Writer.objects().filter(name__in=["a", "b"]).update(name="z")
+            raw = await database.execute(
+                "UPDATE orm_author SET name = :new WHERE name = :old", {"new": "y", "old": "z"}
+            )
+            missed = await Writer.objects().filter(name="nobody").delete()
+            deleted = await Writer.objects().delete()
+    finally:
+        async with helper_database(backend.url) as other:
+            await other.execute(table.delete())
+    if dialect_of(backend.url) == "postgresql":
+        assert (changed, raw, missed, deleted) == (None, None, None, None)
+    else:
+        assert (changed, raw, missed, deleted) == (2, 2, 0, 3)
