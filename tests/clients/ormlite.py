@@ -154,6 +154,28 @@ class QuerySet(Generic[M]):
             raise MultipleMatches(lookups)
         return self.model(**dict(rows[0]._mapping))
 
+    async def iterate(self) -> Any:
+        async for row in self.database.iterate(self.select()):
+            yield self.model(**dict(row._mapping))
+
+    async def joined(self, related: type[Model], key: str) -> list[tuple[Any, Any]]:
+        """Each row with its related row (``key`` -> related.id), as ormar's select_related:
+        one query whose columns carry ``<table>_<column>`` labels."""
+        other = related.table
+        columns = [
+            column.label(f"{column.table.name}_{column.name}")  # type: ignore[attr-defined]
+            for column in (*self.table.columns, *other.columns)
+        ]
+        statement = self.select().with_only_columns(*columns)
+        statement = statement.join_from(self.table, other, self.table.c[key] == other.c.id)
+        rows = await self.database.fetch_all(statement)
+        return [(self._labelled(self.model, row), self._labelled(related, row)) for row in rows]
+
+    @staticmethod
+    def _labelled(model: type[Model], row: Any) -> Any:
+        table = model.table
+        return model(**{c.name: row[f"{table.name}_{c.name}"] for c in table.columns})
+
     async def first(self) -> Any:
         row = await self.database.fetch_one(self.select().limit(1))
         return None if row is None else self.model(**dict(row._mapping))

@@ -287,3 +287,34 @@ async def test_update_and_delete_return_the_rows_changed(backend: Backend) -> No
         assert (changed, raw, missed, deleted) == (None, None, None, None)
     else:
         assert (changed, raw, missed, deleted) == (2, 2, 0, 3)
+
+
+async def test_gathered_creates_inside_a_transaction_roll_back_together(orm: Backend) -> None:
+    Author = orm.Author
+    await Author.objects().create(name="before")
+
+    @orm.registry.transaction()
+    async def create_then_fail() -> None:
+        await asyncio.gather(*(Author.objects().create(name=f"g{n}") for n in range(5)))
+        assert await Author.objects().count() == 6
+        raise RuntimeError("undo")
+
+    with pytest.raises(RuntimeError, match="undo"):
+        await create_then_fail()
+    assert [a.name for a in await Author.objects().all()] == ["before"]
+    async with orm.database.transaction():
+        await asyncio.gather(*(Author.objects().create(name=f"h{n}") for n in range(3)))
+    assert await Author.objects().filter(name__startswith="h").count() == 3
+
+
+async def test_select_related_and_iterate(orm: Backend) -> None:
+    Author, Book = orm.Author, orm.Book
+    ann = await Author.objects().create(name="Ann")
+    bob = await Author.objects().create(name="Bob", rating=2)
+    for author, title in [(ann, "A1"), (bob, "B1"), (ann, "A2")]:
+        await Book.objects().create(author_id=author.id, title=title)
+    pairs = await Book.objects().filter(title__startswith="A").joined(Author, "author_id")
+    assert [(book.title, author.name) for book, author in pairs] == [("A1", "Ann"), ("A2", "Ann")]
+    assert pairs[0][1] == ann
+    titles = [book.title async for book in Book.objects().order_by("-title").iterate()]
+    assert titles == ["B1", "A2", "A1"]
