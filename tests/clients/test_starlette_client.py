@@ -212,3 +212,45 @@ async def test_async_client_over_asgi_transport(site: Site) -> None:
             assert len((await client.get("/notes")).json()) == 8
     async with helper_database(site.url) as plain:
         assert await plain.fetch_val(sa.select(sa.func.count()).select_from(notes)) == 0
+
+
+# The same app on a plain database (commits), for a TestClient kept open for the module.
+PLAIN_SITES = [
+    Site(url, database, make_app(database))
+    for url in DATABASE_URLS
+    for database in [Database(url)]
+]
+
+
+@pytest.fixture(scope="module", params=PLAIN_SITES, ids=lambda site: scheme_of(site.url))
+def running(request: pytest.FixtureRequest, web_notes: None) -> Iterator[tuple[Site, TestClient]]:
+    """A module-scoped TestClient: its lifespan connects the database on the client's loop."""
+    site: Site = request.param
+    with TestClient(site.app) as client:
+        yield site, client
+
+
+async def delete_all_then_fail(database: Database) -> None:
+    async with database.transaction():
+        await database.execute(notes.delete())
+        assert await database.fetch_val(sa.select(sa.func.count()).select_from(notes)) == 0
+        raise LookupError("roll the delete back")
+
+
+@pytest.mark.parametrize("round_", [1, 2])
+async def test_async_tests_beside_a_module_scoped_testclient(
+    running: tuple[Site, TestClient], round_: int
+) -> None:
+    """Each test's own loop uses the database the client's loop connected (calls carried over)."""
+    site, client = running
+    try:
+        insert = notes.insert().values(text=f"direct {round_}", completed=False)
+        await site.database.execute(insert)
+        assert [note["text"] for note in client.get("/notes").json()] == [f"direct {round_}"]
+        client.post("/notes", json={"text": "via app", "completed": True})
+        with pytest.raises(LookupError):
+            await delete_all_then_fail(site.database)
+        rows = await site.database.fetch_all(sa.select(notes.c.text).order_by(notes.c.id))
+        assert [row.text for row in rows] == [f"direct {round_}", "via app"]
+    finally:
+        await site.database.execute(notes.delete())
