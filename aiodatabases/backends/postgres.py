@@ -51,6 +51,10 @@ OPTIONS = OptionSpec(
         "max_cacheable_statement_size": to_int,
         "ssl": _ssl_option,
         "timeout": to_float,
+        # asyncpg: a string, or a callable (sync or async) asked for the password
+        # at every new connection (rotating tokens); overrides the URL's password,
+        # as the keyword did in databases.
+        "password": passthrough,
         # Read from the URL's query by DatabaseURL (unix socket directory).
         "host": str,
     },

@@ -60,6 +60,35 @@ async def test_server_settings(url: str) -> None:
         assert await db.fetch_val("SHOW search_path") == "pg_catalog, public"
 
 
+@pytest.mark.parametrize("kind", ["function", "coroutine function", "string"])
+async def test_password_keyword_reaches_asyncpg(
+    url: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # databases passed password= to asyncpg, which asks a callable for the
+    # password at every new connection (rotating IAM tokens). The local server
+    # may trust every login, so what reaches asyncpg.connect is what we check.
+    def token() -> str:
+        return "token"
+
+    async def async_token() -> str:
+        return token()
+
+    password = {"function": token, "coroutine function": async_token, "string": "token"}[kind]
+    seen: list[object] = []
+    connect = asyncpg.connect
+
+    async def recording_connect(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("password"))
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "connect", recording_connect)
+    with_url_password = str(DatabaseURL(url).replace(password="from-url"))
+    async with Database(with_url_password, password=password) as db:
+        assert await db.fetch_val("SELECT 1") == 1
+    assert seen
+    assert all(value is password for value in seen)  # the keyword wins over the URL
+
+
 async def test_statement_cache_size(url: str) -> None:
     prepared = "SELECT COUNT(*) FROM pg_prepared_statements"
 
