@@ -95,7 +95,10 @@ class Pool:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             if self._closed:
-                raise NotConnectedError("the database was disconnected while this waited")
+                raise NotConnectedError(
+                    "the database was disconnected: this connection belongs to a connect() "
+                    "that disconnect() ended; after connect(), take database.connection() again"
+                )
             conn = self._take_idle()
             if conn is not None:
                 return conn

@@ -475,17 +475,20 @@ async def test_a_connection_being_opened_at_disconnect_is_closed_too(
         if inside == "statement":
             await db.execute(INSERT, {"text": "too late", "completed": False})
             return
-        async with db.transaction():
-            await db.execute(INSERT, {"text": "too late", "completed": False})
+        async with db.connection() as connection, connection.transaction():
+            await connection.execute(INSERT, {"text": "too late", "completed": False})
             await asyncio.Event().wait()  # parked: only disconnect() ends it
 
     task = asyncio.create_task(write())
     await asyncio.sleep(0)  # the task is now waiting for its connection to open
     await db.disconnect()
-    with pytest.raises(NotConnectedError):
-        await task
-    await _nothing_survives(notes, sessions_before)
-    assert await _count_notes(notes) == 0
+    try:
+        with pytest.raises(NotConnectedError):
+            await asyncio.wait_for(task, 30)  # (a bound against a hang, not a timing)
+        await _nothing_survives(notes, sessions_before)
+        assert await _count_notes(notes) == 0
+    finally:
+        task.cancel()
 
 
 async def test_closing_an_async_generator_rolls_its_transaction_back_before_aclose_returns(
@@ -502,10 +505,11 @@ async def test_closing_an_async_generator_rolls_its_transaction_back_before_aclo
         assert await generator.__anext__() == 1
         with caplog.at_level(logging.WARNING, logger="aiodatabases"):
             await generator.aclose()
+            # The transaction is over: this insert is committed on its own.
+            await db.execute(INSERT, {"text": "committed", "completed": True})
+            assert await _count_notes(notes) == 1
+        # Rolled back by aclose() itself, not later as an abandoned transaction.
         assert [r.getMessage() for r in caplog.records] == []
-        # The transaction is over: this insert is committed on its own.
-        await db.execute(INSERT, {"text": "committed", "completed": True})
-        assert await _count_notes(notes) == 1
 
 
 @pytest.mark.parametrize("block", ["connection", "iterate", "isolated"])
