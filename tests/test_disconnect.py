@@ -118,22 +118,31 @@ def _start(parked: _Parked, body: Callable[[], Coroutine[Any, Any, None]]) -> as
     return asyncio.create_task(run())
 
 
+def _park_in_transaction(
+    db: Database, *, write_first: bool = True
+) -> tuple[_Parked, asyncio.Task[None]]:
+    """A task inside a transaction (after a write), parked until ``resume``;
+    then it writes again."""
+    parked = _Parked()
+
+    async def body() -> None:
+        async with db.transaction():
+            if write_first:
+                await db.execute(INSERT, {"text": "before disconnect", "completed": False})
+            parked.holding.set()
+            await parked.resume.wait()
+            await db.execute(INSERT, {"text": "after disconnect", "completed": False})
+
+    return parked, _start(parked, body)
+
+
 async def test_disconnect_rolls_back_and_closes_a_parked_transaction(
     notes: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     sessions_before = await _other_sessions(notes)
     db = Database(notes)
     await db.connect()
-    parked = _Parked()
-
-    async def body() -> None:
-        async with db.transaction():
-            await db.execute(INSERT, {"text": "uncommitted", "completed": False})
-            parked.holding.set()
-            await parked.resume.wait()
-            await db.execute(INSERT, {"text": "after disconnect", "completed": False})
-
-    task = _start(parked, body)
+    parked, task = _park_in_transaction(db)
     await parked.holding.wait()
     await db.disconnect()
     await _nothing_survives(notes, sessions_before)
@@ -298,16 +307,7 @@ async def test_force_rollback_disconnect_closes_a_parked_transaction(notes: str)
     sessions_before = await _other_sessions(notes)
     db = Database(notes, force_rollback=True)
     await db.connect()
-    parked = _Parked()
-
-    async def body() -> None:
-        async with db.transaction():
-            await db.execute(INSERT, {"text": "inside", "completed": False})
-            parked.holding.set()
-            await parked.resume.wait()
-            await db.execute(INSERT, {"text": "after", "completed": False})
-
-    task = _start(parked, body)
+    parked, task = _park_in_transaction(db)
     await parked.holding.wait()
     await db.disconnect()
     await _nothing_survives(notes, sessions_before)
@@ -325,16 +325,7 @@ async def test_reconnected_database_refuses_a_statement_from_a_rolled_back_trans
     again: that write would be committed on its own."""
     db = Database(notes)
     await db.connect()
-    parked = _Parked()
-
-    async def body() -> None:
-        async with db.transaction():
-            await db.execute(INSERT, {"text": "first", "completed": False})
-            parked.holding.set()
-            await parked.resume.wait()
-            await db.execute(INSERT, {"text": "second", "completed": False})
-
-    task = _start(parked, body)
+    parked, task = _park_in_transaction(db)
     await parked.holding.wait()
     await db.disconnect()
     await db.connect()
@@ -439,15 +430,7 @@ async def test_disconnect_while_a_begin_is_in_flight_closes_at_once(
         sessions_before = await _other_sessions(notes)
         db = Database(notes, acquire_timeout=5)
         await db.connect()
-        parked = _Parked()
-
-        async def body(db: Database = db, parked: _Parked = parked) -> None:
-            async with db.transaction():
-                parked.holding.set()
-                await parked.resume.wait()
-                await db.execute(INSERT, {"text": "after", "completed": False})
-
-        task = _start(parked, body)
+        parked, task = _park_in_transaction(db, write_first=False)
         for _ in range(turns):
             await asyncio.sleep(0)
         caplog.clear()
