@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._optional import sqlalchemy_support
 from ._url import DatabaseURL
 
 __all__ = ["BackendPaths", "SQLitePaths", "SQLitePool"]
@@ -39,8 +40,6 @@ class BackendPaths:
 
     @property
     def _dialect(self) -> Any:
-        from ._runtime import sqlalchemy_support
-
         return sqlalchemy_support().dialect_for(self.dialect_name)
 
     @property

@@ -14,82 +14,21 @@ import logging
 import sys
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._background import shielded
 from ._loops import LoopThread, carry, carry_call, check_can_carry
 from ._pool import Pool
-from ._query import compile_query
 from ._statements import Operation, interrupt_quietly, pause_if_inline, run_statement
 from .backends.base import Backend, DriverConnection
-from .exceptions import MissingDriverError
 
 logger = logging.getLogger("aiodatabases")
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-Query: TypeAlias = Any  # SQL text, or a SQLAlchemy Core statement
-Values: TypeAlias = Mapping[str, Any] | None
-
-
-class Prepared(NamedTuple):
-    """A query ready for the driver."""
-
-    sql: str
-    args: Any  # a tuple, or a list of tuples for execute_many
-    meta: Any = None  # SQLAlchemy result metadata (``_sqlalchemy.ResultMeta``) or None
-
-
-def prepare(query: Query, values: Values, backend: Backend) -> Prepared:
-    """SQL in the driver's style and positional arguments, checked against the query."""
-    if isinstance(query, str):
-        compiled = compile_query(query, backend.paramstyle)
-        return Prepared(compiled.sql, compiled.bind(values))
-    return Prepared(*_core().compile_statement(_clause(query), values, backend.dialect_name))
-
-
-def prepare_many(query: Query, values: Sequence[Mapping[str, Any]], backend: Backend) -> Prepared:
-    if isinstance(values, Mapping):
-        raise TypeError("execute_many() takes a sequence of mappings, one per statement")
-    if isinstance(query, str):
-        compiled = compile_query(query, backend.paramstyle)
-        return Prepared(compiled.sql, compiled.bind_many(values))
-    return Prepared(*_core().compile_many(_clause(query), values, backend.dialect_name))
-
-
-def _core() -> Any:
-    """The SQLAlchemy support module, imported on first use of a Core statement."""
-    return sqlalchemy_support()
-
-
-def sqlalchemy_support() -> Any:
-    """``_sqlalchemy``, or a clear error naming the extra to install."""
-    try:
-        from . import _sqlalchemy
-    except ImportError as exc:
-        if exc.name != "sqlalchemy":
-            raise
-        error = MissingDriverError(
-            "SQLAlchemy Core statements (and Database.dialect) need SQLAlchemy, which is "
-            "not installed; install it with: pip install 'aiodatabases[sqlalchemy]'"
-        )
-        error.name = "sqlalchemy"
-        raise error from exc
-    return _sqlalchemy
-
-
-def _clause(query: Any) -> Any:
-    if hasattr(query, "_generate_cache_key") and hasattr(query, "compile"):
-        return query
-    raise TypeError(
-        "query must be a SQL string with :name parameters or a SQLAlchemy Core "
-        f"statement, not {type(query).__name__}"
-    )
-
 
 class Holder(Protocol):
     """What holds a pooled connection outside the pool (a ``Connection``)."""

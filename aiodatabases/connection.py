@@ -13,7 +13,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._background import ended_well, shielded
 from ._gate import (
@@ -29,15 +29,10 @@ from ._gate import (
     leave_scope,
 )
 from ._guard import StatementGuards
+from ._prepare import Query, Values, prepare, prepare_many
 from ._query import is_ddl, is_read_only
 from ._records import Record, record, records
-from ._runtime import (
-    Query,
-    Runtime,
-    Values,
-    prepare,
-    prepare_many,
-)
+from ._runtime import Runtime
 from ._statements import (
     EXECUTE,
     EXECUTE_MANY,
@@ -55,9 +50,7 @@ from .exceptions import (
     NotConnectedError,
     TransactionOrderError,
 )
-
-if TYPE_CHECKING:
-    from .transaction import Transaction
+from .transaction import Transaction
 
 logger = logging.getLogger("aiodatabases")
 
@@ -225,8 +218,6 @@ class Connection:
 
     def transaction(self, *, force_rollback: bool = False, **options: Any) -> Transaction:
         """A transaction on this connection (see ``Transaction``)."""
-        from .transaction import Transaction
-
         return Transaction(lambda: self, force_rollback=force_rollback, **options)
 
     @property

@@ -21,15 +21,9 @@ from typing import Any
 from ._background import shielded
 from ._gate import check_not_lost, current_scopes
 from ._loops import LoopThread
+from ._prepare import Query, Values, prepare, prepare_many
 from ._records import Record, record, records
-from ._runtime import (
-    Query,
-    Runtime,
-    Settings,
-    Values,
-    prepare,
-    prepare_many,
-)
+from ._runtime import Runtime, Settings
 from ._statements import (
     EXECUTE,
     EXECUTE_MANY,

@@ -13,16 +13,33 @@ import asyncio
 import enum
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._background import ended_well, shielded
 from ._gate import Scope, enter_scope, leave_scope, task_name
 from .exceptions import TransactionError, TransactionOrderError
 
-if TYPE_CHECKING:
-    from .connection import Connection
+
+class Host(Protocol):
+    """What a transaction needs of the connection it runs on (``Connection``)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def loop_closed(self) -> bool: ...
+
+    async def begin_frame(self, scope: Scope, options: Mapping[str, Any]) -> None: ...
+
+    def end_frame(self, scope: Scope, commit: bool) -> asyncio.Task[None]: ...
+
+    def abandon_frame(self, scope: Scope) -> None: ...
+
+    async def begin_isolation(self, scope: Scope) -> None: ...
+
+    async def end_isolation(self, scope: Scope) -> None: ...
 
 logger = logging.getLogger("aiodatabases")
 
@@ -46,7 +63,7 @@ class Transaction:
 
     def __init__(
         self,
-        connection_factory: Callable[[], Connection],
+        connection_factory: Callable[[], Host],
         *,
         force_rollback: bool = False,
         **options: Any,
@@ -55,7 +72,7 @@ class Transaction:
         self._force_rollback = force_rollback
         self._options = options
         self._state = TransactionState.NEW
-        self._connection: Connection | None = None
+        self._connection: Host | None = None
         self._scope: Scope | None = None
 
     @property
@@ -217,7 +234,7 @@ class Isolation:
     ``asyncio.run(isolation.rollback())``.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Host) -> None:
         self._connection = connection
         self._scope = Scope("isolation")
         self._started = False
