@@ -767,8 +767,15 @@ async def _worker_ended(raw: Any) -> None:
     answers later: a loop closed first (the caller gave up at once) would make
     that answer fail in the thread.
     """
-    while raw._thread.is_alive():  # noqa: ASYNC110 - no awaitable says a thread ended
+    while _worker_thread(raw).is_alive():  # noqa: ASYNC110 - no awaitable says it ended
         await asyncio.sleep(0.001)
+
+
+def _worker_thread(raw: Any) -> threading.Thread:
+    """aiosqlite's worker thread: its ``_thread`` (0.22), or the connection itself
+    (before 0.22 it was a ``Thread`` subclass)."""
+    thread: threading.Thread = getattr(raw, "_thread", None) or raw
+    return thread
 
 
 @dataclass(frozen=True)
@@ -893,7 +900,7 @@ class SQLiteBackend(SQLitePaths):
         raw = aiosqlite.connect(self._target.path, isolation_level=None, **kwargs)
         # aiosqlite's worker thread is not a daemon: a script that ends without
         # disconnect() would hang at exit. Flag it before it starts.
-        raw._thread.daemon = True
+        _worker_thread(raw).daemon = True
         try:
             await raw
         except BaseException:

@@ -207,6 +207,13 @@ async def test_a_function_of_the_user_that_waits_for_the_loop_works(tmp_path: Pa
         assert await db.fetch_val("SELECT bridge()") == 42
 
 
+async def _set_authorizer(raw: Any, authorizer: Any) -> None:
+    if hasattr(raw, "set_authorizer"):
+        await raw.set_authorizer(authorizer)
+    else:  # aiosqlite < 0.22 has no wrapper: sqlite3's own, on the worker thread
+        await raw._execute(raw._conn.set_authorizer, authorizer)
+
+
 async def test_handlers_set_on_the_raw_connection_stay_in_force(tmp_path: Path) -> None:
     # Regression: a brief read here set its own progress handler and busy
     # timeout (a PRAGMA, which an authorizer may refuse) over the user's.
@@ -220,10 +227,10 @@ async def test_handlers_set_on_the_raw_connection_stay_in_force(tmp_path: Path) 
             raw = connection.raw_connection
             await raw.set_progress_handler(lambda: calls.append(1), 10)
             await raw.execute("PRAGMA busy_timeout = 1234")
-            await raw.set_authorizer(no_pragmas)
+            await _set_authorizer(raw, no_pragmas)
             assert await connection.fetch_val(_counting(1000)) == 1000
             assert calls
-            await raw.set_authorizer(None)
+            await _set_authorizer(raw, None)
         assert await db.fetch_val("PRAGMA busy_timeout") == 1234
 
 
