@@ -57,9 +57,9 @@ def enter_scope(scope: Scope) -> None:
     _scopes.set((*_scopes.get(), scope))
 
 
-def check_not_lost(scopes: Scopes) -> None:
+def refuse_lost() -> None:
     """Refuse a statement from inside a transaction that ``disconnect()`` rolled back."""
-    for scope in scopes:
+    for scope in _scopes.get():  # usually empty: outside any transaction
         if scope.lost:
             raise NotConnectedError(
                 "this task is inside a transaction that disconnect() rolled back "

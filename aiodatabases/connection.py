@@ -842,15 +842,17 @@ class Connection:
         """``close_for_disconnect()`` when the owning loop is gone: nothing can run
         there any more (the pool drops the socket); only refuse what comes later."""
         self._closed = True
+        self._mark_transactions_lost()
+
+    def _mark_transactions_lost(self) -> None:
+        # Their tasks must not go on without them (see ``_gate.refuse_lost``).
         for frame in self._frames:
             if frame.owns:
                 frame.scope.lost = True
 
     def _forget_everything(self) -> DriverConnection | None:
         """Drop frames, iterations and holds; return the driver connection, now nobody's."""
-        for frame in self._frames:
-            if frame.owns:
-                frame.scope.lost = True  # see Database: its task must not go on without it
+        self._mark_transactions_lost()
         self._frames.clear()
         self._guards.forget()
         self._streams = []

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from ._background import shielded
-from ._gate import check_not_lost, current_scopes
+from ._gate import refuse_lost
 from ._loops import LoopThread
 from ._prepare import Query, Values, prepare, prepare_many
 from ._records import Record, record, records
@@ -82,12 +82,6 @@ def _take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Setti
     return Settings(
         min_size=min_size, max_size=max_size, acquire_timeout=timeout, pool_recycle=recycle
     )
-
-
-def _refuse_lost_transaction() -> None:
-    scopes = current_scopes()
-    if scopes:  # inside a transaction: was it rolled back by a disconnect()?
-        check_not_lost(scopes)
 
 
 class Database:
@@ -301,7 +295,7 @@ class Database:
         after its fixture) takes that task's connection over; see ``_tasks``.
         """
         runtime = self._require_runtime()
-        _refuse_lost_transaction()
+        refuse_lost()
         if self._shared is not None:
             return self._shared
         return self._task_connections.get_or_create(runtime)
@@ -334,7 +328,7 @@ class Database:
     def _current(self) -> Connection | None:
         """The connection a statement must use, or None to borrow one for it."""
         runtime = self._require_runtime()
-        _refuse_lost_transaction()
+        refuse_lost()
         if self._shared is not None:
             return self._shared
         runtime.check_reachable()
