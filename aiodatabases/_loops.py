@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from ._background import ended_well, keep
+from ._waits import context_for_carried
 from .exceptions import WrongEventLoopError
 
 T = TypeVar("T")
@@ -54,8 +55,9 @@ async def carry(
 ) -> T:
     """Run ``func(*args)`` in ``owner`` and await its outcome from the current loop.
 
-    ``start_timeout`` bounds the wait for ``owner`` to *start* the call: a
-    loop that is running but blocked in synchronous code never would.
+    ``start_timeout`` bounds the wait for ``owner`` to *start* the call (a
+    loop that is running but blocked in synchronous code never would) and,
+    with it, the waits of the call there: what is left of it bounds them.
 
     Cancellation: cancelling the caller cancels the call in ``owner``; the
     caller gets ``CancelledError`` without waiting for the owner's cleanup.
@@ -85,7 +87,10 @@ async def carry_call(
     if in_flight is not None:
         in_flight.add(call)
     try:
-        _post(owner, mailbox, contextvars.copy_context().run, (call.start,))
+        # Its waits in the owner (a shared connection's turn, the pool) get what is
+        # left of start_timeout: one bound for the whole wait of the statement.
+        deadline = None if start_timeout is None else time.monotonic() + start_timeout
+        _post(owner, mailbox, context_for_carried(deadline).run, (call.start,))
         if start_timeout is not None:
             # Checks the owner every start_timeout seconds while the call runs.
             call.timer = call.loop.call_later(start_timeout, call.watch, start_timeout)

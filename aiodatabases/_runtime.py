@@ -23,6 +23,7 @@ from ._background import shielded
 from ._loops import LoopThread, carry, carry_call, check_can_carry
 from ._pool import Pool
 from ._statements import Operation, interrupt_quietly, pause_if_inline, run_statement
+from ._waits import forget_deadline
 from .backends.base import Backend, DriverConnection
 
 logger = logging.getLogger("aiodatabases")
@@ -130,6 +131,7 @@ class Runtime:
 
     def _track(self, func: Callable[[], Awaitable[Any]]) -> None:
         async def run() -> None:
+            forget_deadline()  # cleanup of a carried call: not bounded by what is left of it
             try:
                 await func()
             except Exception:
