@@ -18,9 +18,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
+from ._background import Background
 from ._waits import Line, TimedOut, deadline_after
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
@@ -61,7 +62,7 @@ class Pool:
         # What a waiter is handed: a connection, a slot to open one in, or
         # None (the pool closed: look again). Served in arrival order.
         self._waiters: Line[_Handed, None] = Line(self._hand_on)
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()  # resets and closes: close() waits for them
         self._closed = False
         self._all_back: asyncio.Future[None] | None = None  # close() waits for it
 
@@ -183,7 +184,7 @@ class Pool:
             self.discard(conn)
             return
         if dirty:
-            self._run_in_background(self._reset_then_return(conn))
+            self._background.start(self._reset_then_return(conn))
             return
         if self._expired(conn):
             self.discard(conn)  # a waiter opens a new one
@@ -209,7 +210,7 @@ class Pool:
         finishing an interrupted statement); close() waits for them.
         """
         self._forget(conn)
-        self._run_in_background(self._close_quietly(conn, first))
+        self._background.start(self._close_quietly(conn, first))
 
     async def _close_quietly(
         self, conn: DriverConnection, first: Awaitable[None] | None = None
@@ -223,16 +224,6 @@ class Pool:
             conn.terminate()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-
-    def _run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop to run it in (a connection collected late)
-            work.close()
-            return
-        task = loop.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _forget(self, conn: DriverConnection) -> None:
         if self._born.pop(conn, None) is not None:  # once per connection
@@ -282,8 +273,7 @@ class Pool:
 
     async def _settle(self) -> None:
         """Wait for background resets and closes."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.settle()
 
     async def _wait_for_the_rest(self, within: float | None) -> None:
         all_back = asyncio.get_running_loop().create_future()
