@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+
 class Background:
     """Tasks kept alive until they end; their owner can wait for them all (``settle``).
 
