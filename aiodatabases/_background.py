@@ -10,21 +10,59 @@ leaving its connection half read. So every such task is kept here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Touched from several threads (force_rollback's loop thread and the
-# application's): a set's add and discard are atomic.
-_running: set[asyncio.Future[Any]] = set()
+
+class Background:
+    """Tasks kept alive until they end; their owner can wait for them all (``settle``).
+
+    The one registry of such tasks: the pool's resets and closes and the
+    runtime's cleanups each form a group that their ``close()`` waits for;
+    every other kept task (a carried call, a statement run to its end, the
+    work of ``shielded``) is in the module's group, which nobody waits for.
+    A set's add and discard are atomic: a group may be touched from several
+    threads (force_rollback's loop thread and the application's).
+    """
+
+    __slots__ = ("_running",)
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Future[Any]] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._running)
+
+    def keep(self, future: asyncio.Future[T]) -> asyncio.Future[T]:
+        """Hold ``future`` (a task) strongly until it is done; return it."""
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return future
+
+    def start(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` as a kept task of the running loop (closed unrun if none
+        runs: a connection collected late, after its loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            work.close()
+            return
+        self.keep(loop.create_task(work))
+
+    async def settle(self) -> None:
+        """Wait until every task of the group has ended (and those they started)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
+_anywhere = Background()
 
 
 def keep(future: asyncio.Future[T]) -> asyncio.Future[T]:
     """Hold ``future`` (a task) strongly until it is done; return it."""
-    _running.add(future)
-    future.add_done_callback(_running.discard)
-    return future
+    return _anywhere.keep(future)
 
 
 async def shielded(work: Awaitable[T]) -> T:

@@ -14,12 +14,10 @@ are carried there first (``_loops``), bringing their scopes with them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-from collections import deque
 from typing import Final
 
-from ._waits import Deadlines, TimedOut, served
+from ._waits import Line, TimedOut, deadline_after
 from .exceptions import ConnectionBusyError, NotConnectedError
 
 
@@ -97,14 +95,17 @@ def task_name() -> str:
 
 
 class Gate:
-    __slots__ = ("_busy", "_deadlines", "_holder", "_owner", "_waiters")
+    __slots__ = ("_busy", "_holder", "_owner", "_waiters", "deadline")
 
     def __init__(self) -> None:
         self._busy = False
         self._holder: Who = None
         self._owner: Scope | None = None
-        self._waiters: deque[tuple[asyncio.Future[None], Scopes]] = deque()
-        self._deadlines = Deadlines()
+        # Handed the turn: None. A turn handed over to a waiter gone is passed on.
+        self._waiters: Line[None, Scopes] = Line(lambda _: self.release())
+        # The deadline of the holder's statement if it had to wait here (None
+        # if it did not): what is left of it bounds its wait for the pool.
+        self.deadline: float | None = None
 
     def _may_pass(self, scopes: Scopes) -> bool:
         return self._owner is None or self._owner in scopes or EVERY_OWNER in scopes
@@ -112,36 +113,28 @@ class Gate:
     async def acquire(self, scopes: Scopes, timeout: float | None, who: Who) -> None:
         """Wait for the turn of a statement from ``scopes``.
 
+        ``timeout`` bounds the statement's whole wait (``_waits.deadline_after``).
         Cancellation: the caller holds nothing; a turn handed over at the
         moment of cancellation is passed on to the next waiter.
         """
         # Critical section: pass at once only if nobody eligible is queued ahead.
-        if not self._busy and self._may_pass(scopes) and not self._eligible_waiter():
+        may_pass = self._may_pass
+        if not self._busy and may_pass(scopes) and not self._waiters.any_where(may_pass):
             self._busy = True
             self._holder = who
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (future, scopes)
-        self._waiters.append(entry)
-        self._deadlines.add(future, timeout)
+        deadline = deadline_after(timeout)
         try:
-            await future
+            await self._waiters.wait(scopes, deadline)
         except TimedOut:
-            self._remove(entry)
             raise ConnectionBusyError(self._busy_message(timeout)) from None
-        except BaseException:
-            if served(future):
-                # We were handed the turn as we gave up: hand it on.
-                self.release()
-            else:
-                future.cancel()
-                self._remove(entry)
-            raise
         self._holder = who
+        self.deadline = deadline
 
     def release(self) -> None:
         self._busy = False
         self._holder = None
+        self.deadline = None
         self._wake()
 
     def set_owner(self, scope: Scope | None) -> None:
@@ -149,25 +142,9 @@ class Gate:
         self._owner = scope
         self._wake()
 
-    def _eligible_waiter(self) -> bool:
-        return any(not f.done() and self._may_pass(s) for f, s in self._waiters)
-
     def _wake(self) -> None:
-        if self._busy:
-            return
-        for entry in self._waiters:
-            future, scopes = entry
-            if not future.done() and self._may_pass(scopes):
-                self._remove(entry)
-                self._busy = True
-                future.set_result(None)
-                return
-
-    def _remove(self, entry: tuple[asyncio.Future[None], Scopes]) -> None:
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(entry)
-        if not self._waiters:
-            self._deadlines.clear()
+        if not self._busy:
+            self._busy = self._waiters.serve_first_where(self._may_pass, None)
 
     def _busy_message(self, timeout: float | None) -> str:
         if self._owner is not None:
@@ -178,5 +155,6 @@ class Gate:
             f"waited {timeout}s for a shared connection held by {holder}; that task "
             "never ended its transaction, or it waits for this one (a deadlock). "
             "Run the waiting work inside the transaction (create the task inside it) "
-            "or end the transaction first; the wait is bounded by the 'acquire_timeout' option."
+            "or end the transaction first; the wait is bounded by the 'acquire_timeout' option "
+            "(the whole wait of one statement, for the pool too)."
         )

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import threading
-import weakref
-from collections import deque
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from typing import Any, ParamSpec, TypeAlias, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ._background import ended_well, keep
+from ._mailbox import mailbox_of, post, post_via
+from ._waits import context_for_carried
 from .exceptions import WrongEventLoopError
 
 T = TypeVar("T")
@@ -54,8 +54,9 @@ async def carry(
 ) -> T:
     """Run ``func(*args)`` in ``owner`` and await its outcome from the current loop.
 
-    ``start_timeout`` bounds the wait for ``owner`` to *start* the call: a
-    loop that is running but blocked in synchronous code never would.
+    ``start_timeout`` bounds the wait for ``owner`` to *start* the call (a
+    loop that is running but blocked in synchronous code never would) and,
+    with it, the waits of the call there: what is left of it bounds them.
 
     Cancellation: cancelling the caller cancels the call in ``owner``; the
     caller gets ``CancelledError`` without waiting for the owner's cleanup.
@@ -79,13 +80,16 @@ async def carry_call(
     result must be given back (a hold on a connection, an open cursor)."""
     check_can_carry(owner)
     call = _Carried(asyncio.get_running_loop(), owner, make, on_lost)
-    mailbox = _mailbox(owner)
+    mailbox = mailbox_of(owner)
     # In flight until it is settled here: failed if its owner (a LoopThread) ends first.
     in_flight = None if mailbox is None else mailbox.in_flight
     if in_flight is not None:
         in_flight.add(call)
     try:
-        _post(owner, mailbox, contextvars.copy_context().run, (call.start,))
+        # Its waits in the owner (a shared connection's turn, the pool) get what is
+        # left of start_timeout: one bound for the whole wait of the statement.
+        deadline = None if start_timeout is None else time.monotonic() + start_timeout
+        post_via(owner, mailbox, context_for_carried(deadline).run, (call.start,))
         if start_timeout is not None:
             # Checks the owner every start_timeout seconds while the call runs.
             call.timer = call.loop.call_later(start_timeout, call.watch, start_timeout)
@@ -110,116 +114,6 @@ _STOPPED = (
     "may not have been applied). Keep the loop that connected the database running until "
     "the calls carried to it have ended, or connect the database in the loop that uses it"
 )
-
-
-_Item: TypeAlias = tuple[Callable[..., Any], tuple[Any, ...]]
-
-
-class _Mailbox:
-    """Callbacks posted to one loop from other threads, run in one wake-up.
-
-    ``call_soon_threadsafe`` wakes the loop (a write to its self-pipe) for
-    every callback; many calls in flight between two loops would pay that
-    system call and wake-up each. A mailbox wakes its loop only when it was
-    empty: whatever arrives before the loop gets to it rides along. It refers
-    to its loop weakly (the registry is keyed by the loop).
-
-    No lock: a poster adds its item before it reads ``_scheduled``, and a
-    delivery clears ``_scheduled`` before it counts the items it runs, so an
-    item is either counted by a delivery or its poster schedules the next
-    one (``deque`` appends and pops are atomic).
-    """
-
-    __slots__ = ("__weakref__", "_items", "_loop", "_scheduled", "in_flight")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)
-        self._items: deque[_Item] = deque()
-        self._scheduled = False
-        # The calls carried to a LoopThread's loop and not settled yet (carry_call).
-        self.in_flight: set[_Carried] | None = None
-
-    def post(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        loop = self._loop()
-        if loop is None or loop.is_closed():
-            raise RuntimeError("Event loop is closed")
-        item = (callback, args)
-        self._items.append(item)
-        if not self._scheduled:
-            self._wake(loop, item)
-
-    def _wake(self, loop: asyncio.AbstractEventLoop, item: _Item | None) -> None:
-        self._scheduled = True
-        try:
-            loop.call_soon_threadsafe(self._deliver)
-        except BaseException:
-            self._scheduled = False
-            if item is not None:
-                with contextlib.suppress(ValueError):  # a delivery took it meanwhile
-                    self._items.remove(item)
-            raise
-
-    def _deliver(self) -> None:
-        self._scheduled = False
-        items = self._items
-        # What is posted while these run waits for the next delivery.
-        for _ in range(len(items)):
-            callback, args = items.popleft()
-            try:
-                callback(*args)
-            except (SystemExit, KeyboardInterrupt):
-                # What this delivery did not run goes first in the next one.
-                loop = self._loop()
-                if items and not self._scheduled and loop is not None:
-                    with contextlib.suppress(RuntimeError):  # the loop is gone
-                        self._wake(loop, None)
-                raise
-            except BaseException as exc:  # as the loop would for a callback of its own
-                loop = self._loop()
-                if loop is not None:
-                    loop.call_exception_handler(
-                        {"message": "aiodatabases: a carried callback failed", "exception": exc}
-                    )
-
-
-_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
-    weakref.WeakKeyDictionary()
-)
-_mailboxes_lock = threading.Lock()
-
-
-def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
-    """``loop.call_soon_threadsafe(callback, *args)``, sharing wake-ups (``_Mailbox``).
-
-    Raises RuntimeError if ``loop`` is closed.
-    """
-    _post(loop, _mailbox(loop), callback, args)
-
-
-def _post(
-    loop: asyncio.AbstractEventLoop,
-    mailbox: _Mailbox | None,
-    callback: Callable[..., Any],
-    args: tuple[Any, ...],
-) -> None:
-    if mailbox is None:
-        loop.call_soon_threadsafe(callback, *args)
-    else:
-        mailbox.post(callback, args)
-
-
-def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox | None:
-    """``loop``'s mailbox (None for a loop type without weak references)."""
-    mailbox = _mailboxes.get(loop)
-    if mailbox is None:
-        with _mailboxes_lock:
-            mailbox = _mailboxes.get(loop)
-            if mailbox is None:
-                try:
-                    mailbox = _mailboxes[loop] = _Mailbox(loop)
-                except TypeError:
-                    return None
-    return mailbox
 
 
 class _Carried:
@@ -371,7 +265,7 @@ class LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
-        mailbox = _mailbox(self.loop)
+        mailbox = mailbox_of(self.loop)
         assert mailbox is not None  # an asyncio loop has weak references
         mailbox.in_flight = set()
         self._mailbox = mailbox

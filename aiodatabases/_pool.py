@@ -15,14 +15,14 @@ connection goes to the longest waiter directly, never to a newcomer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
-from ._waits import Deadlines, TimedOut, served
+from ._background import Background
+from ._waits import Line, TimedOut, deadline_after
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
 
@@ -36,6 +36,8 @@ class _Slot:
 
 
 _SLOT = _Slot()
+
+_Handed: TypeAlias = DriverConnection | _Slot | None
 
 
 class Pool:
@@ -58,10 +60,9 @@ class Pool:
         self._idle: deque[DriverConnection] = deque()
         self._size = 0  # open or opening, idle or in use
         # What a waiter is handed: a connection, a slot to open one in, or
-        # None (the pool closed: look again).
-        self._waiters: deque[asyncio.Future[DriverConnection | _Slot | None]] = deque()
-        self._deadlines = Deadlines()
-        self._background: set[asyncio.Task[None]] = set()
+        # None (the pool closed: look again). Served in arrival order.
+        self._waiters: Line[_Handed, None] = Line(self._hand_on)
+        self._background = Background()  # resets and closes: close() waits for them
         self._closed = False
         self._all_back: asyncio.Future[None] | None = None  # close() waits for it
 
@@ -85,14 +86,16 @@ class Pool:
         self._note_opened(conn)
         self._idle.append(conn)
 
-    async def acquire(self) -> DriverConnection:
+    async def acquire(self, deadline: float | None = None) -> DriverConnection:
         """A connection for the caller's exclusive use.
 
         Waiters are served in arrival order, with a released connection or
-        with a place freed by a discarded one. Cancellation: nothing is
-        taken; whatever was handed to the caller is passed on.
+        with a place freed by a discarded one. The wait ends at ``deadline``
+        (``time.monotonic()``), the statement's if it waited before (for its
+        turn at a gate); else at ``_waits.deadline_after(timeout)``.
+        Cancellation: nothing is taken; whatever was handed to the caller is
+        passed on.
         """
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             if self._closed:
                 raise NotConnectedError(
@@ -105,6 +108,8 @@ class Pool:
             if self._size < self.max_size:
                 self._size += 1
                 return await self._open_in_slot()
+            if deadline is None:  # only now that a wait has to happen
+                deadline = deadline_after(self._timeout)
             handed = await self._wait(deadline)
             if isinstance(handed, _Slot):
                 return await self._open_in_slot()  # a place freed for us, not a newcomer
@@ -150,42 +155,25 @@ class Pool:
             return False
         return time.monotonic() - self._born.get(conn, 0.0) > self._recycle
 
-    async def _wait(self, deadline: float | None) -> DriverConnection | _Slot | None:
+    async def _wait(self, deadline: float | None) -> _Handed:
         """A connection handed over, a slot to open one in, or None: look again."""
-        future: asyncio.Future[DriverConnection | _Slot | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._waiters.append(future)
-        self._deadlines.add(future, None if deadline is None else deadline - time.monotonic())
         try:
-            return await future
+            return await self._waiters.wait(None, deadline)
         except TimedOut:
-            self._drop_waiter(future)
             raise PoolTimeoutError(
                 f"no database connection became free within {self._timeout}s "
                 f"(max_size={self.max_size}, all in use); raise max_size or "
-                "acquire_timeout, or look for a task that holds a connection while it "
-                "waits for another task that needs one (a deadlock)"
+                "acquire_timeout (it bounds the whole wait of one statement, for its turn "
+                "on a shared connection too), or look for a task that holds a connection "
+                "while it waits for another task that needs one (a deadlock)"
             ) from None
-        except BaseException:
-            if served(future):
-                # Served, then cancelled before running on: pass on what we got.
-                handed = future.result()
-                if isinstance(handed, _Slot):
-                    self._count_out()
-                elif handed is not None:
-                    self.release(handed)
-            else:
-                future.cancel()
-                self._drop_waiter(future)
-            raise
 
-    def _drop_waiter(self, future: asyncio.Future[DriverConnection | _Slot | None]) -> None:
-        # A finished future may already have been popped (and skipped) by a wake-up.
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(future)
-        if not self._waiters:
-            self._deadlines.clear()
+    def _hand_on(self, handed: _Handed) -> None:
+        """Served, then cancelled before running on: pass on what we got."""
+        if isinstance(handed, _Slot):
+            self._count_out()
+        elif handed is not None:
+            self.release(handed)
 
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""
@@ -196,7 +184,7 @@ class Pool:
             self.discard(conn)
             return
         if dirty:
-            self._run_in_background(self._reset_then_return(conn))
+            self._background.start(self._reset_then_return(conn))
             return
         if self._expired(conn):
             self.discard(conn)  # a waiter opens a new one
@@ -222,7 +210,7 @@ class Pool:
         finishing an interrupted statement); close() waits for them.
         """
         self._forget(conn)
-        self._run_in_background(self._close_quietly(conn, first))
+        self._background.start(self._close_quietly(conn, first))
 
     async def _close_quietly(
         self, conn: DriverConnection, first: Awaitable[None] | None = None
@@ -236,16 +224,6 @@ class Pool:
             conn.terminate()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-
-    def _run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop to run it in (a connection collected late)
-            work.close()
-            return
-        task = loop.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _forget(self, conn: DriverConnection) -> None:
         if self._born.pop(conn, None) is not None:  # once per connection
@@ -266,18 +244,9 @@ class Pool:
         if not self._serve_first(_SLOT):
             self._size -= 1  # nobody waits: the place stays free
 
-    def _serve_first(self, handed: DriverConnection | _Slot | None) -> bool:
+    def _serve_first(self, handed: _Handed) -> bool:
         """Hand ``handed`` to the longest live waiter; False if nobody waits."""
-        waiters = self._waiters
-        while waiters:
-            future = waiters.popleft()
-            if not future.done():
-                future.set_result(handed)
-                if not waiters:
-                    self._deadlines.clear()
-                return True
-        self._deadlines.clear()
-        return False
+        return self._waiters.serve_first(handed)
 
     async def close(self, within: float | None = 0.0) -> None:
         """Close every connection; waiting acquirers fail with ``NotConnectedError``.
@@ -304,8 +273,7 @@ class Pool:
 
     async def _settle(self) -> None:
         """Wait for background resets and closes."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.settle()
 
     async def _wait_for_the_rest(self, within: float | None) -> None:
         all_back = asyncio.get_running_loop().create_future()

@@ -19,10 +19,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from ._background import shielded
+from ._background import Background, shielded
 from ._loops import LoopThread, carry, carry_call, check_can_carry
 from ._pool import Pool
 from ._statements import Operation, interrupt_quietly, pause_if_inline, run_statement
+from ._waits import forget_deadline
 from .backends.base import Backend, DriverConnection
 
 logger = logging.getLogger("aiodatabases")
@@ -70,7 +71,7 @@ class Runtime:
             timeout=settings.acquire_timeout,
             recycle=settings.pool_recycle,
         )
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()  # cleanups (spawn): close() waits for them
         # Connections holding a driver connection now; weakly, so that one whose
         # task ended without closing it is still collected (``Connection.__del__``).
         self.holders: weakref.WeakSet[Holder] = weakref.WeakSet()
@@ -130,14 +131,13 @@ class Runtime:
 
     def _track(self, func: Callable[[], Awaitable[Any]]) -> None:
         async def run() -> None:
+            forget_deadline()  # cleanup of a carried call: not bounded by what is left of it
             try:
                 await func()
             except Exception:
                 logger.exception("aiodatabases background cleanup failed")
 
-        task = self.loop.create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.start(run())
 
     def release_orphan(self, driver: DriverConnection) -> None:
         """Return a connection whose holder was garbage collected (any thread)."""
@@ -249,8 +249,7 @@ class Runtime:
             *(holder.close_for_disconnect() for holder in list(self.holders)),
             return_exceptions=True,
         )
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.settle()
         try:
             # Borrowed connections still running a statement: within what is
             # left of the same bound.

@@ -329,7 +329,7 @@ class Connection:
         if self._closed:
             raise NotConnectedError(_CLOSED)
         if self._driver is None:
-            driver = await self._runtime.pool.acquire()
+            driver = await self._runtime.pool.acquire(self._gate.deadline)  # what is left
             if self._closed:  # disconnect() came while the pool opened it
                 self._runtime.pool.discard(driver)
                 raise NotConnectedError(_CLOSED)

@@ -14,9 +14,9 @@ import contextlib
 import enum
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._background import shielded
 from ._gate import refuse_lost
@@ -24,12 +24,7 @@ from ._loops import LoopThread
 from ._prepare import Query, Values, prepare, prepare_many
 from ._records import Record, record, records
 from ._runtime import Runtime, Settings
-from ._statements import (
-    EXECUTE,
-    EXECUTE_MANY,
-    FETCH_ALL,
-    FETCH_ONE,
-)
+from ._statements import EXECUTE, EXECUTE_MANY, FETCH_ALL, FETCH_ONE, Operation
 from ._tasks import TaskConnections
 from ._url import DatabaseURL
 from .backends import create_backend
@@ -43,6 +38,25 @@ logger = logging.getLogger("aiodatabases")
 _DEFAULT_MIN_SIZE = 1
 _DEFAULT_MAX_SIZE = 10
 _DEFAULT_ACQUIRE_TIMEOUT = 30.0
+
+
+class _Kind(NamedTuple):
+    """How one kind of statement runs: the table behind ``Database._statement``."""
+
+    op: Operation
+    on_connection: Callable[[Connection, Any, Any], Awaitable[Any]]
+    prepare: Callable[[Any, Any, Any], tuple[str, Any, Any]]
+    shape: Callable[[Any, Any], Any] | None  # the driver's result -> the caller's
+
+
+def _one(row: Any, meta: Any) -> Record | None:
+    return None if row is None else record(row, meta)
+
+
+_FETCH_ALL = _Kind(FETCH_ALL, Connection.fetch_all, prepare, records)
+_FETCH_ONE = _Kind(FETCH_ONE, Connection.fetch_one, prepare, _one)
+_EXECUTE = _Kind(EXECUTE, Connection.execute, prepare, None)
+_EXECUTE_MANY = _Kind(EXECUTE_MANY, Connection.execute_many, prepare_many, None)
 
 
 class DatabaseState(enum.Enum):
@@ -338,42 +352,44 @@ class Database:
 
     async def fetch_all(self, query: Query, values: Values = None) -> list[Record]:
         """All rows of a query. Cancellation: see ``Connection.fetch_all``."""
-        connection = self._current()
-        if connection is not None:
-            return await connection.fetch_all(query, values)
-        sql, args, meta = prepare(query, values, self._backend)
-        return records(await self._borrow(FETCH_ALL, sql, args), meta)
+        result: list[Record] = await self._statement(_FETCH_ALL, query, values)
+        return result
 
     async def fetch_one(self, query: Query, values: Values = None) -> Record | None:
         """The first row, or None."""
-        connection = self._current()
-        if connection is not None:
-            return await connection.fetch_one(query, values)
-        sql, args, meta = prepare(query, values, self._backend)
-        row = await self._borrow(FETCH_ONE, sql, args)
-        return None if row is None else record(row, meta)
+        result: Record | None = await self._statement(_FETCH_ONE, query, values)
+        return result
 
     async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
         """A value of the first row (``column`` by index or name), or None."""
-        row = await self.fetch_one(query, values)
+        row: Record | None = await self._statement(_FETCH_ONE, query, values)
         return None if row is None else row[column]
 
     async def execute(self, query: Query, values: Values = None) -> Any:
         """Run a statement; see ``Connection.execute`` for the return value."""
-        connection = self._current()
-        if connection is not None:
-            return await connection.execute(query, values)
-        sql, args, _ = prepare(query, values, self._backend)
-        return await self._borrow(EXECUTE, sql, args)
+        return await self._statement(_EXECUTE, query, values)
 
     async def execute_many(self, query: Query, values: Sequence[Mapping[str, Any]]) -> None:
         """Run a statement once per mapping, as one driver batch."""
-        connection = self._current()
+        await self._statement(_EXECUTE_MANY, query, values)
+
+    async def _statement(self, kind: _Kind, query: Query, values: Any) -> Any:
+        """The one path of a statement method: on the current task's connection
+        (or the shared one) if it has one, else on a connection borrowed for it."""
+        # ``_current()`` written out: this is every statement's path.
+        runtime = self._runtime
+        if runtime is None:
+            runtime = self._require_runtime()  # raises NotConnectedError
+        refuse_lost()
+        connection = self._shared
+        if connection is None:
+            runtime.check_reachable()
+            connection = self._task_connections.current(runtime)
         if connection is not None:
-            await connection.execute_many(query, values)
-            return
-        sql, args_list, _ = prepare_many(query, values, self._backend)
-        await self._borrow(EXECUTE_MANY, sql, args_list)
+            return await kind.on_connection(connection, query, values)
+        sql, args, meta = kind.prepare(query, values, self._backend)
+        result = await runtime.call(runtime.run_borrowed, kind.op, sql, args)
+        return result if kind.shape is None else kind.shape(result, meta)
 
     def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:
         """Stream rows in batches. Other queries may run inside the loop.
@@ -396,7 +412,3 @@ class Database:
             own = self._backend.cursor_blocks_connection and runtime.pool.max_size > 1
             connection = Connection(runtime) if own else self.connection()
         return connection.iterate(query, values)
-
-    def _borrow(self, op: Any, sql: str, args: Any) -> Awaitable[Any]:
-        runtime = self._require_runtime()
-        return runtime.call(runtime.run_borrowed, op, sql, args)
