@@ -35,4 +35,3 @@ def keep(future: asyncio.Future[T]) -> asyncio.Future[T]:
 async def shielded(work: Awaitable[T]) -> T:
     """``await asyncio.shield(work)``, with ``work`` kept alive if the caller gives up."""
     return await asyncio.shield(keep(asyncio.ensure_future(work)))
-
