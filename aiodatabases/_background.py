@@ -13,6 +13,11 @@ import asyncio
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
+# One test for "it ended well", whether of a waiter's future or of a task.
+from ._waits import served as ended_well
+
+__all__ = ["ended_well", "keep", "shielded"]
+
 T = TypeVar("T")
 
 
@@ -68,8 +73,3 @@ def keep(future: asyncio.Future[T]) -> asyncio.Future[T]:
 async def shielded(work: Awaitable[T]) -> T:
     """``await asyncio.shield(work)``, with ``work`` kept alive if the caller gives up."""
     return await asyncio.shield(keep(asyncio.ensure_future(work)))
-
-
-def ended_well(future: asyncio.Future[Any]) -> bool:
-    """Whether ``future`` is done, neither cancelled nor failed."""
-    return future.done() and not future.cancelled() and future.exception() is None

@@ -32,7 +32,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 class Holder(Protocol):
-    """What holds a pooled connection outside the pool (a ``Connection``)."""
+    """What holds a pooled connection outside the pool (a connection's ``Session``)."""
 
     async def close_for_disconnect(self) -> None:
         """Wait for the running statement, roll back, close; refuse everything after."""
@@ -73,7 +73,7 @@ class Runtime:
         )
         self._background = Background()  # cleanups (spawn): close() waits for them
         # Connections holding a driver connection now; weakly, so that one whose
-        # task ended without closing it is still collected (``Connection.__del__``).
+        # task ended without closing it is still collected (``Session.__del__``).
         self.holders: weakref.WeakSet[Holder] = weakref.WeakSet()
         self._watch: AsyncGenerator[None, None] | None = None
         self._closed = False

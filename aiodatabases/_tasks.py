@@ -14,7 +14,7 @@ context refers to it weakly, because contexts are copied into callbacks and
 helper tasks that may outlive everything. So when the owner has ended and
 nothing else holds the connection (an open transaction or block in a
 suspended fixture does), the garbage collector ends it and
-``Connection.__del__`` gives the driver connection back.
+``Session.__del__`` (``_session``) gives the driver connection back.
 """
 
 from __future__ import annotations

@@ -38,7 +38,10 @@ class TimedOut(Exception):
 
 
 def served(future: asyncio.Future[Any]) -> bool:
-    """Whether ``future`` was handed its turn (not cancelled, not timed out)."""
+    """Whether ``future`` is done, neither cancelled nor failed: a waiter's
+    future was handed its turn (not timed out), a task ended well.
+
+    ``_background.ended_well`` is this function under the name tasks read better by."""
     return future.done() and not future.cancelled() and future.exception() is None
 
 

@@ -29,7 +29,7 @@ from ._tasks import TaskConnections
 from ._url import DatabaseURL
 from .backends import create_backend
 from .backends.base import to_float, to_int
-from .connection import Connection
+from .connection import Connection, is_held, open_shared, transactions_of
 from .exceptions import ConfigurationError, NotConnectedError, TransactionError
 from .transaction import Isolation, Transaction
 
@@ -230,9 +230,7 @@ class Database:
 
     @staticmethod
     async def _open_shared(runtime: Runtime) -> Connection:
-        shared = Connection(runtime)
-        await shared.open_base_transaction()
-        return shared
+        return await open_shared(runtime)
 
     async def disconnect(self) -> None:
         """Balance one ``connect()``; the last one closes the pool. Extra calls do nothing.
@@ -322,7 +320,9 @@ class Database:
         """
         if options:
             self._backend.begin_sql(options)  # reject unknown options now, not at start
-        return Transaction(self.connection, force_rollback=force_rollback, **options)
+        return Transaction(
+            lambda: transactions_of(self.connection()), force_rollback=force_rollback, **options
+        )
 
     def isolated(self) -> Isolation:
         """A rollback point: everything written inside it is undone at its end.
@@ -337,7 +337,7 @@ class Database:
                 "isolated() needs a database connected with force_rollback=True "
                 "(the writes to undo must all go through its one shared connection)"
             )
-        return Isolation(self._shared)
+        return Isolation(transactions_of(self._shared))
 
     def _current(self) -> Connection | None:
         """The connection a statement must use, or None to borrow one for it."""
@@ -404,7 +404,7 @@ class Database:
         # The task's own connection: statements in the loop body (same task)
         # run on it between batches instead of waiting for another one.
         connection = self._current()
-        if connection is None or not connection.in_use:
+        if connection is None or not is_held(connection):
             # A driver that streams over the connection (MySQL) could not run the
             # body's statements on it: give the iteration its own, unless the pool
             # has only one (the body's statements would wait for it forever).

@@ -23,7 +23,7 @@ from .exceptions import TransactionError, TransactionOrderError
 
 
 class Host(Protocol):
-    """What a transaction needs of the connection it runs on (``Connection``)."""
+    """What a transaction needs of the connection it runs on (``_transactions.Transactions``)."""
 
     @property
     def closed(self) -> bool: ...

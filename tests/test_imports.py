@@ -25,6 +25,16 @@ LEAVES = {
     "aiodatabases.exceptions",
 }
 
+#: The modules of a connection, lowest first (issue 14 item 2): each one
+#: imports only those before it.
+CONNECTION_LAYERS = [
+    "aiodatabases._frames",
+    "aiodatabases._session",
+    "aiodatabases._transactions",
+    "aiodatabases._streams",
+    "aiodatabases.connection",
+]
+
 
 def _module_name(path: Path) -> str:
     parts = ("aiodatabases", *path.relative_to(PACKAGE).with_suffix("").parts)
@@ -134,3 +144,12 @@ def test_leaves_import_no_core_module() -> None:
     core.discard("aiodatabases._sqlalchemy")  # what _optional loads: a leaf of its own
     core.discard("aiodatabases._pg_dialect")
     assert {leaf: sorted(graph[leaf] & core) for leaf in LEAVES if graph[leaf] & core} == {}
+
+
+def test_a_connections_modules_import_only_downward() -> None:
+    graph = _graph()
+    upward = {
+        name: sorted(graph[name] & set(CONNECTION_LAYERS[index + 1 :]))
+        for index, name in enumerate(CONNECTION_LAYERS)
+    }
+    assert {name: above for name, above in upward.items() if above} == {}

@@ -546,7 +546,7 @@ async def main():
     if force_rollback:
         await database.connect()  # its connection lives in a loop thread of its own
     async with database.connection() as connection:
-        cls = type(connection._driver)
+        cls = type(connection._session.driver)
     run_control, sent = cls.run_control, threading.Event()
 
     async def slow_end(self, statements):

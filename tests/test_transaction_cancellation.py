@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from conftest import urls_for
 
-from aiodatabases import Connection, Database
+from aiodatabases import Database
+from aiodatabases._transactions import Transactions
 
 
 async def _cancel_during_control(
@@ -23,7 +24,7 @@ async def _cancel_during_control(
     sent = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with database.connection() as c:
-        cls = type(c._driver)
+        cls = type(c._session.driver)
     original = cls.run_control
     seen = iter(range(1000))
 
@@ -147,7 +148,7 @@ async def test_outer_commit_right_after_a_cancelled_savepoint_is_rolled_back(
     # one loop turn later, so the parent's end saw a transaction nested in its
     # own and raised TransactionOrderError.
     async with Database(url, acquire_timeout=5) as db, db.connection() as conn:
-        cls = type(conn._driver)
+        cls = type(conn._session.driver)
         original = cls.run_control
         sent, returned = asyncio.Event(), asyncio.Event()
 
@@ -184,14 +185,14 @@ async def test_a_commit_whose_end_was_cancelled_is_not_reported_committed(
     # owning loop settled as cancelled) counted as a commit.
     async with Database(database_url) as database:
         transaction = await database.transaction()
-        connection = database.connection()
 
         async def cancelled_end(self: Any, scope: Any, commit: bool, scopes: Any) -> None:
             raise asyncio.CancelledError
 
-        monkeypatch.setattr(Connection, "_end", cancelled_end)
+        monkeypatch.setattr(Transactions, "_end", cancelled_end)
         with pytest.raises(asyncio.CancelledError):
             await transaction.commit()
         assert transaction.state.value == "rolled back"
         monkeypatch.undo()
-        connection.abandon_frame(transaction._scope)  # rolled back before disconnecting
+        # Rolled back before disconnecting:
+        transaction._connection.abandon_frame(transaction._scope)

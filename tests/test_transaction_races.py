@@ -24,7 +24,7 @@ async def _slow_savepoint(monkeypatch: pytest.MonkeyPatch, database: Database) -
     """Make the driver's SAVEPOINT take a while; the event says it was sent."""
     sent = asyncio.Event()
     async with database.connection() as c:
-        cls = type(c._driver)
+        cls = type(c._session.driver)
     original = cls.run_control
 
     async def run_control(self: Any, statements: list[str]) -> None:
@@ -44,7 +44,7 @@ async def _slow_savepoint(monkeypatch: pytest.MonkeyPatch, database: Database) -
 async def _until_waiting(connection: Connection, n: int, within: float = 10) -> None:
     """Until ``n`` calls wait for the connection's turn (it lives in another thread)."""
     deadline = time.monotonic() + within
-    while sum(not f.done() for f, _ in list(connection._gate._waiters)) < n:
+    while sum(not f.done() for f, _ in list(connection._session.gate._waiters)) < n:
         assert time.monotonic() < deadline, f"{n} waiter(s) never queued"
         await asyncio.sleep(0.01)
 
@@ -152,7 +152,7 @@ async def test_a_rollback_point_ended_while_its_place_is_taken_ends_nothing_else
 async def _until_busy(connection: Connection, within: float = 10) -> None:
     """Until a statement holds the connection's turn."""
     deadline = time.monotonic() + within
-    while not connection._gate._busy:
+    while not connection._session.gate._busy:
         assert time.monotonic() < deadline, "no statement ever held the connection"
         await asyncio.sleep(0.01)
 
