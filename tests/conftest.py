@@ -1,8 +1,16 @@
 """The one place tests learn which real database servers to use.
 
 ``TEST_DATABASE_URLS`` (comma separated) names them. Without it the suite uses
-SQLite (a temporary file) plus every local server that answers. A URL that is
-named but does not answer fails its tests: it is never skipped.
+SQLite (a temporary file) plus every local server that answers a TCP probe at
+collection. A URL that is named but does not answer fails its tests: it is
+never skipped.
+
+Tests are parametrized at collection by backend (ids ``sqlite``,
+``postgresql``, ``mysql``, ``mysql+asyncmy``). Each server URL points at a
+database of this run's own, which the session fixture ``private_databases``
+creates before the first test and drops after the last: collecting
+(``pytest --collect-only``) creates nothing, and concurrent runs never share
+tables.
 """
 
 from __future__ import annotations
@@ -122,8 +130,10 @@ async def drop_table(url: str, table: str) -> None:
             ) from exc
 
 
-def _admin(url: str, template_index: int, name: str) -> None:
+def _admin(url: str, template_index: int) -> None:
+    """Create (1) or drop (2) the database ``url`` names, from its server's admin database."""
     dialect = dialect_of(url)
+    name = DatabaseURL(url).database
     admin_database = _SERVER_ADMIN[dialect][0]
     statement = _SERVER_ADMIN[dialect][template_index].format(name)
 
@@ -137,30 +147,55 @@ def _admin(url: str, template_index: int, name: str) -> None:
     asyncio.run(run())
 
 
-def _private_database(url: str) -> str:
-    """A fresh database on the same server, so concurrent runs never share tables."""
+# One name per run (process id and a random part), so that concurrent runs on
+# one server never share tables; one database per URL, so the drivers don't either.
+_RUN_NAME = f"aiodatabases_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def _private_url(url: str, index: int) -> str:
+    """The URL of this run's own database on ``url``'s server (created by a fixture)."""
     if dialect_of(url) not in _SERVER_ADMIN:
         return url
-    name = f"aiodatabases_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _admin(url, 1, name)
-    _CREATED.append((url, name))
-    return str(DatabaseURL(url).replace(database=name))
+    return str(DatabaseURL(url).replace(database=f"{_RUN_NAME}_{index}"))
 
 
-def _drop_private_databases() -> None:
-    for url, name in _CREATED:
-        try:
-            _admin(url, 2, name)
-        except Exception as exc:  # report it, and still drop the others
-            print(f"\nconftest: could not drop test database {name!r}: {exc!r}", file=sys.stderr)
+# Known at collection, so tests can be parametrized by backend; nothing is
+# created on import (``pytest --collect-only`` touches no server).
+DATABASE_URLS = [_private_url(url, index) for index, url in enumerate(_database_urls())]
 
 
-_CREATED: list[tuple[str, str]] = []
-DATABASE_URLS = [_private_database(url) for url in _database_urls()]
+@pytest.fixture(scope="session", autouse=True)
+def private_databases() -> Iterator[None]:
+    """Create this run's server databases before the first test, drop them after the last.
 
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _drop_private_databases()
+    A server that does not let us create one fails the run (every test errors
+    with the reason): a configured or answering server is never skipped.
+    """
+    created: list[str] = []
+    try:
+        for url in DATABASE_URLS:
+            if dialect_of(url) not in _SERVER_ADMIN:
+                continue
+            try:
+                _admin(url, 1)
+            except Exception as exc:
+                shown = DatabaseURL(url)
+                pytest.fail(
+                    f"could not create the test database {shown.database!r} on "
+                    f"{shown.scheme}://{shown.hostname}:{shown.port}: {exc!r} "
+                    "(set TEST_DATABASE_URLS to choose the servers)",
+                    pytrace=False,
+                )
+            created.append(url)
+        yield
+    finally:
+        for url in created:
+            try:
+                _admin(url, 2)
+            except Exception as exc:  # report it, and still drop the others
+                name = DatabaseURL(url).database
+                message = f"could not drop test database {name!r}: {exc!r}"
+                print(f"\nconftest: {message}", file=sys.stderr)
 
 
 def urls_for(*dialects: str) -> list[str]:
@@ -225,7 +260,7 @@ def sleep_query(url: str, seconds: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def notes_for_module() -> Iterator[None]:
+def notes_for_module(private_databases: None) -> Iterator[None]:
     """An empty ``notes`` table on every backend, for a module's lifetime.
 
     For modules whose ``Database`` objects are built at import time and
