@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -298,3 +299,27 @@ async def distinct_connections_at_once(db: Database, n: int, id_query: str) -> s
             return int(server_id)
 
     return set(await asyncio.gather(*(hold() for _ in range(n))))
+
+
+class LoopInThread:
+    """An event loop running in a thread of its own (like an app server's)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopInThread]:
+    runner = LoopInThread()
+    yield runner
+    runner.close()
