@@ -260,6 +260,64 @@ def sleep_query(url: str, seconds: float) -> str:
     )
 
 
+def busy_query(url: str, seconds: float) -> str:
+    """Like ``sleep_query``, and ``until_busy`` sees it running (SQLite: it writes ``notes``)."""
+    if dialect_of(url) != "sqlite":
+        return sleep_query(url, seconds)
+    # A write holds SQLite's write lock from its first step, which another
+    # connection can see; RETURNING gives the caller a row, as the sleeps do.
+    steps = int(seconds * 6_000_000)
+    return (
+        f"INSERT INTO notes (text) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+        f"SELECT x + 1 FROM c WHERE x < {steps}) SELECT 'busy ' || count(*) FROM c RETURNING id"
+    )
+
+
+async def until_busy(url: str) -> None:
+    """Until a ``busy_query`` runs on the server, seen from another connection.
+
+    What a test waits for before acting on a running statement, instead of a
+    sleep that guesses how long the statement takes to start. On SQLite the
+    sign is the write lock, so no other write may be open on ``url`` meanwhile.
+    """
+    dialect = dialect_of(url)
+    if dialect == "sqlite":
+
+        async def probe() -> bool:
+            return await asyncio.to_thread(_sqlite_write_locked, DatabaseURL(url).database)
+
+        return await until(True, probe)
+    query = {
+        "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND state = 'active' AND query LIKE 'SELECT pg_sleep(%'",
+        "mysql": "SELECT count(*) FROM information_schema.PROCESSLIST"
+        " WHERE DB = DATABASE() AND INFO LIKE 'SELECT SLEEP(%'",
+    }[dialect]
+    async with helper_database(url) as observer:
+
+        async def running() -> bool:
+            return bool(await observer.fetch_val(query))
+
+        await until(True, running)
+
+
+def _sqlite_write_locked(path: str) -> bool:
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        return True
+    finally:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        connection.close()
+    return False
+
+
 @pytest.fixture(scope="module")
 def notes_for_module(private_databases: None) -> Iterator[None]:
     """An empty ``notes`` table on every backend, for a module's lifetime.
