@@ -3,7 +3,7 @@
 Libraries written for ``databases`` (ORMs, query builders, test helpers)
 reach past its public API into its backend objects. So that they work
 unchanged, the backends mix these classes in; aiodatabases itself never
-uses them (``tests/test_compat_private.py`` checks both). What is kept:
+uses them (``tests/core/test_compat_private.py`` checks both). What is kept:
 
 - ``database._backend._dialect``: the SQLAlchemy dialect (``Database.dialect``).
 - ``database._backend._database_url``: the ``DatabaseURL`` the database was built with.

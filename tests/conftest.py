@@ -1,8 +1,16 @@
 """The one place tests learn which real database servers to use.
 
 ``TEST_DATABASE_URLS`` (comma separated) names them. Without it the suite uses
-SQLite (a temporary file) plus every local server that answers. A URL that is
-named but does not answer fails its tests: it is never skipped.
+SQLite (a temporary file) plus every local server that answers a TCP probe at
+collection. A URL that is named but does not answer fails its tests: it is
+never skipped.
+
+Tests are parametrized at collection by backend (ids ``sqlite``,
+``postgresql``, ``mysql``, ``mysql+asyncmy``). Each server URL points at a
+database of this run's own, which the session fixture ``private_databases``
+creates before the first test and drops after the last: collecting
+(``pytest --collect-only``) creates nothing, and concurrent runs never share
+tables.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -122,8 +131,10 @@ async def drop_table(url: str, table: str) -> None:
             ) from exc
 
 
-def _admin(url: str, template_index: int, name: str) -> None:
+def _admin(url: str, template_index: int) -> None:
+    """Create (1) or drop (2) the database ``url`` names, from its server's admin database."""
     dialect = dialect_of(url)
+    name = DatabaseURL(url).database
     admin_database = _SERVER_ADMIN[dialect][0]
     statement = _SERVER_ADMIN[dialect][template_index].format(name)
 
@@ -137,30 +148,55 @@ def _admin(url: str, template_index: int, name: str) -> None:
     asyncio.run(run())
 
 
-def _private_database(url: str) -> str:
-    """A fresh database on the same server, so concurrent runs never share tables."""
+# One name per run (process id and a random part), so that concurrent runs on
+# one server never share tables; one database per URL, so the drivers don't either.
+_RUN_NAME = f"aiodatabases_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def _private_url(url: str, index: int) -> str:
+    """The URL of this run's own database on ``url``'s server (created by a fixture)."""
     if dialect_of(url) not in _SERVER_ADMIN:
         return url
-    name = f"aiodatabases_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _admin(url, 1, name)
-    _CREATED.append((url, name))
-    return str(DatabaseURL(url).replace(database=name))
+    return str(DatabaseURL(url).replace(database=f"{_RUN_NAME}_{index}"))
 
 
-def _drop_private_databases() -> None:
-    for url, name in _CREATED:
-        try:
-            _admin(url, 2, name)
-        except Exception as exc:  # report it, and still drop the others
-            print(f"\nconftest: could not drop test database {name!r}: {exc!r}", file=sys.stderr)
+# Known at collection, so tests can be parametrized by backend; nothing is
+# created on import (``pytest --collect-only`` touches no server).
+DATABASE_URLS = [_private_url(url, index) for index, url in enumerate(_database_urls())]
 
 
-_CREATED: list[tuple[str, str]] = []
-DATABASE_URLS = [_private_database(url) for url in _database_urls()]
+@pytest.fixture(scope="session", autouse=True)
+def private_databases() -> Iterator[None]:
+    """Create this run's server databases before the first test, drop them after the last.
 
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _drop_private_databases()
+    A server that does not let us create one fails the run (every test errors
+    with the reason): a configured or answering server is never skipped.
+    """
+    created: list[str] = []
+    try:
+        for url in DATABASE_URLS:
+            if dialect_of(url) not in _SERVER_ADMIN:
+                continue
+            try:
+                _admin(url, 1)
+            except Exception as exc:
+                shown = DatabaseURL(url)
+                pytest.fail(
+                    f"could not create the test database {shown.database!r} on "
+                    f"{shown.scheme}://{shown.hostname}:{shown.port}: {exc!r} "
+                    "(set TEST_DATABASE_URLS to choose the servers)",
+                    pytrace=False,
+                )
+            created.append(url)
+        yield
+    finally:
+        for url in created:
+            try:
+                _admin(url, 2)
+            except Exception as exc:  # report it, and still drop the others
+                name = DatabaseURL(url).database
+                message = f"could not drop test database {name!r}: {exc!r}"
+                print(f"\nconftest: {message}", file=sys.stderr)
 
 
 def urls_for(*dialects: str) -> list[str]:
@@ -224,8 +260,66 @@ def sleep_query(url: str, seconds: float) -> str:
     )
 
 
+def busy_query(url: str, seconds: float) -> str:
+    """Like ``sleep_query``, and ``until_busy`` sees it running (SQLite: it writes ``notes``)."""
+    if dialect_of(url) != "sqlite":
+        return sleep_query(url, seconds)
+    # A write holds SQLite's write lock from its first step, which another
+    # connection can see; RETURNING gives the caller a row, as the sleeps do.
+    steps = int(seconds * 6_000_000)
+    return (
+        f"INSERT INTO notes (text) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+        f"SELECT x + 1 FROM c WHERE x < {steps}) SELECT 'busy ' || count(*) FROM c RETURNING id"
+    )
+
+
+async def until_busy(url: str) -> None:
+    """Until a ``busy_query`` runs on the server, seen from another connection.
+
+    What a test waits for before acting on a running statement, instead of a
+    sleep that guesses how long the statement takes to start. On SQLite the
+    sign is the write lock, so no other write may be open on ``url`` meanwhile.
+    """
+    dialect = dialect_of(url)
+    if dialect == "sqlite":
+
+        async def probe() -> bool:
+            return await asyncio.to_thread(_sqlite_write_locked, DatabaseURL(url).database)
+
+        return await until(True, probe)
+    query = {
+        "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND state = 'active' AND query LIKE 'SELECT pg_sleep(%'",
+        "mysql": "SELECT count(*) FROM information_schema.PROCESSLIST"
+        " WHERE DB = DATABASE() AND INFO LIKE 'SELECT SLEEP(%'",
+    }[dialect]
+    async with helper_database(url) as observer:
+
+        async def running() -> bool:
+            return bool(await observer.fetch_val(query))
+
+        await until(True, running)
+
+
+def _sqlite_write_locked(path: str) -> bool:
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        return True
+    finally:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        connection.close()
+    return False
+
+
 @pytest.fixture(scope="module")
-def notes_for_module() -> Iterator[None]:
+def notes_for_module(private_databases: None) -> Iterator[None]:
     """An empty ``notes`` table on every backend, for a module's lifetime.
 
     For modules whose ``Database`` objects are built at import time and
@@ -263,3 +357,27 @@ async def distinct_connections_at_once(db: Database, n: int, id_query: str) -> s
             return int(server_id)
 
     return set(await asyncio.gather(*(hold() for _ in range(n))))
+
+
+class LoopInThread:
+    """An event loop running in a thread of its own (like an app server's)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopInThread]:
+    runner = LoopInThread()
+    yield runner
+    runner.close()

@@ -332,7 +332,7 @@ async def test_concurrent_read_then_write_immediate_transactions_serialize(
     tmp_path: Path, database_options: dict[str, str], transaction_options: dict[str, str]
 ) -> None:
     # Deferred transactions (the default) that read and then write fail at
-    # once instead (tests/test_transaction.py): immediate ones wait at BEGIN.
+    # once instead (tests/contract/test_transaction.py): immediate ones wait at BEGIN.
     url = file_url(tmp_path / "read-then-write.db")
     await make_table(url)
     async with Database(url, **database_options) as db:

@@ -20,7 +20,20 @@ def notes_tables(notes_for_module: None) -> None:
 
 
 @pytest.fixture
-async def rolled_back(database_url: str) -> AsyncIterator[Database]:
+async def nothing_left_after(database_url: str) -> AsyncIterator[None]:
+    """After the test and its ``rolled_back`` teardown: the table is empty again.
+
+    Checked in each test's own teardown, so no test relies on another having
+    run before it.
+    """
+    yield
+    async with Database(database_url) as database:
+        leaked = await database.fetch_val("SELECT count(*) FROM notes")
+    assert leaked == 0, "a write of a rolled-back test was committed"
+
+
+@pytest.fixture
+async def rolled_back(database_url: str, nothing_left_after: None) -> AsyncIterator[Database]:
     """The common ``databases`` recipe: each test inside a transaction that rolls back.
 
     pytest-asyncio runs this setup, the test and the teardown as three tasks
@@ -40,9 +53,13 @@ async def test_fixture_transaction_is_the_tests_transaction(
     assert await rolled_back.fetch_val("SELECT count(*) FROM notes") == 1
 
 
-async def test_nothing_leaked_from_the_rolled_back_tests(database_url: str) -> None:
-    async with Database(database_url) as database:
-        assert await database.fetch_val("SELECT count(*) FROM notes") == 0
+async def test_a_rolled_back_tests_write_is_not_seen_outside_it(
+    rolled_back: Database, database_url: str
+) -> None:
+    await rolled_back.execute("INSERT INTO notes (text) VALUES (:t)", {"t": "uncommitted"})
+    assert await rolled_back.fetch_val("SELECT count(*) FROM notes") == 1
+    async with Database(database_url) as other:
+        assert await other.fetch_val("SELECT count(*) FROM notes") == 0
 
 
 async def test_a_running_parents_connection_is_not_shared_with_its_children(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import sleep_query, urls_for
+from conftest import busy_query, until_busy, urls_for
 
 from aiodatabases import Database, NotConnectedError
 
@@ -95,16 +95,16 @@ async def test_connect_cancelled_half_way_leaves_nothing_open(
 
 
 @pytest.mark.parametrize("force_rollback", [False, True])
-async def test_disconnect_fails_statements_still_waiting(
-    database_url: str, force_rollback: bool
-) -> None:
+async def test_disconnect_fails_statements_still_waiting(notes: str, force_rollback: bool) -> None:
+    database_url = notes  # busy_query writes there on SQLite
     # Regression: statements queued for the pool ran on new connections after
     # disconnect(); now they fail at once with NotConnectedError.
     db = Database(database_url, force_rollback=force_rollback, max_size=1, acquire_timeout=10)
     await db.connect()
-    slow = sleep_query(database_url, 0.5)
-    tasks = [asyncio.create_task(db.fetch_one(slow)) for _ in range(3)]
-    await asyncio.sleep(0.1)
+    tasks = [asyncio.create_task(db.fetch_one(busy_query(database_url, 0.5)))]
+    await until_busy(database_url)  # the first runs; the others wait for its connection
+    tasks += [asyncio.create_task(db.fetch_one(busy_query(database_url, 0.5))) for _ in range(2)]
+    await asyncio.sleep(0)
     await db.disconnect()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert results[0] is not None

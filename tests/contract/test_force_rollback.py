@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import DATABASE_URLS, reset_notes, sleep_query
+from conftest import DATABASE_URLS, busy_query, dialect_of, reset_notes, sleep_query, until_busy
 
 from aiodatabases import ConnectionBusyError, Database
 
@@ -204,7 +204,10 @@ async def test_cancelled_statement_keeps_earlier_writes(
 ) -> None:
     await _insert(database, "before")
     task = asyncio.create_task(database.fetch_one(sleep_query(database_url, 5)))
-    await asyncio.sleep(0.2)
+    if dialect_of(database_url) != "sqlite":  # there "before" holds the write lock already
+        await until_busy(database_url)
+    else:
+        await asyncio.sleep(0.2)  # it started meanwhile, or not: the rule holds either way
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -218,8 +221,8 @@ async def test_disconnect_waits_for_a_running_statement(database_url: str) -> No
     # the wire ("another operation is in progress").
     db = Database(database_url, force_rollback=True)
     await db.connect()
-    running = asyncio.create_task(db.fetch_one(sleep_query(database_url, 0.3)))
-    await asyncio.sleep(0.05)
+    running = asyncio.create_task(db.fetch_one(busy_query(database_url, 0.3)))
+    await until_busy(database_url)
     await db.disconnect()
     assert await running is not None
 
@@ -227,10 +230,12 @@ async def test_disconnect_waits_for_a_running_statement(database_url: str) -> No
 async def test_statement_queued_behind_disconnect_fails_clearly(database_url: str) -> None:
     db = Database(database_url, force_rollback=True)
     await db.connect()
-    first = asyncio.create_task(db.fetch_one(sleep_query(database_url, 0.3)))
-    await asyncio.sleep(0.05)
+    first = asyncio.create_task(db.fetch_one(busy_query(database_url, 0.3)))
+    await until_busy(database_url)
+    # Queued behind it or arriving after the disconnect began: either way it
+    # must fail clearly, so no wait is needed for its turn in the line.
     queued = asyncio.create_task(db.fetch_val("SELECT 1"))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
     await db.disconnect()
     assert await first is not None
     from aiodatabases import NotConnectedError
@@ -272,8 +277,8 @@ async def test_nested_transaction_of_a_child_owns_the_connection(database: Datab
 async def test_busy_error_names_the_task_running_a_long_statement(database_url: str) -> None:
     db = Database(database_url, force_rollback=True, acquire_timeout=0.2)
     async with db:
-        slow = asyncio.create_task(db.fetch_one(sleep_query(database_url, 1.5)), name="slow-task")
-        await asyncio.sleep(0.1)
+        slow = asyncio.create_task(db.fetch_one(busy_query(database_url, 1.5)), name="slow-task")
+        await until_busy(database_url)
         with pytest.raises(ConnectionBusyError, match="slow-task"):
             await db.fetch_val("SELECT 1")
         assert await slow is not None
