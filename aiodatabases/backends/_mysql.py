@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
-from ..exceptions import ConfigurationError
+from ._common import isolation_sql, refuse_unknown_options
 from .base import Args, Cursor, OptionSpec, Row, SQLAlchemyDialect, to_bool, to_float
 
 # MySQL field type codes (the protocol's, identical in both drivers).
@@ -49,13 +49,6 @@ OPTIONS = OptionSpec(
         "sql_mode": str,
     },
 )
-
-_ISOLATION_LEVELS = {
-    "read_committed": "READ COMMITTED",
-    "repeatable_read": "REPEATABLE READ",
-    "serializable": "SERIALIZABLE",
-    "read_uncommitted": "READ UNCOMMITTED",
-}
 
 
 class _TupleRow(tuple[Any, ...]):
@@ -378,23 +371,14 @@ class MySQLBackend(SQLAlchemyDialect):
             await killer.ensure_closed()
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
-        unknown = set(options) - {"isolation", "readonly"}
-        if unknown:
-            raise ConfigurationError(
-                f"unknown transaction option(s) {sorted(unknown)} for MySQL; "
-                "supported: isolation, readonly"
-            )
+        refuse_unknown_options(options, ("isolation", "readonly"), "MySQL")
         isolation = options.get("isolation")
         statements = []
         if isolation is not None:
-            key = str(isolation).strip().lower().replace(" ", "_").replace("-", "_")
-            if key not in _ISOLATION_LEVELS:
-                raise ConfigurationError(
-                    f"unknown isolation level {isolation!r} for MySQL; "
-                    f"supported: {', '.join(_ISOLATION_LEVELS)}"
-                )
             # MySQL sets the level for the next transaction with its own statement.
-            statements.append(f"SET TRANSACTION ISOLATION LEVEL {_ISOLATION_LEVELS[key]}")
+            statements.append(
+                f"SET TRANSACTION ISOLATION LEVEL {isolation_sql(isolation, 'MySQL')}"
+            )
         statements.append("START TRANSACTION READ ONLY" if options.get("readonly") else "BEGIN")
         return statements
 

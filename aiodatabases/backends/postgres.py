@@ -13,7 +13,7 @@ import asyncpg
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
-from ..exceptions import ConfigurationError
+from ._common import isolation_sql, refuse_unknown_options
 from .base import (
     Args,
     Cursor,
@@ -64,13 +64,6 @@ T = TypeVar("T")
 
 #: asyncpg builds every row as this type in C: a Record without a wrapper.
 PostgresRecord = record_type(asyncpg.Record)
-
-_ISOLATION_LEVELS = {
-    "read_committed": "READ COMMITTED",
-    "repeatable_read": "REPEATABLE READ",
-    "serializable": "SERIALIZABLE",
-    "read_uncommitted": "READ UNCOMMITTED",
-}
 
 
 class _PostgresCursor:
@@ -282,22 +275,11 @@ class PostgresBackend(SQLAlchemyDialect):
         return PostgresConnection(await asyncpg.connect(**self._connect_kwargs))
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
-        unknown = set(options) - {"isolation", "readonly", "deferrable"}
-        if unknown:
-            raise ConfigurationError(
-                f"unknown transaction option(s) {sorted(unknown)} for PostgreSQL; "
-                "supported: isolation, readonly, deferrable"
-            )
+        refuse_unknown_options(options, ("isolation", "readonly", "deferrable"), "PostgreSQL")
         parts = ["BEGIN"]
         isolation = options.get("isolation")
         if isolation is not None:
-            key = str(isolation).strip().lower().replace(" ", "_").replace("-", "_")
-            if key not in _ISOLATION_LEVELS:
-                raise ConfigurationError(
-                    f"unknown isolation level {isolation!r} for PostgreSQL; "
-                    f"supported: {', '.join(_ISOLATION_LEVELS)}"
-                )
-            parts.append(f"ISOLATION LEVEL {_ISOLATION_LEVELS[key]}")
+            parts.append(f"ISOLATION LEVEL {isolation_sql(isolation, 'PostgreSQL')}")
         if options.get("readonly"):
             parts.append("READ ONLY")
         if options.get("deferrable"):

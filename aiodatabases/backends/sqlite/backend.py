@@ -13,6 +13,7 @@ from ..._query import ParamStyle
 from ..._records import record_type
 from ..._url import DatabaseURL
 from ...exceptions import ConfigurationError, UnknownOptionError
+from .._common import refuse_unknown_options
 from .connection import SQLiteConnection
 from .here import SlowReads
 from .options import (
@@ -137,11 +138,7 @@ class SQLiteBackend(SQLitePaths):
         return connection
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
-        unknown = set(options) - {"isolation"}
-        if unknown:
-            raise ConfigurationError(
-                f"unknown transaction option(s) {sorted(unknown)} for SQLite; supported: isolation"
-            )
+        refuse_unknown_options(options, ("isolation",), "SQLite")
         # DEFERRED by default, as sqlite3 (and so ``databases``) begins: a
         # transaction takes the write lock at its first write, so readers
         # never wait for each other. The price, two transactions that both
