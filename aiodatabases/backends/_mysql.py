@@ -18,7 +18,18 @@ from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
 from ._common import isolation_sql, refuse_unknown_options
-from .base import Args, Cursor, OptionSpec, Row, SQLAlchemyDialect, to_bool, to_float
+from .base import (
+    Args,
+    Capabilities,
+    CapabilityNames,
+    Cursor,
+    KeepsNothing,
+    OptionSpec,
+    Row,
+    SQLAlchemyDialect,
+    to_bool,
+    to_float,
+)
 
 # MySQL field type codes (the protocol's, identical in both drivers).
 _TINY = 1
@@ -303,16 +314,14 @@ class MySQLConnection:
             self._raw.close()
 
 
-class MySQLBackend(SQLAlchemyDialect):
+class MySQLBackend(SQLAlchemyDialect, KeepsNothing, CapabilityNames):
     """MySQL/MariaDB; ``driver`` supplies the package-specific pieces."""
 
     dialect_name = "mysql"
     paramstyle: ParamStyle = "format"
-    failed_statement_aborts_transaction = False
-    single_connection = False
-    cursor_blocks_connection = True
-    cancel_waits_for_statement = True
-    ddl_commits_transaction = True
+    capabilities = Capabilities(
+        cursor_blocks_connection=True, cancel_waits_for_statement=True, ddl_commits_transaction=True
+    )
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any], driver: Any) -> None:
         self._driver = driver

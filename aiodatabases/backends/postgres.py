@@ -16,7 +16,10 @@ from .._url import DatabaseURL
 from ._common import isolation_sql, refuse_unknown_options
 from .base import (
     Args,
+    Capabilities,
+    CapabilityNames,
     Cursor,
+    KeepsNothing,
     OptionSpec,
     Row,
     SQLAlchemyDialect,
@@ -251,14 +254,10 @@ class PostgresConnection:
             self._raw.terminate()
 
 
-class PostgresBackend(SQLAlchemyDialect):
+class PostgresBackend(SQLAlchemyDialect, KeepsNothing, CapabilityNames):
     dialect_name = "postgresql"
     paramstyle: ParamStyle = "numeric_dollar"
-    failed_statement_aborts_transaction = True
-    single_connection = False
-    cursor_blocks_connection = False
-    cancel_waits_for_statement = False
-    ddl_commits_transaction = False
+    capabilities = Capabilities(failed_statement_aborts_transaction=True)
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._connect_kwargs: dict[str, Any] = {

@@ -14,6 +14,7 @@ from ..._records import record_type
 from ..._url import DatabaseURL
 from ...exceptions import ConfigurationError, UnknownOptionError
 from .._common import refuse_unknown_options
+from ..base import Capabilities, CapabilityNames
 from .connection import SQLiteConnection
 from .here import SlowReads
 from .options import (
@@ -22,6 +23,7 @@ from .options import (
     OPTIONS,
     PRAGMAS,
     URI_PARAMETERS,
+    Target,
     database_target,
     isolation_mode,
 )
@@ -31,19 +33,17 @@ from .worker import worker_ended, worker_thread
 SQLiteRecord = record_type(sqlite3.Row, name_misses=IndexError)
 
 
-class SQLiteBackend(SQLitePaths):
+class SQLiteBackend(SQLitePaths, CapabilityNames):
     dialect_name = "sqlite"
     paramstyle: ParamStyle = "qmark"
-    # SQLite undoes only the failed statement; an interrupt is never sent.
-    failed_statement_aborts_transaction = False
-    cursor_blocks_connection = False
-    cancel_waits_for_statement = False
-    ddl_commits_transaction = False
+    # SQLite undoes only the failed statement, and stops a cancelled one
+    # itself; only ``single_connection`` depends on the URL (``_open_target``).
+    capabilities: Capabilities
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self.url = self.target_url = url
-        self._target = database_target(
-            url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
+        self._open_target(
+            database_target(url, {k: v for k, v in options.items() if k in URI_PARAMETERS})
         )
         #: The ``sqlite3.connect`` keywords given (keyword or URL), read at every connect.
         self.connect_options: dict[str, Any] = {
@@ -59,13 +59,14 @@ class SQLiteBackend(SQLitePaths):
         ]
         self._isolation = options.get("isolation", "deferred")
 
-    @property
-    def single_connection(self) -> bool:
+    def _open_target(self, target: Target) -> None:
+        """Open later connections to ``target``, with the capabilities it implies."""
+        self._target = target
         # Each connection to ":memory:" is its own database: keep exactly one.
         # A shared in-memory one too: shared-cache connections lock each other's
         # tables without waiting (SQLITE_LOCKED), so one Database uses one.
-        target = self._target
-        return target.private_memory or target.shared_memory
+        single = target.private_memory or target.shared_memory
+        self.capabilities = Capabilities(single_connection=single)
 
     def use_target(self, url: DatabaseURL, connect_options: dict[str, Any]) -> None:
         """Open later connections to ``url`` with these ``sqlite3.connect`` keywords
@@ -78,8 +79,8 @@ class SQLiteBackend(SQLitePaths):
             )
         # The URL's PRAGMAs and isolation were applied when the backend was built.
         options = OPTIONS.parse(url.options, {})
-        self._target = database_target(
-            url, {k: v for k, v in options.items() if k in URI_PARAMETERS}
+        self._open_target(
+            database_target(url, {k: v for k, v in options.items() if k in URI_PARAMETERS})
         )
         for name, value in options.items():  # the URL's own, as at construction
             if name in CONNECT_OPTIONS:
