@@ -202,9 +202,7 @@ class Runtime:
     async def open(self) -> None:
         """Open the pool; on failure nothing stays open."""
         try:
-            open_kept = getattr(self.backend, "open_kept", None)
-            if open_kept is not None:
-                open_kept()
+            self.backend.open_kept()
             await self.pool.open()
         except BaseException:
             await shielded(self.close())
@@ -267,12 +265,10 @@ class Runtime:
         self._close_kept()
 
     def _close_kept(self) -> None:
-        # Optional: what a backend keeps open for the connected life (SQLite's
-        # shared in-memory database, opened by ``open_kept()`` or its first
+        # What a backend keeps open for the connected life (SQLite's shared
+        # in-memory database, opened by ``open_kept()`` or its first
         # connection), see ``backends.base.Backend``.
-        close_kept = getattr(self.backend, "close_kept", None)
-        if close_kept is not None:
-            close_kept()
+        self.backend.close_kept()
 
     def submit_to_thread(self, func: Callable[[], Awaitable[T]]) -> Future[T]:
         if self.thread is None:
