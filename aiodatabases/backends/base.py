@@ -5,7 +5,9 @@ transaction stacks: the core calls these methods one at a time per
 connection (it serializes them) and decides when to begin, commit or reset.
 Rows are returned as ``Record`` objects, built by the driver where it can
 (``_records.record_type`` of its row type) so that raw SQL costs no Python
-work per row.
+work per row. What a driver does differently, that the core must work
+around, is one ``Capabilities`` record per backend (and, per connection,
+``ran_inline`` and ``stream_in_transaction`` for what its last call did).
 """
 
 from __future__ import annotations
@@ -92,9 +94,9 @@ class DriverConnection(Protocol):
     async def interrupt(self, read_only: bool) -> None:
         """The caller of the running statement was cancelled: stop it on the server.
 
-        Called only for backends with ``cancel_waits_for_statement`` (the
-        others stop a cancelled statement themselves); ``read_only`` says the
-        statement writes nothing.
+        Called only where ``capabilities.cancel_waits_for_statement`` is True
+        (the other drivers stop a cancelled statement themselves);
+        ``read_only`` says the statement writes nothing.
         """
 
     async def reset(self) -> None:
