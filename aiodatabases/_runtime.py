@@ -62,7 +62,7 @@ class Runtime:
         self.settings = settings
         self.loop = loop
         self.thread = thread
-        max_size = 1 if backend.single_connection else settings.max_size
+        max_size = 1 if backend.capabilities.single_connection else settings.max_size
         self.pool = Pool(
             backend.connect,
             min_size=min(settings.min_size, max_size),
@@ -165,7 +165,7 @@ class Runtime:
         """
         pool = self.pool
         backend = self.backend
-        discard_on_cancel = backend.cancel_waits_for_statement
+        discard_on_cancel = backend.capabilities.cancel_waits_for_statement
         for attempt in (1, 2):
             driver = pool.take_idle() or await pool.acquire()
             try:

@@ -99,7 +99,7 @@ class Connection:
         self._broken = False  # the driver connection is gone: discard, never reuse
         self._recovering = False  # a background recovery holds the gate
         # Open cursors that block the connection (MySQL), each with its scope.
-        self._blocks = self._backend.cursor_blocks_connection
+        self._blocks = self._backend.capabilities.cursor_blocks_connection
         self._streams: list[tuple[Cursor, Scope]] = []
 
     # -- public API (caller's loop) ------------------------------------------------------
@@ -447,7 +447,11 @@ class Connection:
             if renew:
                 # Not interruptible: half done, it would leave no guard to roll back to.
                 await to_its_end(driver.run_control(renew))
-        ddl_commits = self._backend.ddl_commits_transaction and bool(self._frames) and is_ddl(sql)
+        ddl_commits = (
+            self._backend.capabilities.ddl_commits_transaction
+            and bool(self._frames)
+            and is_ddl(sql)
+        )
         if ddl_commits:
             logger.warning(
                 "DDL inside a transaction on %s commits it implicitly (MySQL): what ran "
@@ -508,7 +512,7 @@ class Connection:
         back to a savepoint taken after the last write undoes only the failure.
         """
         return (
-            self._backend.failed_statement_aborts_transaction
+            self._backend.capabilities.failed_statement_aborts_transaction
             and bool(self._frames)
             and not any(frame.owns for frame in self._frames)
         )

@@ -20,7 +20,6 @@ from ._mysql_rows import shaper_for
 from .base import (
     Args,
     Capabilities,
-    CapabilityNames,
     Cursor,
     KeepsNothing,
     OptionSpec,
@@ -194,7 +193,7 @@ class MySQLConnection:
             self._raw.close()
 
 
-class MySQLBackend(SQLAlchemyDialect, KeepsNothing, CapabilityNames):
+class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
     """MySQL/MariaDB; ``driver`` supplies the package-specific pieces."""
 
     dialect_name = "mysql"

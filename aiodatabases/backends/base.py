@@ -201,19 +201,6 @@ class Backend(Protocol):
         more on another connection (the pool's health check).
         """
 
-    # Until the core reads ``capabilities`` (the next change): the flags by
-    # their old names, served by ``CapabilityNames``.
-    @property
-    def failed_statement_aborts_transaction(self) -> bool: ...
-    @property
-    def single_connection(self) -> bool: ...
-    @property
-    def cursor_blocks_connection(self) -> bool: ...
-    @property
-    def cancel_waits_for_statement(self) -> bool: ...
-    @property
-    def ddl_commits_transaction(self) -> bool: ...
-
 
 class KeepsNothing:
     """``open_kept()`` and ``close_kept()`` for a backend that keeps nothing open."""
@@ -223,32 +210,6 @@ class KeepsNothing:
 
     def close_kept(self) -> None:
         return None
-
-
-class CapabilityNames:
-    """Transitional: the ``Capabilities`` flags by their old names on the backend."""
-
-    capabilities: Capabilities
-
-    @property
-    def failed_statement_aborts_transaction(self) -> bool:
-        return self.capabilities.failed_statement_aborts_transaction
-
-    @property
-    def single_connection(self) -> bool:
-        return self.capabilities.single_connection
-
-    @property
-    def cursor_blocks_connection(self) -> bool:
-        return self.capabilities.cursor_blocks_connection
-
-    @property
-    def cancel_waits_for_statement(self) -> bool:
-        return self.capabilities.cancel_waits_for_statement
-
-    @property
-    def ddl_commits_transaction(self) -> bool:
-        return self.capabilities.ddl_commits_transaction
 
 
 #: Mixed into backends: the private paths ``databases`` code uses, such as

@@ -17,7 +17,6 @@ from ._common import isolation_sql, refuse_unknown_options
 from .base import (
     Args,
     Capabilities,
-    CapabilityNames,
     Cursor,
     KeepsNothing,
     OptionSpec,
@@ -254,7 +253,7 @@ class PostgresConnection:
             self._raw.terminate()
 
 
-class PostgresBackend(SQLAlchemyDialect, KeepsNothing, CapabilityNames):
+class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
     dialect_name = "postgresql"
     paramstyle: ParamStyle = "numeric_dollar"
     capabilities = Capabilities(failed_statement_aborts_transaction=True)

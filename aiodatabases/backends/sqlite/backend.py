@@ -14,7 +14,7 @@ from ..._records import record_type
 from ..._url import DatabaseURL
 from ...exceptions import ConfigurationError, UnknownOptionError
 from .._common import refuse_unknown_options
-from ..base import Capabilities, CapabilityNames
+from ..base import Capabilities
 from .connection import SQLiteConnection
 from .here import SlowReads
 from .options import (
@@ -33,7 +33,7 @@ from .worker import worker_ended, worker_thread
 SQLiteRecord = record_type(sqlite3.Row, name_misses=IndexError)
 
 
-class SQLiteBackend(SQLitePaths, CapabilityNames):
+class SQLiteBackend(SQLitePaths):
     dialect_name = "sqlite"
     paramstyle: ParamStyle = "qmark"
     # SQLite undoes only the failed statement, and stops a cancelled one
