@@ -186,14 +186,14 @@ class Frames:
         back to a savepoint taken after the last write undoes only the failure.
         """
         return (
-            self._backend.failed_statement_aborts_transaction
+            self._backend.capabilities.failed_statement_aborts_transaction
             and bool(self.stack)
             and not any(frame.owns for frame in self.stack)
         )
 
     def commits_implicitly(self, sql: str) -> bool:
         """Whether ``sql`` ends every open transaction (DDL on MySQL); warns if so."""
-        if not (self._backend.ddl_commits_transaction and self.stack and is_ddl(sql)):
+        if not (self._backend.capabilities.ddl_commits_transaction and self.stack and is_ddl(sql)):
             return False
         logger.warning(
             "DDL inside a transaction on %s commits it implicitly (MySQL): what ran "

@@ -63,7 +63,7 @@ class Runtime:
         self.settings = settings
         self.loop = loop
         self.thread = thread
-        max_size = 1 if backend.single_connection else settings.max_size
+        max_size = 1 if backend.capabilities.single_connection else settings.max_size
         self.pool = Pool(
             backend.connect,
             min_size=min(settings.min_size, max_size),
@@ -165,7 +165,7 @@ class Runtime:
         """
         pool = self.pool
         backend = self.backend
-        discard_on_cancel = backend.cancel_waits_for_statement
+        discard_on_cancel = backend.capabilities.cancel_waits_for_statement
         for attempt in (1, 2):
             driver = pool.take_idle() or await pool.acquire()
             try:
@@ -202,9 +202,7 @@ class Runtime:
     async def open(self) -> None:
         """Open the pool; on failure nothing stays open."""
         try:
-            open_kept = getattr(self.backend, "open_kept", None)
-            if open_kept is not None:
-                open_kept()
+            self.backend.open_kept()
             await self.pool.open()
         except BaseException:
             await shielded(self.close())
@@ -266,12 +264,10 @@ class Runtime:
         self._close_kept()
 
     def _close_kept(self) -> None:
-        # Optional: what a backend keeps open for the connected life (SQLite's
-        # shared in-memory database, opened by ``open_kept()`` or its first
+        # What a backend keeps open for the connected life (SQLite's shared
+        # in-memory database, opened by ``open_kept()`` or its first
         # connection), see ``backends.base.Backend``.
-        close_kept = getattr(self.backend, "close_kept", None)
-        if close_kept is not None:
-            close_kept()
+        self.backend.close_kept()
 
     def submit_to_thread(self, func: Callable[[], Awaitable[T]]) -> Future[T]:
         if self.thread is None:

@@ -50,9 +50,9 @@ class Session:
         self._broken = False  # the driver connection is gone: discard, never reuse
         # A guarded statement was cancelled: the undo it needs takes the turn over.
         self._recovery: tuple[DriverConnection, int] | None = None
-        self._ddl_commits = runtime.backend.ddl_commits_transaction
+        self._ddl_commits = runtime.backend.capabilities.ddl_commits_transaction
         #: Whether an open cursor blocks the connection (MySQL).
-        self.blocks = runtime.backend.cursor_blocks_connection
+        self.blocks = runtime.backend.capabilities.cursor_blocks_connection
 
     @property
     def in_use(self) -> bool:

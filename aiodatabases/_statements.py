@@ -74,7 +74,7 @@ def run_statement(
     cursor must be closed). A backend that stops a cancelled statement
     itself (asyncpg, SQLite) runs as it is.
     """
-    if backend.cancel_waits_for_statement:
+    if backend.capabilities.cancel_waits_for_statement:
         return _run_to_its_end(driver, op, sql, args, on_lost)
     return op(driver, sql, args)
 

@@ -409,6 +409,6 @@ class Database:
             # body's statements on it: give the iteration its own, unless the pool
             # has only one (the body's statements would wait for it forever).
             runtime = self._require_runtime()
-            own = self._backend.cursor_blocks_connection and runtime.pool.max_size > 1
+            own = self._backend.capabilities.cursor_blocks_connection and runtime.pool.max_size > 1
             connection = Connection(runtime) if own else self.connection()
         return connection.iterate(query, values)

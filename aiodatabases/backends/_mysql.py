@@ -1,28 +1,33 @@
-"""What asyncmy and aiomysql share: the MySQL/MariaDB dialect and a connection wrapper.
+"""What asyncmy and aiomysql share: the MySQL/MariaDB backend and a connection wrapper.
 
 The two drivers have the same shape (both descend from PyMySQL): cursors,
 ``%s`` parameters escaped by the driver, ``lastrowid``, unbuffered cursors
-for streaming. Each driver module passes its package and cursor classes in.
+for streaming. Each driver module passes its package and cursor classes in;
+the rows are ``_mysql_rows``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import functools
 import ssl
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .._query import ParamStyle
-from .._records import record_type
 from .._url import DatabaseURL
-from ..exceptions import ConfigurationError
-from .base import Args, Cursor, OptionSpec, Row, SQLAlchemyDialect, to_bool, to_float
-
-# MySQL field type codes (the protocol's, identical in both drivers).
-_TINY = 1
-_TIME = 11
+from ._common import isolation_sql, refuse_unknown_options
+from ._mysql_rows import shaper_for
+from .base import (
+    Args,
+    Capabilities,
+    Cursor,
+    KeepsNothing,
+    OptionSpec,
+    Row,
+    SQLAlchemyDialect,
+    to_bool,
+    to_float,
+)
 
 
 def _ssl_option(value: Any) -> Any:
@@ -49,128 +54,6 @@ OPTIONS = OptionSpec(
         "sql_mode": str,
     },
 )
-
-_ISOLATION_LEVELS = {
-    "read_committed": "READ COMMITTED",
-    "repeatable_read": "REPEATABLE READ",
-    "serializable": "SERIALIZABLE",
-    "read_uncommitted": "READ UNCOMMITTED",
-}
-
-
-class _TupleRow(tuple[Any, ...]):
-    """A result row: the values as a tuple (built in C), names from its class.
-
-    Each result shape gets a subclass holding its column names
-    (``_Shaper``), so a row costs one tuple and nothing per column.
-    """
-
-    __slots__ = ()
-    _index: ClassVar[Mapping[str, int]] = {}
-    _names: ClassVar[tuple[str, ...]] = ()
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            return tuple.__getitem__(self, self._index[key])
-        return tuple.__getitem__(self, key)
-
-    def keys(self) -> Iterator[str]:
-        return iter(self._names)
-
-    # A tuple's own methods would hide columns named "count" or "index".
-    @property
-    def count(self) -> Any:
-        return self._column("count")
-
-    @property
-    def index(self) -> Any:
-        return self._column("index")
-
-    def _column(self, name: str) -> Any:
-        position = self._index.get(name)
-        if position is None:
-            raise AttributeError(f"'Record' object has no column or attribute {name!r}")
-        return tuple.__getitem__(self, position)
-
-
-class _ConvertingRow(_TupleRow):
-    """A row whose BOOLEAN and TIME values are converted when read, not when fetched."""
-
-    __slots__ = ()
-    _converters: ClassVar[Mapping[int, Callable[[Any], Any]]] = {}
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            position = self._index[key]
-        elif isinstance(key, slice):
-            return tuple(self[i] for i in range(len(self))[key])
-        else:
-            position = key
-        value = tuple.__getitem__(self, position)  # IndexError when out of range
-        if position < 0:
-            position += len(self)
-        convert = self._converters.get(position)
-        return value if convert is None else convert(value)
-
-    def _column(self, name: str) -> Any:
-        if name not in self._index:
-            raise AttributeError(f"'Record' object has no column or attribute {name!r}")
-        return self[name]
-
-
-#: The rows of MySQL results (a subclass per result shape, see ``_Shaper``).
-MySQLRecord = record_type(_TupleRow)
-_ConvertingRecord = record_type(_ConvertingRow)
-
-
-_DAY = datetime.timedelta(days=1)
-
-
-def _time_of(value: Any) -> Any:
-    # The drivers return TIME as a timedelta; other backends give datetime.time.
-    if isinstance(value, datetime.timedelta) and datetime.timedelta(0) <= value < _DAY:
-        return (datetime.datetime.min + value).time()
-    return value
-
-
-def _bool_of(value: Any) -> Any:
-    return value if value is None else bool(value)
-
-
-class _Shaper:
-    """Turns one result's tuples into rows of a class made for the result's shape.
-
-    The rows are the driver's tuples re-made as that class in C; columns
-    where MySQL differs from the other backends (BOOLEAN as an integer, TIME
-    as a timedelta) are converted when read.
-    """
-
-    def __init__(self, description: Sequence[Sequence[Any]]) -> None:
-        names = tuple(column[0] for column in description)
-        index: dict[str, int] = {}
-        for position, name in enumerate(names):
-            index.setdefault(name, position)  # the first of duplicate names wins
-        converters: dict[int, Callable[[Any], Any]] = {}
-        for position, column in enumerate(description):
-            type_code, length = column[1], column[3]
-            if type_code == _TIME:
-                converters[position] = _time_of
-            elif type_code == _TINY and length == 1:  # BOOLEAN is TINYINT(1)
-                converters[position] = _bool_of
-        base = _ConvertingRecord if converters else MySQLRecord
-        namespace: dict[str, Any] = {"__slots__": (), "_index": index, "_names": names}
-        if converters:
-            namespace["_converters"] = converters
-        self.row_class: type[Any] = type("Record", (base,), namespace)
-
-    def rows(self, tuples: Sequence[tuple[Any, ...]]) -> list[Row]:
-        return list(map(self.row_class, tuples))
-
-
-@functools.lru_cache(maxsize=1024)
-def _shaper_for(description: tuple[tuple[Any, ...], ...]) -> _Shaper:
-    """One shaper per distinct result description (built once, not per statement)."""
-    return _Shaper(description)
 
 
 def _execute_result(cursor: Any) -> Any:
@@ -200,7 +83,7 @@ class _MySQLCursor:
         self._cursor = cursor
         self._raw = raw
         self._flow = flow
-        self._shaper = _shaper_for(tuple(cursor.description or ()))
+        self._shaper = shaper_for(tuple(cursor.description or ()))
         flow.pause(raw)
 
     async def keep(self) -> None:
@@ -245,7 +128,7 @@ class MySQLConnection:
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
         cursor = await self._run(sql, args)
         try:
-            return _shaper_for(tuple(cursor.description or ())).rows(await cursor.fetchall())
+            return shaper_for(tuple(cursor.description or ())).rows(await cursor.fetchall())
         finally:
             await cursor.close()
 
@@ -255,7 +138,7 @@ class MySQLConnection:
             values = await cursor.fetchone()
             if values is None:
                 return None
-            return _shaper_for(tuple(cursor.description or ())).rows([values])[0]
+            return shaper_for(tuple(cursor.description or ())).rows([values])[0]
         finally:
             await cursor.close()
 
@@ -310,16 +193,14 @@ class MySQLConnection:
             self._raw.close()
 
 
-class MySQLBackend(SQLAlchemyDialect):
+class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
     """MySQL/MariaDB; ``driver`` supplies the package-specific pieces."""
 
     dialect_name = "mysql"
     paramstyle: ParamStyle = "format"
-    failed_statement_aborts_transaction = False
-    single_connection = False
-    cursor_blocks_connection = True
-    cancel_waits_for_statement = True
-    ddl_commits_transaction = True
+    capabilities = Capabilities(
+        cursor_blocks_connection=True, cancel_waits_for_statement=True, ddl_commits_transaction=True
+    )
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any], driver: Any) -> None:
         self._driver = driver
@@ -378,23 +259,14 @@ class MySQLBackend(SQLAlchemyDialect):
             await killer.ensure_closed()
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
-        unknown = set(options) - {"isolation", "readonly"}
-        if unknown:
-            raise ConfigurationError(
-                f"unknown transaction option(s) {sorted(unknown)} for MySQL; "
-                "supported: isolation, readonly"
-            )
+        refuse_unknown_options(options, ("isolation", "readonly"), "MySQL")
         isolation = options.get("isolation")
         statements = []
         if isolation is not None:
-            key = str(isolation).strip().lower().replace(" ", "_").replace("-", "_")
-            if key not in _ISOLATION_LEVELS:
-                raise ConfigurationError(
-                    f"unknown isolation level {isolation!r} for MySQL; "
-                    f"supported: {', '.join(_ISOLATION_LEVELS)}"
-                )
             # MySQL sets the level for the next transaction with its own statement.
-            statements.append(f"SET TRANSACTION ISOLATION LEVEL {_ISOLATION_LEVELS[key]}")
+            statements.append(
+                f"SET TRANSACTION ISOLATION LEVEL {isolation_sql(isolation, 'MySQL')}"
+            )
         statements.append("START TRANSACTION READ ONLY" if options.get("readonly") else "BEGIN")
         return statements
 

@@ -5,7 +5,9 @@ transaction stacks: the core calls these methods one at a time per
 connection (it serializes them) and decides when to begin, commit or reset.
 Rows are returned as ``Record`` objects, built by the driver where it can
 (``_records.record_type`` of its row type) so that raw SQL costs no Python
-work per row.
+work per row. What a driver does differently, that the core must work
+around, is one ``Capabilities`` record per backend (and, per connection,
+``ran_inline`` and ``stream_in_transaction`` for what its last call did).
 """
 
 from __future__ import annotations
@@ -92,9 +94,9 @@ class DriverConnection(Protocol):
     async def interrupt(self, read_only: bool) -> None:
         """The caller of the running statement was cancelled: stop it on the server.
 
-        Called only for backends with ``cancel_waits_for_statement`` (the
-        others stop a cancelled statement themselves); ``read_only`` says the
-        statement writes nothing.
+        Called only where ``capabilities.cancel_waits_for_statement`` is True
+        (the other drivers stop a cancelled statement themselves);
+        ``read_only`` says the statement writes nothing.
         """
 
     async def reset(self) -> None:
@@ -111,34 +113,77 @@ class DriverConnection(Protocol):
         """Close at once, without awaiting anything (the loop may be gone)."""
 
 
-class Backend(Protocol):
-    """What one URL scheme provides: a way to open connections, and its SQL dialect.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver (or its server) does that the core has to work around.
 
-    A backend may also keep something open for the whole connected life
-    (SQLite's shared in-memory database): ``open_kept()``, called before the
-    pool opens (not with ``force_rollback``, whose one connection opens at
-    once), and ``close_kept()``, called when the pool has closed (the last
-    ``disconnect()``). Both are plain functions, without I/O to wait for.
+    One frozen record per backend (``Backend.capabilities``): the core reads
+    these flags and nothing else about the driver. Each says which driver or
+    server behaviour forces it and what the core does differently. The
+    defaults are the plain case; a backend names only its quirks.
     """
+
+    #: PostgreSQL refuses every statement after a failed one inside a
+    #: transaction, until ROLLBACK ("current transaction is aborted"); SQLite
+    #: and MySQL undo only the failed statement. With True, a bare statement
+    #: on the ``force_rollback`` transaction runs behind a savepoint
+    #: (``_guard``), rolled back to after a failure, so that the failure
+    #: undoes only itself and the connection stays usable (DESIGN §4).
+    failed_statement_aborts_transaction: bool = False
+    #: Each connection to SQLite's ``:memory:`` is a database of its own, and
+    #: the connections to a shared-cache in-memory database lock each other's
+    #: tables without waiting (SQLITE_LOCKED). With True the pool holds at
+    #: most one connection, so every task sees the one database and waits
+    #: its turn for it. SQLite decides it per URL (the database it opens).
+    single_connection: bool = False
+    #: The MySQL drivers stream an unbuffered result over the connection
+    #: itself: nothing else can be sent on it until the rows are read or the
+    #: cursor closed. With True, ``iterate()`` outside a block gets a
+    #: connection of its own (when the pool has more than one), and on a
+    #: shared connection an iteration owns it like a transaction: its own
+    #: task gets ``InterleaveError`` at once, other tasks wait (DESIGN §2).
+    cursor_blocks_connection: bool = False
+    #: The MySQL drivers cannot abandon a statement half read (the rest of its
+    #: result would be left on the socket), and cannot cancel one on the
+    #: server themselves. With True, a cancelled statement is stopped with
+    #: ``DriverConnection.interrupt`` (``KILL QUERY`` from a second
+    #: connection) and awaited to its end before the caller leaves; a
+    #: borrowed connection is discarded instead. asyncpg and aiosqlite stop a
+    #: cancelled statement themselves: the core just cancels the awaitable.
+    cancel_waits_for_statement: bool = False
+    #: MySQL commits the open transaction implicitly at DDL (CREATE, ALTER,
+    #: DROP ...). With True, DDL inside a transaction logs a warning (what
+    #: ran before it is no longer rolled back); afterwards the savepoints the
+    #: commit ended are marked gone (ending them sends nothing) and the
+    #: ``force_rollback`` transaction is begun again, with its rollback points.
+    ddl_commits_transaction: bool = False
+
+
+class Backend(Protocol):
+    """What one URL scheme provides: a way to open connections, and its SQL dialect."""
 
     #: The URL the backend was built for (``create_backend`` sets it).
     url: DatabaseURL
     paramstyle: ParamStyle
     #: The SQLAlchemy dialect family ("postgresql", "sqlite", "mysql").
     dialect_name: str
-    #: True when a failed statement aborts the enclosing transaction (PostgreSQL).
-    failed_statement_aborts_transaction: bool
-    #: When True the pool never holds more than one connection (SQLite ``:memory:``).
-    single_connection: bool
-    #: When True nothing else can run on a connection while a cursor streams (MySQL).
-    cursor_blocks_connection: bool
-    #: When True a cancelled statement is interrupted (``interrupt``) and then
-    #: awaited to its end, because the driver cannot abandon it half read.
-    cancel_waits_for_statement: bool
-    #: When True DDL commits the open transaction implicitly (MySQL).
-    ddl_commits_transaction: bool
+    #: What the driver does that the core works around (see ``Capabilities``).
+    capabilities: Capabilities
 
     async def connect(self) -> DriverConnection: ...
+
+    def open_kept(self) -> None:
+        """Keep open what must live as long as the database is connected
+        (SQLite's shared in-memory database), before the pool opens.
+
+        Called by ``connect()`` (not with ``force_rollback``, whose one
+        connection opens at once); a plain function, without I/O to wait for.
+        A no-op for most backends (``KeepsNothing``).
+        """
+
+    def close_kept(self) -> None:
+        """Let go of what ``open_kept()`` (or the first connection) kept, once the
+        pool has closed (the last ``disconnect()``). A plain function, no I/O."""
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
         """The statements that open an outermost transaction with these options.
@@ -155,6 +200,16 @@ class Backend(Protocol):
         Such a statement never reached the server, so the core may run it once
         more on another connection (the pool's health check).
         """
+
+
+class KeepsNothing:
+    """``open_kept()`` and ``close_kept()`` for a backend that keeps nothing open."""
+
+    def open_kept(self) -> None:
+        return None
+
+    def close_kept(self) -> None:
+        return None
 
 
 #: Mixed into backends: the private paths ``databases`` code uses, such as

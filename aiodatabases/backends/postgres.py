@@ -13,10 +13,12 @@ import asyncpg
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
-from ..exceptions import ConfigurationError
+from ._common import isolation_sql, refuse_unknown_options
 from .base import (
     Args,
+    Capabilities,
     Cursor,
+    KeepsNothing,
     OptionSpec,
     Row,
     SQLAlchemyDialect,
@@ -64,13 +66,6 @@ T = TypeVar("T")
 
 #: asyncpg builds every row as this type in C: a Record without a wrapper.
 PostgresRecord = record_type(asyncpg.Record)
-
-_ISOLATION_LEVELS = {
-    "read_committed": "READ COMMITTED",
-    "repeatable_read": "REPEATABLE READ",
-    "serializable": "SERIALIZABLE",
-    "read_uncommitted": "READ UNCOMMITTED",
-}
 
 
 class _PostgresCursor:
@@ -258,14 +253,10 @@ class PostgresConnection:
             self._raw.terminate()
 
 
-class PostgresBackend(SQLAlchemyDialect):
+class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
     dialect_name = "postgresql"
     paramstyle: ParamStyle = "numeric_dollar"
-    failed_statement_aborts_transaction = True
-    single_connection = False
-    cursor_blocks_connection = False
-    cancel_waits_for_statement = False
-    ddl_commits_transaction = False
+    capabilities = Capabilities(failed_statement_aborts_transaction=True)
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
         self._connect_kwargs: dict[str, Any] = {
@@ -282,22 +273,11 @@ class PostgresBackend(SQLAlchemyDialect):
         return PostgresConnection(await asyncpg.connect(**self._connect_kwargs))
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
-        unknown = set(options) - {"isolation", "readonly", "deferrable"}
-        if unknown:
-            raise ConfigurationError(
-                f"unknown transaction option(s) {sorted(unknown)} for PostgreSQL; "
-                "supported: isolation, readonly, deferrable"
-            )
+        refuse_unknown_options(options, ("isolation", "readonly", "deferrable"), "PostgreSQL")
         parts = ["BEGIN"]
         isolation = options.get("isolation")
         if isolation is not None:
-            key = str(isolation).strip().lower().replace(" ", "_").replace("-", "_")
-            if key not in _ISOLATION_LEVELS:
-                raise ConfigurationError(
-                    f"unknown isolation level {isolation!r} for PostgreSQL; "
-                    f"supported: {', '.join(_ISOLATION_LEVELS)}"
-                )
-            parts.append(f"ISOLATION LEVEL {_ISOLATION_LEVELS[key]}")
+            parts.append(f"ISOLATION LEVEL {isolation_sql(isolation, 'PostgreSQL')}")
         if options.get("readonly"):
             parts.append("READ ONLY")
         if options.get("deferrable"):

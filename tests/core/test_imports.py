@@ -113,6 +113,7 @@ def test_the_import_graph_is_read() -> None:
     assert "aiodatabases.backends.base" in graph["aiodatabases.backends.postgres"]
     assert "aiodatabases._sqlalchemy" in graph["aiodatabases._optional"]  # in a function
     assert "aiodatabases.backends.base" in graph["aiodatabases.backends"]  # from a package
+    assert "aiodatabases._compat" in graph["aiodatabases.backends.sqlite.backend"]  # from ...
 
 
 def test_circles_are_found() -> None:
