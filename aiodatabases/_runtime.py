@@ -22,7 +22,13 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from ._background import Background, shielded
 from ._loops import LoopThread, carry, carry_call, check_can_carry
 from ._pool import Pool
-from ._statements import Operation, interrupt_quietly, pause_if_inline, run_statement
+from ._statements import (
+    Operation,
+    interrupt_quietly,
+    may_run_again,
+    pause_if_inline,
+    run_statement,
+)
 from ._waits import forget_deadline
 from .backends.base import Backend, DriverConnection
 
@@ -154,7 +160,7 @@ class Runtime:
         """Run one statement on a pooled connection taken for it alone.
 
         A connection found dead before the statement was sent is replaced
-        once (the health check); nothing else is retried.
+        once (``may_run_again``, the health check).
 
         Cancellation: the connection goes back marked dirty and is reset
         (the server-side statement cancelled) before anyone reuses it. Where
@@ -179,7 +185,7 @@ class Runtime:
                     raise
                 dirty, broken = self.classify_failure(driver, exc)
                 pool.release(driver, dirty=dirty, broken=broken)
-                if attempt == 2 or not backend.is_stale(exc):
+                if not may_run_again(backend, exc, attempt == 1):
                     await pause_if_inline(driver)  # a failed read may not have suspended
                     raise
                 continue

@@ -18,7 +18,7 @@ from ._frames import Frames
 from ._gate import EVERY_OWNER, Gate, Scopes, Who
 from ._query import is_read_only
 from ._runtime import Runtime
-from ._statements import Operation, pause_if_inline, run_statement, to_its_end
+from ._statements import Operation, may_run_again, pause_if_inline, run_statement, to_its_end
 from .backends.base import DriverConnection
 from .exceptions import ConnectionBusyError, InterleaveError, NotConnectedError
 
@@ -208,9 +208,9 @@ class Session:
                     try:
                         return await self.execute(driver, op, sql, args)
                     except Exception as exc:
-                        if not (fresh and self._holds == 1 and self._backend.is_stale(exc)):
+                        if not may_run_again(self._backend, exc, fresh and self._holds == 1):
                             raise
-                    # Taken from the pool dead, statement never sent: the health check.
+                    # Taken from the pool dead, statement never sent (the health check).
                     self._release_driver()
                     driver = await self.ensure_driver()
                     return await self.execute(driver, op, sql, args)

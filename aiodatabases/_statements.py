@@ -57,6 +57,19 @@ EXECUTE_MANY: Operation = _execute_many
 _CANCEL_WAIT = 30.0
 
 
+def may_run_again(backend: Backend, exc: BaseException, first_use: bool) -> bool:
+    """The health check: whether a statement that failed with ``exc`` runs once
+    more, on another connection from the pool.
+
+    Only when its connection came from the pool for this statement
+    (``first_use``: nothing of the caller's is on it) and ``exc`` says that
+    connection was dead before the statement was sent, so the statement never
+    reached the server. Nothing else is ever retried: a statement that may
+    have run is the caller's to see fail. The second failure is final.
+    """
+    return first_use and backend.is_stale(exc)
+
+
 def run_statement(
     backend: Backend,
     driver: DriverConnection,
