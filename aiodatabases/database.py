@@ -20,25 +20,20 @@ from typing import Any, NamedTuple
 
 from ._background import shielded
 from ._gate import refuse_lost
-from ._loops import LoopThread
+from ._opening import build_runtime, close_runtime
+from ._options import take_settings
 from ._prepare import Query, Values, prepare, prepare_many
 from ._records import Record, record, records
-from ._runtime import Runtime, Settings
+from ._runtime import Runtime
 from ._statements import EXECUTE, EXECUTE_MANY, FETCH_ALL, FETCH_ONE, Operation
 from ._tasks import TaskConnections
 from ._url import DatabaseURL
 from .backends import create_backend
-from .backends.base import to_float, to_int
-from .connection import Connection, is_held, open_shared, transactions_of
+from .connection import Connection, is_held, transactions_of
 from .exceptions import ConfigurationError, NotConnectedError, TransactionError
 from .transaction import Isolation, Transaction
 
 logger = logging.getLogger("aiodatabases")
-
-_DEFAULT_MIN_SIZE = 1
-_DEFAULT_MAX_SIZE = 10
-_DEFAULT_ACQUIRE_TIMEOUT = 30.0
-
 
 class _Kind(NamedTuple):
     """How one kind of statement runs: the table behind ``Database._statement``."""
@@ -65,39 +60,6 @@ class DatabaseState(enum.Enum):
     CONNECTED = "connected"
 
 
-def _optional_timeout(value: Any) -> float | None:
-    if value is None or str(value).strip().lower() == "none":
-        return None
-    timeout = to_float(value)
-    if timeout <= 0:
-        raise ValueError("expected a positive number of seconds, or None for no limit")
-    return timeout
-
-
-def _take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Settings:
-    """Remove the core options from both dicts and return them, validated."""
-
-    def take(name: str, default: Any) -> Any:
-        value = kwargs.pop(name, url_options.pop(name, default))
-        return value
-
-    try:
-        min_size = to_int(take("min_size", _DEFAULT_MIN_SIZE))
-        max_size = to_int(take("max_size", _DEFAULT_MAX_SIZE))
-        timeout = _optional_timeout(take("acquire_timeout", _DEFAULT_ACQUIRE_TIMEOUT))
-        recycle = _optional_timeout(take("pool_recycle", None))
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"invalid pool option: {exc}") from exc
-    if min_size < 0 or max_size < 1 or min_size > max_size:
-        raise ConfigurationError(
-            f"pool sizes must satisfy 0 <= min_size <= max_size and max_size >= 1; "
-            f"got min_size={min_size}, max_size={max_size}"
-        )
-    return Settings(
-        min_size=min_size, max_size=max_size, acquire_timeout=timeout, pool_recycle=recycle
-    )
-
-
 class Database:
     """A database: a pool of connections, or one rolled-back connection.
 
@@ -119,7 +81,7 @@ class Database:
         self.options = options
         url_options = dict(self.url.options)
         kwargs = dict(options)
-        self._settings = _take_settings(url_options, kwargs)
+        self._settings = take_settings(url_options, kwargs)
         self._backend = create_backend(self.url, url_options, kwargs)
         self._force_rollback = force_rollback
         self._state = DatabaseState.DISCONNECTED
@@ -189,7 +151,9 @@ class Database:
     async def _open(self, connecting: concurrent.futures.Future[None]) -> None:
         """Build the runtime; ``connecting`` tells concurrent connect() calls how it went."""
         try:
-            runtime, shared = await self._build_runtime()
+            runtime, shared = await build_runtime(
+                self._backend, self._settings, self.url, self._force_rollback
+            )
         except BaseException as exc:
             with self._lock:
                 self._connecting = None
@@ -201,36 +165,6 @@ class Database:
             self._connecting = None
             self._state = DatabaseState.CONNECTED
         connecting.set_result(None)
-
-    async def _build_runtime(self) -> tuple[Runtime, Connection | None]:
-        if not self._force_rollback:
-            runtime = Runtime(self._backend, self._settings, asyncio.get_running_loop(), None)
-            await runtime.open()  # closes what it opened if it fails
-            return runtime, None
-        thread = LoopThread(f"aiodatabases {self.url.obscure_password}")
-        # One connection serves everything; the pool only opens it.
-        # pool_recycle does not apply: the one connection is held until disconnect.
-        settings = Settings(min_size=0, max_size=1, acquire_timeout=self._settings.acquire_timeout)
-        runtime = Runtime(self._backend, settings, thread.loop, thread)
-        opening = runtime.submit_to_thread(lambda: self._open_shared(runtime))
-        try:
-            shared = await asyncio.shield(asyncio.wrap_future(opening))
-        except BaseException:
-            # Cancelled or failed: let the opening settle in its thread, then undo it.
-            await shielded(self._undo_opening(runtime, opening))
-            raise
-        return runtime, shared
-
-    @staticmethod
-    async def _undo_opening(runtime: Runtime, opening: concurrent.futures.Future[Any]) -> None:
-        shared: Connection | None = None
-        with contextlib.suppress(BaseException):
-            shared = await asyncio.wrap_future(opening)
-        await Database._close(runtime, shared)
-
-    @staticmethod
-    async def _open_shared(runtime: Runtime) -> Connection:
-        return await open_shared(runtime)
 
     async def disconnect(self) -> None:
         """Balance one ``connect()``; the last one closes the pool. Extra calls do nothing.
@@ -247,20 +181,7 @@ class Database:
             runtime, shared = self._runtime, self._shared
             self._runtime, self._shared = None, None
             self._state = DatabaseState.DISCONNECTED
-        await shielded(self._close(runtime, shared))
-
-    @staticmethod
-    async def _close(runtime: Runtime, shared: Connection | None) -> None:
-        """Close ``runtime`` and every connection still held (``shared`` among them:
-        referenced here until then, as the runtime refers to connections weakly)."""
-        loop = runtime.loop
-        if loop.is_closed() or (not loop.is_running() and loop is not asyncio.get_running_loop()):
-            # Nothing can be awaited there any more: drop the sockets.
-            runtime.terminate()
-        else:
-            await runtime.call(runtime.close)
-        if runtime.thread is not None:
-            runtime.thread.stop()
+        await shielded(close_runtime(runtime, shared))
 
     async def __aenter__(self) -> Database:
         await self.connect()

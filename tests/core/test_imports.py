@@ -154,3 +154,76 @@ def test_a_connections_modules_import_only_downward() -> None:
         for index, name in enumerate(CONNECTION_LAYERS)
     }
     assert {name: above for name, above in upward.items() if above} == {}
+
+
+#: DESIGN.md section 6, top to bottom: a module imports only modules of its
+#: own layer or of the layers below it. Every module is in one layer, so a new
+#: module has to be placed (and the drawing kept true) before this passes.
+LAYERS: dict[str, set[str]] = {
+    "public": {
+        "aiodatabases",
+        "aiodatabases.__main__",
+        "aiodatabases._demo",
+        "aiodatabases.database",
+        "aiodatabases.testing",
+        "aiodatabases.testing._lifespan",
+        "aiodatabases.testing.plugin",
+    },
+    "connection": {
+        "aiodatabases.connection",
+        "aiodatabases._streams",
+        "aiodatabases._transactions",
+        "aiodatabases._session",
+        "aiodatabases._frames",
+        "aiodatabases.transaction",
+        "aiodatabases._tasks",
+        "aiodatabases._opening",
+    },
+    "runtime": {
+        "aiodatabases._runtime",
+        "aiodatabases._pool",
+        "aiodatabases._loops",
+        "aiodatabases._mailbox",
+        "aiodatabases._statements",
+        "aiodatabases._gate",
+        "aiodatabases._guard",
+        "aiodatabases._background",
+        "aiodatabases._waits",
+        "aiodatabases._options",
+    },
+    "preparation": {"aiodatabases._prepare"},
+    "backends": {"aiodatabases.backends"},  # and every module under it
+    "leaves": LEAVES | {"aiodatabases._sqlalchemy", "aiodatabases._pg_dialect"},
+}
+
+
+def _layer(module: str) -> int:
+    for depth, members in enumerate(LAYERS.values()):
+        if module in members or (depth == 4 and module.startswith("aiodatabases.backends.")):
+            return depth
+    raise LookupError(module)
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = []
+    for name in _graph():
+        try:
+            _layer(name)
+        except LookupError:
+            unplaced.append(name)
+    assert unplaced == [], f"place these in LAYERS and in DESIGN.md section 6: {unplaced}"
+
+
+def test_modules_import_only_their_layer_and_below() -> None:
+    graph = _graph()
+    upward = {
+        name: sorted(target for target in targets if _layer(target) < _layer(name))
+        for name, targets in graph.items()
+    }
+    assert {name: above for name, above in upward.items() if above} == {}
+
+
+def test_an_upward_import_is_found() -> None:
+    assert _layer("aiodatabases.backends.sqlite.worker") > _layer("aiodatabases._runtime")
+    assert _layer("aiodatabases._runtime") > _layer("aiodatabases.connection")
+    assert _layer("aiodatabases._url") == len(LAYERS) - 1

@@ -1,0 +1,64 @@
+"""Building what one ``connect()`` makes, and closing it again.
+
+A pooled database gets a ``Runtime`` in the caller's loop; a
+``force_rollback`` one gets a private loop thread, a pool of one and the
+shared connection opened in that thread. Either way the result is undone
+completely if the opening fails or is cancelled half way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from typing import Any
+
+from ._background import shielded
+from ._loops import LoopThread
+from ._runtime import Runtime, Settings
+from ._url import DatabaseURL
+from .backends.base import Backend
+from .connection import Connection, open_shared
+
+
+async def build_runtime(
+    backend: Backend, settings: Settings, url: DatabaseURL, force_rollback: bool
+) -> tuple[Runtime, Connection | None]:
+    """The runtime, open, and with ``force_rollback`` its one shared connection."""
+    if not force_rollback:
+        runtime = Runtime(backend, settings, asyncio.get_running_loop(), None)
+        await runtime.open()  # closes what it opened if it fails
+        return runtime, None
+    thread = LoopThread(f"aiodatabases {url.obscure_password}")
+    # One connection serves everything; the pool only opens it.
+    # pool_recycle does not apply: the one connection is held until disconnect.
+    one = Settings(min_size=0, max_size=1, acquire_timeout=settings.acquire_timeout)
+    runtime = Runtime(backend, one, thread.loop, thread)
+    opening = runtime.submit_to_thread(lambda: open_shared(runtime))
+    try:
+        shared = await asyncio.shield(asyncio.wrap_future(opening))
+    except BaseException:
+        # Cancelled or failed: let the opening settle in its thread, then undo it.
+        await shielded(_undo_opening(runtime, opening))
+        raise
+    return runtime, shared
+
+
+async def _undo_opening(runtime: Runtime, opening: concurrent.futures.Future[Any]) -> None:
+    shared: Connection | None = None
+    with contextlib.suppress(BaseException):
+        shared = await asyncio.wrap_future(opening)
+    await close_runtime(runtime, shared)
+
+
+async def close_runtime(runtime: Runtime, shared: Connection | None) -> None:
+    """Close ``runtime`` and every connection still held (``shared`` among them:
+    referenced here until then, as the runtime refers to connections weakly)."""
+    loop = runtime.loop
+    if loop.is_closed() or (not loop.is_running() and loop is not asyncio.get_running_loop()):
+        # Nothing can be awaited there any more: drop the sockets.
+        runtime.terminate()
+    else:
+        await runtime.call(runtime.close)
+    if runtime.thread is not None:
+        runtime.thread.stop()
