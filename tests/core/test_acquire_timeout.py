@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
+from conftest import LoopInThread
 
 from aiodatabases import ConnectionBusyError, Database, PoolTimeoutError
 from aiodatabases.connection import Connection
@@ -58,30 +58,6 @@ async def test_a_wait_for_the_gate_then_for_the_pool_is_bounded_once(database_ur
             await statement
         await asyncio.gather(owner, holder)
         assert await shared.fetch_val("SELECT 2") == 2  # nothing was left held
-
-
-class LoopInThread:
-    """An application's event loop running in a thread of its own."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-@pytest.fixture
-def loop_thread() -> Iterator[LoopInThread]:
-    runner = LoopInThread()
-    yield runner
-    runner.close()
 
 
 @pytest.mark.parametrize("held", ["pool", "gate"])
