@@ -99,17 +99,28 @@ class Session:
                 "rows with fetch_all() first, or run the statement on another connection"
             )
 
-    async def _end_streams(self) -> None:
-        """With the turn: close every blocking iteration (a transaction ends)."""
+    async def _end_streams(self) -> BaseException | None:
+        """With the turn: close every blocking iteration (a transaction ends).
+
+        Every cursor is closed, whatever happens to one of them. A close that
+        was cancelled leaves the connection's state unknown: it is reset before
+        reuse, and the cancellation is returned for the ending to act on (a
+        transaction then ends without committing, and says why).
+        """
         frames = self.frames
         streams = frames.streams
         frames.streams = []
         frames.update_owner()
+        failure: BaseException | None = None
         for cursor, _ in streams:
             try:
                 await cursor.close()
             except Exception as exc:
                 logger.debug("closing a streaming cursor failed: %r", exc)
+            except BaseException as exc:  # CancelledError: the close may be half done
+                self.dirty = True
+                failure = failure or exc
+        return failure
 
     def _leave(self) -> None:
         """Let the next statement in, or hand the turn to the undo that a
@@ -325,7 +336,9 @@ class _Turn:
         self._who = who
         self._kind = kind
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> BaseException | None:
+        """Wait for the turn. An ending turn gives what stopped closing its
+        iterations, if anything did (see ``Session._end_streams``)."""
         session, scopes, kind = self._session, self._scopes, self._kind
         frames = session.frames
         if kind == _STATEMENT:
@@ -338,10 +351,11 @@ class _Turn:
         await session.gate.acquire(scopes, timeout, self._who)
         if kind == _ENDING:
             try:
-                await session._end_streams()
+                return await session._end_streams()
             except BaseException:
                 session._leave()
                 raise
+        return None
 
     def __aexit__(self, *exc_info: object) -> _Done:
         self._session._leave()

@@ -137,7 +137,7 @@ class Transactions:
             return
         frames = session.frames
         frames.check_innermost(scope)  # at once: waiting would not make it innermost
-        async with session.turn_ending(scopes, caller()):
+        async with session.turn_ending(scopes, caller()) as streams_failed:
             if session.closed:  # while it waited for the turn
                 await _ended_by_disconnect(commit)
                 return
@@ -145,6 +145,10 @@ class Transactions:
             # passes) may have been taken on top of it meanwhile.
             frames.check_innermost(scope)
             try:
+                if streams_failed is not None:
+                    # Closing an iteration inside it was cancelled: not committed.
+                    await self._pop(commit=False)
+                    raise streams_failed
                 await self._pop(commit)
             finally:
                 session.let_go()  # the hold its begin took
