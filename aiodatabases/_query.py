@@ -9,7 +9,8 @@ alone. Each distinct ``(sql, style)`` is translated once and cached; the
 cached :class:`CompiledQuery` then turns a values mapping into the positional
 tuple the driver wants. Values are never formatted into the SQL text.
 
-What counts as a parameter: ``:`` then ``[A-Za-z_][A-Za-z0-9_]*``, where the
+What counts as a parameter: ``:`` then a name (a letter of any script or
+``_``, then letters, digits or ``_``: ``:id``, ``:é``, as in ``databases``), where the
 ``:`` does not follow a word character, another ``:`` or a backslash, and is
 not itself followed by ``:``. So ``x::int`` is a cast, ``arr[lo:hi]`` a slice
 and ``:1`` nothing, while ``:x::int`` binds ``x`` and casts it. ``\\:name``
@@ -102,9 +103,19 @@ class CompiledQuery:
         unknown = [key for key in values if key not in self._unique]
         listing = ", ".join(f"':{key}'" for key in unknown)
         used = list(dict.fromkeys(self.names))
-        return UnknownParameterError(
-            f"value given for {listing}, which the query does not use; query parameters: {used}"
-        )
+        message = f"value given for {listing}, which the query does not use"
+        odd = [f"':{key}'" for key in unknown if not _is_name(key)]
+        if odd:
+            message += (
+                f" ({', '.join(odd)} cannot be a parameter name: a name is a letter or '_' "
+                "then letters, digits or '_'; ':1' or ':a-b' in SQL is not a parameter, "
+                "or is ':a' then '-b')"
+            )
+        return UnknownParameterError(f"{message}; query parameters: {used}")
+
+
+def _is_name(key: object) -> bool:
+    return isinstance(key, str) and _NAME.fullmatch(key) is not None
 
 
 def _taker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -159,7 +170,9 @@ def _interleave(texts: list[str], marks: list[str]) -> str:
 # Characters that may start something other than plain SQL text; everything
 # between them is copied without looking at it one character at a time.
 _SPECIAL = re.compile(r"[:\\'\"`$/-]")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A letter (any script) or "_", then word characters: what SQLAlchemy's text()
+# binds, except that a name never starts with a digit (:1 is left alone).
+_NAME = re.compile(r"[^\W\d]\w*")
 # A dollar-quote opener: $$ or $tag$; the tag cannot start with a digit, which
 # is what keeps $1 (a positional parameter) from opening one.
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")

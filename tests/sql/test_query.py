@@ -248,6 +248,25 @@ def test_unknown_parameter_is_named() -> None:
     assert "['name']" in message
 
 
+@pytest.mark.parametrize("name", ["é", "naïve", "Ωμέγα", "名前", "_ü1"])
+def test_unicode_names_are_parameters(name: str) -> None:
+    # As in databases (SQLAlchemy's text() takes any word): a letter or
+    # underscore of any script, then word characters.
+    compiled = compile_query(f"SELECT :{name}, x::{name}, a:{name}", "qmark")
+    assert compiled.sql == f"SELECT ?, x::{name}, a:{name}"
+    assert compiled.bind({name: 1}) == (1,)
+
+
+@pytest.mark.parametrize("key", ["1", "a-b", "", "x y"])
+def test_a_value_for_what_cannot_be_a_name_says_so(key: str) -> None:
+    with pytest.raises(UnknownParameterError) as info:
+        compile_query("SELECT :1, :a-b", "qmark").bind({"a": 1, key: 2})
+    message = str(info.value)
+    assert f"':{key}'" in message
+    assert "cannot be a parameter name" in message
+    assert "['a']" in message
+
+
 def test_unknown_parameter_for_a_query_without_any() -> None:
     with pytest.raises(UnknownParameterError, match="':x'"):
         compile_query("SELECT 1", "numeric_dollar").bind({"x": 1})
