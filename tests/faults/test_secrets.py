@@ -17,6 +17,7 @@ import socket
 import traceback
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 from conftest import DATABASE_URLS, scheme_of, urls_for
 
@@ -157,10 +158,10 @@ async def test_connected_objects_and_failed_statements_hide_the_password(
             texts.append(repr(connection))
             async with connection.transaction() as transaction:
                 texts.append(repr(transaction))
-            with pytest.raises(Exception) as failed:
+            with pytest.raises(asyncpg.UndefinedTableError) as failed:
                 await connection.execute("SELECT no_such_column FROM no_such_table")
             texts += exception_texts(failed.value)
-        with pytest.raises(Exception) as failed:
+        with pytest.raises(asyncpg.InvalidTextRepresentationError) as failed:
             await db.fetch_one("SELECT :v::int", {"v": "not a number"})
         texts += exception_texts(failed.value)
         assert str(db.url) == target
