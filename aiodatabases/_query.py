@@ -4,8 +4,9 @@ Raw SQL is written once with named parameters (``WHERE id = :id``) and runs on
 drivers that only take positional ones: asyncpg (``$1``), sqlite3 (``?``) and
 the MySQL drivers (``%s``). :func:`compile_query` does the translation with a
 small scanner that knows which parts of SQL are not code (strings, quoted
-identifiers, comments, dollar quotes), so a ``:word`` inside them is left
-alone. Each distinct ``(sql, style)`` is translated once and cached; the
+identifiers, comments, dollar quotes; for MySQL's ``%s`` style, strings
+where a backslash escapes the next character), so a ``:word`` inside them
+is left alone. Each distinct ``(sql, style)`` is translated once and cached; the
 cached :class:`CompiledQuery` then turns a values mapping into the positional
 tuple the driver wants. Values are never formatted into the SQL text.
 
@@ -137,7 +138,7 @@ def compile_query(sql: str, style: ParamStyle) -> CompiledQuery:
     # lru_cache (C implemented, thread safe) keeps the hit path to one
     # dict lookup and no frame of ours; the bound keeps generated SQL from
     # growing memory forever.
-    texts, names = _Scanner(sql).run()
+    texts, names = _Scanner(sql, _MYSQL_SKIP if style == "format" else _SKIP).run()
     return _render(texts, names, style)
 
 
@@ -166,6 +167,8 @@ def _interleave(texts: list[str], marks: list[str]) -> str:
 
 
 # --- the scanner -------------------------------------------------------------
+# (MySQL, the "format" style, reads a backslash in '...' and "..." as an
+# escape, as its default sql_mode does: 'it\'s :x' is one string.)
 
 # Characters that may start something other than plain SQL text; everything
 # between them is copied without looking at it one character at a time.
@@ -188,8 +191,9 @@ def _is_word(char: str) -> bool:
 class _Scanner:
     """Split SQL into literal texts and the parameter names between them."""
 
-    def __init__(self, sql: str) -> None:
+    def __init__(self, sql: str, skips: Mapping[str, Callable[[str, int], int]]) -> None:
         self.sql = sql
+        self.skips = skips
         self.texts: list[str] = []  # always len(names) + 1 once run() ends
         self.names: list[str] = []
         self.chunks: list[str] = []  # pieces of the text being collected
@@ -205,7 +209,7 @@ class _Scanner:
             elif char == "\\":
                 pos = self._backslash(pos)
             else:
-                pos = _SKIP[char](sql, pos)
+                pos = self.skips[char](sql, pos)
         self.chunks.append(sql[self.start :])
         self.texts.append("".join(self.chunks))
         return self.texts, self.names
@@ -302,6 +306,23 @@ _SKIP: dict[str, Callable[[str, int], int]] = {
     "-": _skip_line_comment,
     "/": _skip_block_comment,
     "$": _skip_dollar_quoted,
+}
+
+
+def _skip_escaped_string(sql: str, pos: int) -> int:
+    """MySQL's '...' or "...": a backslash escapes the next character, a doubled quote is one."""
+    quote = sql[pos]
+    body = _MYSQL_SINGLE_BODY if quote == "'" else _MYSQL_DOUBLE_BODY
+    match = body.match(sql, pos + 1)
+    return match.end() if match else len(sql)
+
+
+_MYSQL_SINGLE_BODY = _ESCAPE_STRING_BODY
+_MYSQL_DOUBLE_BODY = re.compile(r'(?:[^"\\]|\\.|"")*"?', re.DOTALL)
+_MYSQL_SKIP: dict[str, Callable[[str, int], int]] = {
+    **_SKIP,
+    "'": _skip_escaped_string,
+    '"': _skip_escaped_string,
 }
 
 
