@@ -4,12 +4,14 @@ Raw SQL is written once with named parameters (``WHERE id = :id``) and runs on
 drivers that only take positional ones: asyncpg (``$1``), sqlite3 (``?``) and
 the MySQL drivers (``%s``). :func:`compile_query` does the translation with a
 small scanner that knows which parts of SQL are not code (strings, quoted
-identifiers, comments, dollar quotes), so a ``:word`` inside them is left
-alone. Each distinct ``(sql, style)`` is translated once and cached; the
+identifiers, comments, dollar quotes; for MySQL's ``%s`` style, strings
+where a backslash escapes the next character), so a ``:word`` inside them
+is left alone. Each distinct ``(sql, style)`` is translated once and cached; the
 cached :class:`CompiledQuery` then turns a values mapping into the positional
 tuple the driver wants. Values are never formatted into the SQL text.
 
-What counts as a parameter: ``:`` then ``[A-Za-z_][A-Za-z0-9_]*``, where the
+What counts as a parameter: ``:`` then a name (a letter of any script or
+``_``, then letters, digits or ``_``: ``:id``, ``:é``, as in ``databases``), where the
 ``:`` does not follow a word character, another ``:`` or a backslash, and is
 not itself followed by ``:``. So ``x::int`` is a cast, ``arr[lo:hi]`` a slice
 and ``:1`` nothing, while ``:x::int`` binds ``x`` and casts it. ``\\:name``
@@ -102,9 +104,19 @@ class CompiledQuery:
         unknown = [key for key in values if key not in self._unique]
         listing = ", ".join(f"':{key}'" for key in unknown)
         used = list(dict.fromkeys(self.names))
-        return UnknownParameterError(
-            f"value given for {listing}, which the query does not use; query parameters: {used}"
-        )
+        message = f"value given for {listing}, which the query does not use"
+        odd = [f"':{key}'" for key in unknown if not _is_name(key)]
+        if odd:
+            message += (
+                f" ({', '.join(odd)} cannot be a parameter name: a name is a letter or '_' "
+                "then letters, digits or '_'; ':1' or ':a-b' in SQL is not a parameter, "
+                "or is ':a' then '-b')"
+            )
+        return UnknownParameterError(f"{message}; query parameters: {used}")
+
+
+def _is_name(key: object) -> bool:
+    return isinstance(key, str) and _NAME.fullmatch(key) is not None
 
 
 def _taker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -126,7 +138,7 @@ def compile_query(sql: str, style: ParamStyle) -> CompiledQuery:
     # lru_cache (C implemented, thread safe) keeps the hit path to one
     # dict lookup and no frame of ours; the bound keeps generated SQL from
     # growing memory forever.
-    texts, names = _Scanner(sql).run()
+    texts, names = _Scanner(sql, _MYSQL_SKIP if style == "format" else _SKIP).run()
     return _render(texts, names, style)
 
 
@@ -155,11 +167,15 @@ def _interleave(texts: list[str], marks: list[str]) -> str:
 
 
 # --- the scanner -------------------------------------------------------------
+# (MySQL, the "format" style, reads a backslash in '...' and "..." as an
+# escape, as its default sql_mode does: 'it\'s :x' is one string.)
 
 # Characters that may start something other than plain SQL text; everything
 # between them is copied without looking at it one character at a time.
 _SPECIAL = re.compile(r"[:\\'\"`$/-]")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A letter (any script) or "_", then word characters: what SQLAlchemy's text()
+# binds, except that a name never starts with a digit (:1 is left alone).
+_NAME = re.compile(r"[^\W\d]\w*")
 # A dollar-quote opener: $$ or $tag$; the tag cannot start with a digit, which
 # is what keeps $1 (a positional parameter) from opening one.
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
@@ -175,8 +191,9 @@ def _is_word(char: str) -> bool:
 class _Scanner:
     """Split SQL into literal texts and the parameter names between them."""
 
-    def __init__(self, sql: str) -> None:
+    def __init__(self, sql: str, skips: Mapping[str, Callable[[str, int], int]]) -> None:
         self.sql = sql
+        self.skips = skips
         self.texts: list[str] = []  # always len(names) + 1 once run() ends
         self.names: list[str] = []
         self.chunks: list[str] = []  # pieces of the text being collected
@@ -192,7 +209,7 @@ class _Scanner:
             elif char == "\\":
                 pos = self._backslash(pos)
             else:
-                pos = _SKIP[char](sql, pos)
+                pos = self.skips[char](sql, pos)
         self.chunks.append(sql[self.start :])
         self.texts.append("".join(self.chunks))
         return self.texts, self.names
@@ -289,6 +306,23 @@ _SKIP: dict[str, Callable[[str, int], int]] = {
     "-": _skip_line_comment,
     "/": _skip_block_comment,
     "$": _skip_dollar_quoted,
+}
+
+
+def _skip_escaped_string(sql: str, pos: int) -> int:
+    """MySQL's '...' or "...": a backslash escapes the next character, a doubled quote is one."""
+    quote = sql[pos]
+    body = _MYSQL_SINGLE_BODY if quote == "'" else _MYSQL_DOUBLE_BODY
+    match = body.match(sql, pos + 1)
+    return match.end() if match else len(sql)
+
+
+_MYSQL_SINGLE_BODY = _ESCAPE_STRING_BODY
+_MYSQL_DOUBLE_BODY = re.compile(r'(?:[^"\\]|\\.|"")*"?', re.DOTALL)
+_MYSQL_SKIP: dict[str, Callable[[str, int], int]] = {
+    **_SKIP,
+    "'": _skip_escaped_string,
+    '"': _skip_escaped_string,
 }
 
 

@@ -9,12 +9,15 @@ the rows are ``_mysql_rows``'s.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import ssl
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from .._query import ParamStyle
 from .._url import DatabaseURL
+from ..exceptions import ParameterError
 from ._common import isolation_sql, refuse_unknown_options
 from ._mysql_rows import shaper_for
 from .base import (
@@ -28,6 +31,36 @@ from .base import (
     to_bool,
     to_float,
 )
+
+# Types both drivers bind as they are; any other is looked at once (see bindable).
+_PLAIN = frozenset(
+    {str, int, float, bool, type(None), bytes, bytearray, Decimal}
+    | {datetime.datetime, datetime.date, datetime.time, datetime.timedelta}
+)
+_CONTAINERS = (list, tuple, set, frozenset, dict)  # the drivers' own (or their error)
+_OBJECT_STR: Any = object.__str__
+
+
+def bindable(args: Args) -> tuple[Any, ...]:
+    """``args`` as the tuple the driver binds; refuses a value whose text is only its repr().
+
+    Both drivers bind a type they do not know as ``str(value)``: right for a
+    UUID or a Path, but an ``object()``, a function or a class without
+    ``__str__`` would be stored as ``'<object object at 0x...>'``, silently.
+    """
+    values = tuple(args)
+    if _PLAIN.issuperset(map(type, values)):
+        return values  # the common case: one C-level pass
+    for position, value in enumerate(values, 1):
+        kind = type(value)
+        own_text = getattr(kind, "__str__", None) is not _OBJECT_STR
+        if not own_text and not isinstance(value, _CONTAINERS):
+            raise ParameterError(
+                f"value {position} of the statement is a {kind.__qualname__!r} object, "
+                "which MySQL cannot bind: the driver would store its repr() as text. "
+                "Pass a str, a number, bytes, a date/time or a Decimal (convert it first)"
+            )
+    return values
 
 
 def _ssl_option(value: Any) -> Any:
@@ -120,9 +153,10 @@ class MySQLConnection:
         return bool(self._backend.driver_is_closed(self._raw))
 
     async def _run(self, sql: str, args: Args) -> Any:
+        values = bindable(args)  # refused before anything is sent
         cursor = await self._backend.new_cursor(self._raw)
         # Always a tuple, even empty: the SQL's literal % are doubled for it.
-        await cursor.execute(sql, tuple(args))
+        await cursor.execute(sql, values)
         return cursor
 
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
@@ -150,16 +184,18 @@ class MySQLConnection:
             await cursor.close()
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
+        values_list = [bindable(args) for args in args_list]
         cursor = await self._backend.new_cursor(self._raw)
         try:
             # The drivers send an INSERT ... VALUES as one multi-row statement.
-            await cursor.executemany(sql, [tuple(args) for args in args_list])
+            await cursor.executemany(sql, values_list)
         finally:
             await cursor.close()
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
+        values = bindable(args)
         cursor = await self._backend.new_cursor(self._raw, unbuffered=True)
-        await cursor.execute(sql, tuple(args))
+        await cursor.execute(sql, values)
         return _MySQLCursor(cursor, self._raw, self._backend.flow)
 
     async def run_control(self, statements: Sequence[str]) -> None:

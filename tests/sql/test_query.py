@@ -92,6 +92,24 @@ def test_literals_are_copied_verbatim(literal: str) -> None:
     assert qmark(sql) == (f"SELECT {literal} ?", ("after",))
 
 
+@pytest.mark.parametrize(
+    "literal",
+    ["'it\\'s :x'", "'a\\\\' ", '"say \\" :x"', "'\\\\\\' :x'", "'it''s \\n :x'"],
+)
+def test_mysql_strings_take_backslash_escapes(literal: str) -> None:
+    # MySQL (without NO_BACKSLASH_ESCAPES) reads \' inside '...' and "..." as a
+    # quote: the :x after it is still inside the string.
+    compiled = compile_query(f"SELECT {literal} :after", "format")
+    assert compiled.sql == f"SELECT {literal} %s"
+    assert compiled.names == ("after",)
+
+
+def test_standard_strings_take_no_backslash_escapes() -> None:
+    # PostgreSQL and SQLite: a backslash is a character, the string ends at the quote.
+    for style in ("numeric_dollar", "qmark"):
+        assert compile_query("SELECT 'it\\' :x", style).names == ("x",)
+
+
 def test_e_prefix_only_counts_as_its_own_word() -> None:
     # In `name'...'` the E ends an identifier: a standard string follows,
     # where a backslash escapes nothing.
@@ -248,6 +266,25 @@ def test_unknown_parameter_is_named() -> None:
     assert "['name']" in message
 
 
+@pytest.mark.parametrize("name", ["é", "naïve", "Ωμέγα", "名前", "_ü1"])
+def test_unicode_names_are_parameters(name: str) -> None:
+    # As in databases (SQLAlchemy's text() takes any word): a letter or
+    # underscore of any script, then word characters.
+    compiled = compile_query(f"SELECT :{name}, x::{name}, a:{name}", "qmark")
+    assert compiled.sql == f"SELECT ?, x::{name}, a:{name}"
+    assert compiled.bind({name: 1}) == (1,)
+
+
+@pytest.mark.parametrize("key", ["1", "a-b", "", "x y"])
+def test_a_value_for_what_cannot_be_a_name_says_so(key: str) -> None:
+    with pytest.raises(UnknownParameterError) as info:
+        compile_query("SELECT :1, :a-b", "qmark").bind({"a": 1, key: 2})
+    message = str(info.value)
+    assert f"':{key}'" in message
+    assert "cannot be a parameter name" in message
+    assert "['a']" in message
+
+
 def test_unknown_parameter_for_a_query_without_any() -> None:
     with pytest.raises(UnknownParameterError, match="':x'"):
         compile_query("SELECT 1", "numeric_dollar").bind({"x": 1})
@@ -298,7 +335,8 @@ def body(pieces: list[str]) -> st.SearchStrategy[str]:
 
 words = st.sampled_from(["SELECT", "FROM t", "WHERE", "x", "=", "(", ")", ",", "1", "5 % 2", "*"])
 casts = st.sampled_from(["x::int", "'1'::text", "::jsonb", "arr[lo:hi]", ":1", "a::b::c"])
-single_quoted = body([*TEMPTING, "''", '"', "`", "--", "/*", "\\"]).map(lambda s: f"'{s}'")
+# A backslash only as \\ or \\n: the same token whether it escapes (MySQL) or not.
+single_quoted = body([*TEMPTING, "''", '"', "`", "--", "/*", "\\\\", "\\n"]).map(lambda s: f"'{s}'")
 e_strings = body([*TEMPTING, "''", "\\'", "\\\\", '"']).map(lambda s: f"E'{s}'")
 double_quoted = body([*TEMPTING, '""', "'", "--", "/*"]).map(lambda s: f'"{s}"')
 backticked = body([*TEMPTING, "``", "'", '"']).map(lambda s: f"`{s}`")

@@ -24,6 +24,7 @@ from .options import (
     PRAGMAS,
     URI_PARAMETERS,
     Target,
+    cannot_open_error,
     database_target,
     isolation_mode,
 )
@@ -126,6 +127,12 @@ class SQLiteBackend(SQLitePaths):
         worker_thread(raw).daemon = True
         try:
             await raw
+        except sqlite3.OperationalError as exc:
+            await worker_ended(raw)
+            explained = cannot_open_error(exc, self._target)
+            if explained is exc:
+                raise
+            raise explained from exc
         except BaseException:
             await worker_ended(raw)
             raise

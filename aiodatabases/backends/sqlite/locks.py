@@ -59,6 +59,24 @@ def lock_upgrade_error(exc: sqlite3.OperationalError) -> sqlite3.OperationalErro
         "transaction(isolation='immediate') (or the database option "
         "isolation=immediate) so that it waits for the lock at BEGIN"
     )
+    return _keeping_codes(explained, exc)
+
+
+def busy_timeout_error(exc: sqlite3.OperationalError, what: str) -> sqlite3.OperationalError:
+    """``exc`` (SQLITE_BUSY after the busy timeout) saying so: ``what`` (this
+    statement, this BEGIN) waited for another connection's lock and gave up."""
+    explained = sqlite3.OperationalError(
+        f"{exc}: another connection (another pool, process or thread) held the "
+        f"database's write lock for the whole busy timeout, so {what}. Retry it, "
+        "or give a longer busy timeout (the 'timeout' option, in seconds, or the "
+        "busy_timeout PRAGMA option, in milliseconds)"
+    )
+    return _keeping_codes(explained, exc)
+
+
+def _keeping_codes(
+    explained: sqlite3.OperationalError, exc: sqlite3.Error
+) -> sqlite3.OperationalError:
     for name in ("sqlite_errorcode", "sqlite_errorname"):
         if hasattr(exc, name):
             setattr(explained, name, getattr(exc, name))
@@ -78,14 +96,16 @@ class LockWait:
 
     def pause_after(self, exc: sqlite3.OperationalError, wait_ms: int, stop: bool = False) -> float:
         """Seconds to pause after a failed try; raises ``exc`` when it is not a
-        lock, when the busy timeout is over, or when told to ``stop``."""
+        lock or when told to ``stop``, and explained when the busy timeout is over."""
         if not is_busy(exc):
             raise exc
         now = time.monotonic()
         if self._gives_up_at is None:
             self._gives_up_at = now + wait_ms / 1000
-        if now >= self._gives_up_at or stop:
+        if stop:
             raise exc
+        if now >= self._gives_up_at:
+            raise busy_timeout_error(exc, "nothing was begun") from exc
         pause = min(self._pause, self._gives_up_at - now)
         self._pause = min(2 * self._pause, _LONGEST_LOCK_PAUSE)
         return pause
@@ -130,10 +150,11 @@ class BusyHandling(WorkerCalls):
     def _explain_busy(self, exc: sqlite3.OperationalError, sql: str) -> None:
         """Raise a clearer error if ``sql``, a write in a deferred transaction,
         failed to take the write lock; else return (``exc`` is raised as is)."""
-        if self._write_locked or not is_busy(exc) or is_read_only(sql):
+        if self._write_locked or not is_busy(exc) or is_read_only(sql) or self.is_closed():
             return
-        if self.is_closed() or not self._raw._conn.in_transaction:
-            return
+        if not self._raw._conn.in_transaction:
+            # On its own (autocommit): it waited the busy timeout, and nothing of it was written.
+            raise busy_timeout_error(exc, "this statement wrote nothing") from exc
         raise lock_upgrade_error(exc) from exc
 
     def _on_worker(self, function: Callable[..., T], sql: str, *args: Any) -> Awaitable[T]:

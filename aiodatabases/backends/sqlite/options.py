@@ -3,11 +3,13 @@ URI parameters, the default BEGIN) and the file or in-memory database it names."
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from ..._url import DatabaseURL
 from ..base import OptionSpec, passthrough, to_bool, to_float, to_int
@@ -138,3 +140,35 @@ def database_target(url: DatabaseURL, uri_parameters: Mapping[str, str]) -> Targ
     memory = name == ":memory:" or parameters.get("mode") == "memory"
     shared = memory and parameters.get("cache") == "shared"
     return Target(path, True, memory and not shared, shared)
+
+
+def file_name(target: Target) -> str | None:
+    """The file ``target`` opens (a ``file:`` URI's path unquoted), or None in memory."""
+    if target.private_memory or target.shared_memory:
+        return None
+    if not target.is_uri:
+        return target.path
+    name = target.path[len("file:") :].partition("?")[0].partition("#")[0]
+    return unquote(name.removeprefix("//localhost").removeprefix("//"))
+
+
+def cannot_open_error(exc: sqlite3.OperationalError, target: Target) -> sqlite3.OperationalError:
+    """sqlite3's bare "unable to open database file" naming the file, and its
+    directory when that is missing: still an ``sqlite3.OperationalError``
+    starting with SQLite's own words, as code catching it expects."""
+    name = file_name(target)
+    if name is None or not str(exc).startswith("unable to open database file"):
+        return exc
+    directory = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(directory):
+        reason = (
+            f"the directory {directory!r} does not exist "
+            "(SQLite creates the file, not its directory)"
+        )
+    else:
+        reason = "check that it is a file this process may read and write"
+    explained = sqlite3.OperationalError(f"{exc} {name!r}: {reason}")
+    for attribute in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(exc, attribute):
+            setattr(explained, attribute, getattr(exc, attribute))
+    return explained
