@@ -327,11 +327,17 @@ class PrivateMariaDB:
 
     async def _admin(self) -> aiomysql.Connection:
         return await aiomysql.connect(
-            host=self.host, port=self.port, user="root", password="", autocommit=True,
+            host=self.host,
+            port=self.port,
+            user="root",
+            password="",
+            autocommit=True,
             connect_timeout=10,
         )
 
-    async def _admin_rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    async def _admin_rows(
+        self, sql: str, args: tuple[object, ...] = ()
+    ) -> list[tuple[object, ...]]:
         admin = await self._admin()
         try:
             async with admin.cursor() as cursor:
@@ -365,18 +371,63 @@ def make_certificates(directory: Path, host_names: list[str], owner: str) -> dic
         directory / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
     )
     curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _run([openssl, "req", "-x509", *curve, "-keyout", str(ca_key), "-out", str(ca),
-          "-days", "2", "-subj", "/CN=aiodatabases test CA"], "openssl (CA)")
-    _run([openssl, "req", *curve, "-keyout", str(key), "-out", str(request),
-          "-subj", f"/CN={host_names[0]}"], "openssl (request)")
+    _run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            *curve,
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aiodatabases test CA",
+        ],
+        "openssl (CA)",
+    )
+    _run(
+        [
+            openssl,
+            "req",
+            *curve,
+            "-keyout",
+            str(key),
+            "-out",
+            str(request),
+            "-subj",
+            f"/CN={host_names[0]}",
+        ],
+        "openssl (request)",
+    )
     names = ",".join(
         f"IP:{name}" if name.replace(".", "").isdigit() else f"DNS:{name}" for name in host_names
     )
     extensions = directory / "san.ext"
     extensions.write_text(f"subjectAltName={names}\n")
-    _run([openssl, "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
-          "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(extensions)],
-         "openssl (sign)")
+    _run(
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            str(request),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-extfile",
+            str(extensions),
+        ],
+        "openssl (sign)",
+    )
     if os.geteuid() == 0:
         for path in (directory, key, cert, ca):
             shutil.chown(path, owner, owner)
