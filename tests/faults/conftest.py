@@ -24,6 +24,8 @@ from private_servers import (
     PrivateMariaDB,
     PrivatePostgres,
     ServersUnavailable,
+    Target,
+    blocking,
 )
 
 Server = TypeVar("Server", PrivatePostgres, PrivateMariaDB)
@@ -66,10 +68,21 @@ def private_postgres(_private_postgres_session: PrivatePostgres) -> PrivatePostg
 
 
 @pytest.fixture
-async def private_mariadb(_private_mariadb_session: PrivateMariaDB) -> PrivateMariaDB:
+def private_mariadb(_private_mariadb_session: PrivateMariaDB) -> PrivateMariaDB:
     """This session's private MariaDB, running, with the default global ``wait_timeout``."""
     server = _private_mariadb_session
     if not server.running:
         server.start_now()
-    await server.set_global_wait_timeout(server.default_wait_timeout)
+    blocking(server.set_global_wait_timeout(server.default_wait_timeout))
     return server
+
+
+@pytest.fixture(params=["postgresql", "mysql", "mysql+asyncmy"])
+def target(request: pytest.FixtureRequest) -> Target:
+    """A fresh database on the private server of each backend (asyncpg, aiomysql, asyncmy)."""
+    scheme: str = request.param
+    if scheme == "postgresql":
+        postgres: PrivatePostgres = request.getfixturevalue("private_postgres")
+        return Target(postgres, blocking(postgres.new_database()))
+    mariadb: PrivateMariaDB = request.getfixturevalue("private_mariadb")
+    return Target(mariadb, blocking(mariadb.new_database(scheme)))

@@ -14,6 +14,7 @@ unless ``TEST_FAULT_SERVERS=required`` (CI), where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import glob
 import os
@@ -24,11 +25,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiomysql
 import asyncpg
 
+T = TypeVar("T")
 REQUIRED = os.environ.get("TEST_FAULT_SERVERS", "").strip().lower() == "required"
 _START_TIMEOUT = 30.0
 
@@ -56,6 +60,12 @@ def _owned_tempdir(prefix: str, user: str) -> Path:
     if os.geteuid() == 0:
         shutil.chown(path, user, user)
     return path
+
+
+def blocking(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end from sync code, even called inside a running loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, work).result(_START_TIMEOUT)
 
 
 def _run(argv: list[str], what: str) -> None:
@@ -103,7 +113,7 @@ class PrivatePostgres:
         initdb = [str(self._bin / "initdb"), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
         _run(_as_owner(self.user, [*initdb, "--no-sync", "-D", str(self.data)]), "initdb")
         self.start_now()
-        asyncio.run(self._admin_execute("CREATE DATABASE test"))
+        blocking(self._admin_execute("CREATE DATABASE test"))
 
     def start_now(self) -> None:
         options = {
@@ -240,7 +250,7 @@ class PrivateMariaDB:
         argv += ["--auth-root-authentication-method=normal", f"--user={self.user}"]
         _run([*argv, "--skip-name-resolve"], "mariadb-install-db")
         self.start_now()
-        asyncio.run(self._admin_execute("CREATE DATABASE test"))
+        blocking(self._admin_execute("CREATE DATABASE test"))
 
     def start_now(self) -> None:
         argv = [self._server, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}"]
@@ -348,6 +358,30 @@ class PrivateMariaDB:
 
     async def _admin_execute(self, sql: str) -> None:
         await self._admin_rows(sql)
+
+
+class Target:
+    """One backend on a private server: a fresh database of its own, and the server."""
+
+    def __init__(self, server: PrivatePostgres | PrivateMariaDB, url: str) -> None:
+        self.server = server
+        self.url = url
+        self.name = url.rsplit("/", 1)[1]
+        self.sleep_sql = (
+            "SELECT pg_sleep(60)" if isinstance(server, PrivatePostgres) else "SELECT SLEEP(60)"
+        )
+
+    async def sessions(self) -> int:
+        return await self.server.count_sessions(self.name)
+
+    async def kill_all(self) -> int:
+        """pg_terminate_backend / KILL CONNECTION of every session of the database."""
+        if isinstance(self.server, PrivatePostgres):
+            return await self.server.terminate_all_sessions(self.name)
+        return await self.server.kill_all_connections(self.name)
+
+    async def sleeping(self) -> int:
+        return await self.server.running_statements(self.name, self.sleep_sql + "%")
 
 
 def _answers(host: str, port: int) -> bool:
