@@ -141,7 +141,7 @@ class Pool:
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts
             if conn.is_closed():
-                self._forget(conn)
+                self.discard(conn)  # its socket may still be open (closed by the server)
             elif self._expired(conn):
                 self.discard(conn)
             elif self._idle_clock.needs_check(conn):
