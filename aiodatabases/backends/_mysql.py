@@ -16,7 +16,7 @@ from typing import Any
 
 from .._query import ParamStyle
 from .._url import DatabaseURL
-from ._common import isolation_sql, refuse_unknown_options
+from ._common import connect_timed_out, isolation_sql, refuse_unknown_options
 from ._mysql_rows import shaper_for
 from .base import (
     Args,
@@ -228,8 +228,16 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         self._connect_kwargs = kwargs
 
     async def connect(self) -> MySQLConnection:
+        kwargs = self._connect_kwargs
         try:
-            raw = await self._driver.connect(**self._connect_kwargs)
+            # The drivers bound only the TCP connect by connect_timeout, not the
+            # handshake after it: a server that accepts and never answers hung.
+            raw = await asyncio.wait_for(self._driver.connect(**kwargs), kwargs["connect_timeout"])
+        except asyncio.TimeoutError as exc:
+            where = (kwargs["host"], kwargs["port"])
+            raise connect_timed_out(
+                "MySQL", *where, kwargs["connect_timeout"], "connect_timeout"
+            ) from exc
         except Exception as exc:
             if not exc.args or exc.args[0] != _CANT_CONNECT:
                 raise
