@@ -16,6 +16,8 @@ from .exceptions import ConfigurationError
 DEFAULT_MIN_SIZE = 1
 DEFAULT_MAX_SIZE = 10
 DEFAULT_ACQUIRE_TIMEOUT = 30.0
+#: Seconds: a connection idle longer is pinged before use (found dead after a restart).
+DEFAULT_HEALTH_CHECK_AFTER = 5.0
 
 
 def optional_timeout(value: Any) -> float | None:
@@ -26,6 +28,13 @@ def optional_timeout(value: Any) -> float | None:
     if timeout <= 0:
         raise ValueError("expected a positive number of seconds, or None for no limit")
     return timeout
+
+
+def _off_or_seconds(value: Any) -> float | None:
+    """Seconds (positive), or ``None`` / ``"none"`` / 0 for off."""
+    if value is not None and str(value).strip().lower() != "none" and to_float(value) == 0:
+        return None
+    return optional_timeout(value)
 
 
 def take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Settings:
@@ -40,6 +49,7 @@ def take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Settin
         max_size = to_int(take("max_size", DEFAULT_MAX_SIZE))
         timeout = optional_timeout(take("acquire_timeout", DEFAULT_ACQUIRE_TIMEOUT))
         recycle = optional_timeout(take("pool_recycle", None))
+        check_after = _off_or_seconds(take("health_check_after", DEFAULT_HEALTH_CHECK_AFTER))
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"invalid pool option: {exc}") from exc
     if min_size < 0 or max_size < 1 or min_size > max_size:
@@ -48,5 +58,9 @@ def take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Settin
             f"got min_size={min_size}, max_size={max_size}"
         )
     return Settings(
-        min_size=min_size, max_size=max_size, acquire_timeout=timeout, pool_recycle=recycle
+        min_size=min_size,
+        max_size=max_size,
+        acquire_timeout=timeout,
+        pool_recycle=recycle,
+        health_check_after=check_after,
     )

@@ -10,6 +10,11 @@ idle list) or dirty (reset in a background task first; terminated if the
 reset fails). Releasing never awaits, so it cannot be interrupted half way
 by a cancellation. Waiters are served in arrival order: a released
 connection goes to the longest waiter directly, never to a newcomer.
+
+A connection idle for longer than ``health_check_after`` is pinged before it
+is handed out (``_health``); one that fails is discarded and the next one
+taken. A lost connection is replaced in the background while the pool is
+below ``min_size`` (one attempt per loss).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from ._background import Background
+from ._health import IdleClock, answers
 from ._waits import Line, TimedOut, deadline_after
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
@@ -49,12 +55,14 @@ class Pool:
         max_size: int,
         timeout: float | None,
         recycle: float | None = None,
+        health_check_after: float | None = None,
     ) -> None:
         self._connect = connect
         self.min_size = min_size
         self.max_size = max_size
         self._timeout = timeout
         self._recycle = recycle
+        self._idle_clock = IdleClock(health_check_after)
         # Every open connection, idle or in use -> when it was opened (for recycle).
         self._born: dict[DriverConnection, float] = {}
         self._idle: deque[DriverConnection] = deque()
@@ -76,15 +84,17 @@ class Pool:
                 await self.close()
                 raise result
 
-    async def _open_one(self) -> None:
-        self._size += 1
+    async def _open_one(self, counted: bool = False) -> None:
+        """Open a connection for the idle list (or a waiter); ``counted``: its place already is."""
+        if not counted:
+            self._size += 1
         try:
             conn = await self._connect()
         except BaseException:
             self._count_out()
             raise
         self._note_opened(conn)
-        self._idle.append(conn)
+        self.release(conn)  # to the idle list (or a waiter)
 
     async def acquire(self, deadline: float | None = None) -> DriverConnection:
         """A connection for the caller's exclusive use.
@@ -105,6 +115,11 @@ class Pool:
             conn = self._take_idle()
             if conn is not None:
                 return conn
+            if self._idle:  # the most recent one has idled long: check it first
+                conn = await self._checked(self._idle.pop())
+                if conn is not None:
+                    return conn
+                continue
             if self._size < self.max_size:
                 self._size += 1
                 return await self._open_in_slot()
@@ -126,11 +141,26 @@ class Pool:
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts
             if conn.is_closed():
-                self._forget(conn)
+                self.discard(conn)  # its socket may still be open (closed by the server)
             elif self._expired(conn):
                 self.discard(conn)
+            elif self._idle_clock.needs_check(conn):
+                self._idle.append(conn)  # for acquire() to check (it can await)
+                return None
             else:
                 return conn
+        return None
+
+    async def _checked(self, conn: DriverConnection) -> DriverConnection | None:
+        """``conn`` if it answers a ping (and the pool is open); else None, discarded."""
+        try:
+            alive = await answers(conn)
+        except BaseException:
+            self._forget(conn)  # cancelled: terminated half way
+            raise
+        if alive and not self._closed:
+            return conn
+        self.discard(conn)
         return None
 
     async def _open_in_slot(self) -> DriverConnection:
@@ -144,7 +174,20 @@ class Pool:
         if self._closed:  # close() came while it opened: it waits for this one too
             self.discard(conn)
             raise NotConnectedError("the database was disconnected while this waited")
+        self._top_up()  # the server answers again after losses
         return conn
+
+    def _top_up(self) -> None:
+        """Open connections in the background up to ``min_size``, one attempt each."""
+        while not self._closed and self._size < self.min_size:
+            self._size += 1
+            self._background.start(self._open_spare())
+
+    async def _open_spare(self) -> None:
+        try:
+            await self._open_one(counted=True)
+        except Exception as exc:  # the server is still away: the next loss or open retries
+            logger.debug("opening a connection to refill the pool failed: %r", exc)
 
     def _note_opened(self, conn: DriverConnection) -> None:
         self._born[conn] = time.monotonic()
@@ -189,6 +232,7 @@ class Pool:
         if self._expired(conn):
             self.discard(conn)  # a waiter opens a new one
         elif not self._serve_first(conn):
+            self._idle_clock.went_idle(conn)
             self._idle.append(conn)
 
     async def _reset_then_return(self, conn: DriverConnection) -> None:
@@ -226,8 +270,10 @@ class Pool:
                 raise
 
     def _forget(self, conn: DriverConnection) -> None:
+        self._idle_clock.forget(conn)
         if self._born.pop(conn, None) is not None:  # once per connection
             self._count_out()
+            self._top_up()
 
     def _count_out(self) -> None:
         """One connection fewer, open or opening: a place for a waiter, or for close()."""

@@ -55,6 +55,8 @@ class Settings:
     max_size: int
     acquire_timeout: float | None
     pool_recycle: float | None = None
+    #: Seconds a pooled connection may idle before it is pinged when taken; None: never.
+    health_check_after: float | None = None
 
 
 class Runtime:
@@ -76,6 +78,7 @@ class Runtime:
             max_size=max_size,
             timeout=settings.acquire_timeout,
             recycle=settings.pool_recycle,
+            health_check_after=settings.health_check_after,
         )
         self._background = Background()  # cleanups (spawn): close() waits for them
         # Connections holding a driver connection now; weakly, so that one whose

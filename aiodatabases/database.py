@@ -66,7 +66,9 @@ class Database:
     ``Database(url, force_rollback=False, **options)``. Options (keywords or
     URL query) are ``min_size``, ``max_size``, ``acquire_timeout`` (seconds
     to wait for a pooled or shared connection; ``None`` waits forever),
-    ``pool_recycle`` (seconds after which an idle connection is replaced), plus
+    ``pool_recycle`` (seconds after which an idle connection is replaced),
+    ``health_check_after`` (seconds of idling after which a pooled connection
+    is pinged before use; default 5, ``None`` or 0: never), plus
     the driver's own (see the README). Unknown options raise
     ``UnknownOptionError``.
 

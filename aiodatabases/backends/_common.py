@@ -1,7 +1,8 @@
-"""What more than one driver module says the same way: transaction options and isolation levels."""
+"""What several drivers say alike: transaction options, isolation levels, connect timeouts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -27,6 +28,16 @@ def refuse_unknown_options(
             f"unknown transaction option(s) {sorted(unknown)} for {server}; "
             f"supported: {', '.join(supported)}"
         )
+
+
+def connect_timed_out(
+    server: str, host: str, port: int, timeout: float, option: str
+) -> asyncio.TimeoutError:
+    """The error for a connect that timed out, naming where (never the credentials)."""
+    return asyncio.TimeoutError(
+        f"connecting to {server} at {host}:{port} timed out after {timeout:g}s "
+        f"(the {option!r} option bounds it)"
+    )
 
 
 def isolation_sql(level: Any, server: str) -> str:

@@ -8,6 +8,7 @@ the rows are ``_mysql_rows``'s.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import ssl
@@ -18,7 +19,7 @@ from typing import Any
 from .._query import ParamStyle
 from .._url import DatabaseURL
 from ..exceptions import ParameterError
-from ._common import isolation_sql, refuse_unknown_options
+from ._common import connect_timed_out, isolation_sql, refuse_unknown_options
 from ._mysql_rows import shaper_for
 from .base import (
     Args,
@@ -87,6 +88,11 @@ OPTIONS = OptionSpec(
         "sql_mode": str,
     },
 )
+
+
+#: Seconds; aiomysql's own default waits for ever (asyncmy's and PyMySQL's: 10).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+_CANT_CONNECT = 2003  # CR_CONN_HOST_ERROR
 
 
 def _execute_result(cursor: Any) -> Any:
@@ -217,6 +223,9 @@ class MySQLConnection:
         # a second connection; the statement then ends with an error.
         await self._backend.kill_query(self._raw)
 
+    async def ping(self) -> None:
+        await self._raw.ping(reconnect=False)  # COM_PING: the protocol's own round trip
+
     async def reset(self) -> None:
         await self.run_control(["ROLLBACK"])
 
@@ -247,6 +256,7 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
             "password": url.password or "",
             "database": url.database or None,
             "autocommit": True,
+            "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
         }
         kwargs.update(options)
         if kwargs.get("ssl") is False:
@@ -254,10 +264,38 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         self._connect_kwargs = kwargs
 
     async def connect(self) -> MySQLConnection:
-        connection = MySQLConnection(await self._driver.connect(**self._connect_kwargs), self)
+        kwargs = self._connect_kwargs
+        try:
+            # The drivers bound only the TCP connect by connect_timeout, not the
+            # handshake after it: a server that accepts and never answers hung.
+            raw = await asyncio.wait_for(self._driver.connect(**kwargs), kwargs["connect_timeout"])
+        except asyncio.TimeoutError as exc:
+            where = (kwargs["host"], kwargs["port"])
+            raise connect_timed_out(
+                "MySQL", *where, kwargs["connect_timeout"], "connect_timeout"
+            ) from exc
+        except Exception as exc:
+            if not exc.args or exc.args[0] != _CANT_CONNECT:
+                raise
+            raise self._cannot_connect(exc) from exc
+        connection = MySQLConnection(raw, self)
         if self._connect_kwargs.get("ssl"):
             await self._require_encryption(connection)
         return connection
+
+    def _cannot_connect(self, exc: Exception) -> Exception:
+        """The driver's own error, saying where (aiomysql names no port) and why."""
+        kwargs = self._connect_kwargs
+        where = f"{kwargs['host']}:{kwargs['port']}"
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (asyncio.TimeoutError, TimeoutError)):
+            why = f"timed out after {kwargs['connect_timeout']:g}s (the 'connect_timeout' option)"
+        else:
+            why = str(cause) if cause is not None else str(exc.args[1:])
+        try:
+            return type(exc)(_CANT_CONNECT, f"Can't connect to MySQL server at {where}: {why}")
+        except Exception:  # a driver error type built otherwise: keep the driver's
+            return exc
 
     async def _require_encryption(self, connection: MySQLConnection) -> None:
         # aiomysql quietly goes on in plain text when the server offers no TLS.

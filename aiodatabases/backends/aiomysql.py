@@ -38,7 +38,10 @@ class _Aiomysql:
 
     @staticmethod
     def is_closed(raw: Any) -> bool:
-        return bool(raw.closed)
+        # Also when the server closed it while idle (KILL, wait_timeout, restart):
+        # the reader saw the end of the stream; aiomysql notices only at its next use.
+        reader = raw._reader
+        return bool(raw.closed) or reader is None or reader.at_eof()
 
     # aiomysql's stream reader already stops reading when its buffer is full.
     @staticmethod

@@ -38,7 +38,12 @@ class _Asyncmy:
 
     @staticmethod
     def is_closed(raw: Any) -> bool:
-        return not raw.connected
+        # Also when the server closed it while idle (KILL, wait_timeout, restart):
+        # the transport is closing; asyncmy notices only at its next use.
+        if not raw.connected:
+            return True
+        transport = getattr(raw, "_transport", None)
+        return transport is None or bool(transport.is_closing())
 
     # asyncmy reads the socket into an ever growing buffer, with no back
     # pressure: without a pause between batches an unbuffered result would

@@ -99,6 +99,13 @@ class DriverConnection(Protocol):
         ``read_only`` says the statement writes nothing.
         """
 
+    async def ping(self) -> None:
+        """The cheapest round trip to the server, or raise (the pool's idle check).
+
+        Called only on an idle connection, outside any transaction, before the
+        pool hands it out (``health_check_after``); a failure discards it.
+        """
+
     async def reset(self) -> None:
         """Make the connection clean after an interrupted use, or raise.
 

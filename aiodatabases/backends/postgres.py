@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import ssl as _ssl
@@ -13,7 +14,7 @@ import asyncpg
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
-from ._common import isolation_sql, refuse_unknown_options
+from ._common import connect_timed_out, isolation_sql, refuse_unknown_options
 from .base import (
     Args,
     Capabilities,
@@ -234,6 +235,10 @@ class PostgresConnection:
         # asyncpg sends the server a cancel request itself when the call is cancelled.
         return None
 
+    async def ping(self) -> None:
+        # asyncpg has no ping: an empty query is one simple-protocol round trip.
+        await self._raw.execute("")
+
     async def reset(self) -> None:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
         # the cancel request of an interrupted statement to complete.
@@ -270,7 +275,16 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
         self._connect_kwargs.update(options)
 
     async def connect(self) -> PostgresConnection:
-        return PostgresConnection(await asyncpg.connect(**self._connect_kwargs))
+        try:
+            raw = await asyncpg.connect(**self._connect_kwargs)
+        except asyncio.TimeoutError as exc:
+            # asyncpg's says nothing; refused and unreachable name the address already.
+            kwargs = self._connect_kwargs
+            raise connect_timed_out(
+                "PostgreSQL", kwargs["host"] or "localhost", kwargs["port"] or 5432,
+                kwargs.get("timeout", 60.0), "timeout",
+            ) from exc
+        return PostgresConnection(raw)
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
         refuse_unknown_options(options, ("isolation", "readonly", "deferrable"), "PostgreSQL")

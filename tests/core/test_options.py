@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from aiodatabases import Database
-from aiodatabases._options import DEFAULT_ACQUIRE_TIMEOUT, take_settings
+from aiodatabases._options import (
+    DEFAULT_ACQUIRE_TIMEOUT,
+    DEFAULT_HEALTH_CHECK_AFTER,
+    take_settings,
+)
 from aiodatabases.exceptions import ConfigurationError, UnknownOptionError
 
 
@@ -15,6 +19,16 @@ def test_defaults() -> None:
     assert (settings.min_size, settings.max_size) == (1, 10)
     assert settings.acquire_timeout == DEFAULT_ACQUIRE_TIMEOUT
     assert settings.pool_recycle is None
+    assert settings.health_check_after == DEFAULT_HEALTH_CHECK_AFTER
+
+
+@pytest.mark.parametrize("off", [None, "none", 0, "0", "0.0"])
+def test_the_health_check_is_off_with_none_or_zero(off: object) -> None:
+    assert take_settings({}, {"health_check_after": off}).health_check_after is None
+
+
+def test_the_health_check_threshold_from_the_url() -> None:
+    assert take_settings({"health_check_after": "0.5"}, {}).health_check_after == 0.5
 
 
 def test_options_are_taken_out_of_both_sources() -> None:
@@ -55,6 +69,8 @@ def test_timeouts_from_the_url_are_numbers() -> None:
         ({"acquire_timeout": 0}, "positive number of seconds"),
         ({"acquire_timeout": -3}, "positive number of seconds"),
         ({"pool_recycle": "soon"}, "invalid pool option"),
+        ({"health_check_after": -1}, "positive number of seconds"),
+        ({"health_check_after": "often"}, "invalid pool option"),
     ],
 )
 def test_bad_values_are_refused_when_the_database_is_made(

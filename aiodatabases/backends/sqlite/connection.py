@@ -211,6 +211,9 @@ class SQLiteConnection(BriefReads):
         # which knows whether the worker runs that statement or another one.
         return None
 
+    async def ping(self) -> None:
+        return None  # a file of this process's own: no server to have gone away
+
     async def reset(self) -> None:
         await self._on_db(False, self._reset)
 

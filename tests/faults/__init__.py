@@ -1,0 +1,10 @@
+"""The fault tests (issue 15): a package, so that its conftest.py is ``faults.conftest``
+and ``from conftest import ...`` still means ``tests/conftest.py``; its folder is on
+``sys.path`` so that the harness modules import as plain modules (``private_servers``)."""
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
