@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from ._background import Background
+from ._pool_stats import Lent, PoolStats, exhausted_message, snapshot
 from ._waits import Line, TimedOut, deadline_after
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
@@ -65,6 +66,11 @@ class Pool:
         self._background = Background()  # resets and closes: close() waits for them
         self._closed = False
         self._all_back: asyncio.Future[None] | None = None  # close() waits for it
+        # For stats() and the PoolTimeoutError message: totals, waiters, holders.
+        self._opened = 0
+        self._closed_total = 0
+        self._waiting = 0
+        self._lent: Lent[DriverConnection] = Lent()
 
     async def open(self) -> None:
         """Open ``min_size`` connections (concurrently); on failure, keep none open."""
@@ -104,23 +110,25 @@ class Pool:
                 )
             conn = self._take_idle()
             if conn is not None:
-                return conn
+                return self._lent.note(conn)
             if self._size < self.max_size:
                 self._size += 1
-                return await self._open_in_slot()
+                return self._lent.note(await self._open_in_slot())
             if deadline is None:  # only now that a wait has to happen
                 deadline = deadline_after(self._timeout)
             handed = await self._wait(deadline)
             if isinstance(handed, _Slot):
-                return await self._open_in_slot()  # a place freed for us, not a newcomer
+                # a place freed for us, not a newcomer
+                return self._lent.note(await self._open_in_slot())
             if handed is not None:
-                return handed  # a connection handed over by release()
+                return self._lent.note(handed)  # a connection handed over by release()
 
     def take_idle(self) -> DriverConnection | None:
         """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""
         if self._closed:
             return None
-        return self._take_idle()
+        conn = self._take_idle()
+        return None if conn is None else self._lent.note(conn)
 
     def _take_idle(self) -> DriverConnection | None:
         while self._idle:
@@ -148,6 +156,7 @@ class Pool:
 
     def _note_opened(self, conn: DriverConnection) -> None:
         self._born[conn] = time.monotonic()
+        self._opened += 1
 
     def _expired(self, conn: DriverConnection) -> bool:
         """Older than ``recycle`` seconds: the server may have dropped it (wait_timeout)."""
@@ -157,16 +166,21 @@ class Pool:
 
     async def _wait(self, deadline: float | None) -> _Handed:
         """A connection handed over, a slot to open one in, or None: look again."""
+        started = time.monotonic()
+        self._waiting += 1
         try:
             return await self._waiters.wait(None, deadline)
         except TimedOut:
-            raise PoolTimeoutError(
-                f"no database connection became free within {self._timeout}s "
-                f"(max_size={self.max_size}, all in use); raise max_size or "
-                "acquire_timeout (it bounds the whole wait of one statement, for its turn "
-                "on a shared connection too), or look for a task that holds a connection "
-                "while it waits for another task that needs one (a deadlock)"
-            ) from None
+            raise PoolTimeoutError(self._timeout_message(started, deadline)) from None
+        finally:
+            self._waiting -= 1
+
+    def _timeout_message(self, started: float, deadline: float | None) -> str:
+        """What ran out, and who holds the connections (written only when raised)."""
+        others = self._size - len(self._idle) - len(self._lent)
+        return exhausted_message(
+            self._timeout, started, deadline, self.max_size, self._size, self._lent.describe(others)
+        )
 
     def _hand_on(self, handed: _Handed) -> None:
         """Served, then cancelled before running on: pass on what we got."""
@@ -177,6 +191,7 @@ class Pool:
 
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""
+        self._lent.back(conn)
         if self._closed:
             self.discard(conn)  # returned after close(): close() waits for it
             return
@@ -226,7 +241,9 @@ class Pool:
                 raise
 
     def _forget(self, conn: DriverConnection) -> None:
+        self._lent.back(conn)
         if self._born.pop(conn, None) is not None:  # once per connection
+            self._closed_total += 1
             self._count_out()
 
     def _count_out(self) -> None:
@@ -247,6 +264,18 @@ class Pool:
     def _serve_first(self, handed: _Handed) -> bool:
         """Hand ``handed`` to the longest live waiter; False if nobody waits."""
         return self._waiters.serve_first(handed)
+
+    def stats(self) -> PoolStats:
+        """A snapshot, readable from any thread (see ``_pool_stats.snapshot``)."""
+        return snapshot(
+            closed=self._closed_total,  # read before opened: never more closed than opened
+            opened=self._opened,
+            size=self._size,
+            idle=len(self._idle),
+            waiting=self._waiting,
+            min_size=self.min_size,
+            max_size=self.max_size,
+        )
 
     async def close(self, within: float | None = 0.0) -> None:
         """Close every connection; waiting acquirers fail with ``NotConnectedError``.

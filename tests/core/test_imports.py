@@ -182,6 +182,7 @@ LAYERS: dict[str, set[str]] = {
     "runtime": {
         "aiodatabases._runtime",
         "aiodatabases._pool",
+        "aiodatabases._pool_stats",
         "aiodatabases._loops",
         "aiodatabases._mailbox",
         "aiodatabases._statements",
