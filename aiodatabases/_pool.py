@@ -127,8 +127,7 @@ class Pool:
         """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""
         if self._closed:
             return None
-        conn = self._take_idle()
-        return None if conn is None else self._lent.note(conn)
+        return self._take_idle()  # not noted in _lent: borrowed for one statement (hot path)
 
     def _take_idle(self) -> DriverConnection | None:
         while self._idle:
@@ -191,7 +190,8 @@ class Pool:
 
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""
-        self._lent.back(conn)
+        if self._lent:  # empty unless a connection block or transaction holds one
+            self._lent.pop(conn, None)
         if self._closed:
             self.discard(conn)  # returned after close(): close() waits for it
             return
@@ -241,7 +241,7 @@ class Pool:
                 raise
 
     def _forget(self, conn: DriverConnection) -> None:
-        self._lent.back(conn)
+        self._lent.pop(conn, None)
         if self._born.pop(conn, None) is not None:  # once per connection
             self._closed_total += 1
             self._count_out()

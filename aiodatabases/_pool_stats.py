@@ -1,7 +1,8 @@
 """What a pool says about itself: ``PoolStats``, and who holds its connections.
 
-A ``Lent`` record notes, for each connection handed out, the name of the
-task it was handed to and when (a name, not the task: a task that ended
+A ``Lent`` record notes, for each connection ``Pool.acquire()`` handed out
+(to a connection block, a transaction), the name of the task it went to and
+when (a name, not the task: a task that ended
 without giving its connection back must still be collected, see
 ``_tasks``). Noting is a dictionary store per hand-out; the description is
 written only when a ``PoolTimeoutError`` needs it.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 K = TypeVar("K")
 
@@ -67,30 +68,21 @@ def snapshot(
     )
 
 
-class Lent(Generic[K]):
-    """The connections handed out: to which task (by name) and since when."""
-
-    __slots__ = ("_since",)
-
-    def __init__(self) -> None:
-        self._since: dict[K, tuple[str, float]] = {}
+class Lent(dict[K, tuple[str, float]]):
+    """The connections handed out by ``Pool.acquire()``: to which task (by name)
+    and since when. ``take_idle()`` (a statement borrowing a connection, the
+    hot path) notes nothing: such a connection is counted as borrowed."""
 
     def note(self, conn: K) -> K:
         """``conn`` goes to the current task now; returns it."""
         task = asyncio.current_task()
-        self._since[conn] = (task.get_name() if task is not None else "", time.monotonic())
+        self[conn] = (task.get_name() if task is not None else "", time.monotonic())
         return conn
 
-    def back(self, conn: K) -> None:
-        self._since.pop(conn, None)
-
-    def __len__(self) -> int:
-        return len(self._since)
-
     def describe(self, others: int) -> str:
-        """Who holds the connections, longest first; ``others`` are opening or resetting."""
+        """Who holds the connections, longest first; ``others`` are not noted."""
         now = time.monotonic()
-        held = sorted(self._since.values(), key=lambda entry: entry[1])
+        held = sorted(self.values(), key=lambda entry: entry[1])
         parts = [
             f"task {name!r} for {now - since:.2f}s" if name else f"(no task) for {now - since:.2f}s"
             for name, since in held[:_NAMED]
@@ -98,7 +90,10 @@ class Lent(Generic[K]):
         if len(held) > _NAMED:
             parts.append(f"{len(held) - _NAMED} more")
         if others > 0:
-            parts.append(f"{others} being opened or reset")
+            parts.append(
+                f"{others} running one statement each outside any connection block, "
+                "or being opened or reset"
+            )
         return ", ".join(parts) if parts else "nothing (all being closed)"
 
 
