@@ -7,6 +7,7 @@ A drop-in for the ``databases`` package::
     database = Database("postgresql://localhost/app")
 """
 
+from ._pool_stats import PoolStats
 from ._records import Record
 from ._url import DatabaseURL
 from .connection import Connection
@@ -45,6 +46,7 @@ __all__ = [
     "MissingParameterError",
     "NotConnectedError",
     "ParameterError",
+    "PoolStats",
     "PoolTimeoutError",
     "Record",
     "Transaction",

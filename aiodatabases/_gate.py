@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from typing import Final
 
 from ._waits import Line, TimedOut, deadline_after
@@ -124,10 +125,11 @@ class Gate:
             self._holder = who
             return
         deadline = deadline_after(timeout)
+        started = time.monotonic()
         try:
             await self._waiters.wait(scopes, deadline)
         except TimedOut:
-            raise ConnectionBusyError(self._busy_message(timeout)) from None
+            raise ConnectionBusyError(self._busy_message(timeout, started, deadline)) from None
         self._holder = who
         self.deadline = deadline
 
@@ -146,15 +148,21 @@ class Gate:
         if not self._busy:
             self._busy = self._waiters.serve_first_where(self._may_pass, None)
 
-    def _busy_message(self, timeout: float | None) -> str:
+    def _busy_message(self, timeout: float | None, started: float, deadline: float | None) -> str:
+        waited = time.monotonic() - started
+        # A carried call may have spent part of the bound waiting for its loop.
+        before = 0.0 if deadline is None or timeout is None else started - (deadline - timeout)
+        left = ""
+        if before > 0.001:
+            left = f" (what was left of it after {before:.2f}s waiting before)"
         if self._owner is not None:
             holder = f"a transaction started by task {self._owner.description}"
         else:
             holder = f"a statement of task {describe(self._holder)}"
         return (
-            f"waited {timeout}s for a shared connection held by {holder}; that task "
+            f"waited {waited:.2f}s for a shared connection held by {holder}; that task "
             "never ended its transaction, or it waits for this one (a deadlock). "
             "Run the waiting work inside the transaction (create the task inside it) "
-            "or end the transaction first; the wait is bounded by the 'acquire_timeout' option "
-            "(the whole wait of one statement, for the pool too)."
+            f"or end the transaction first; the wait is bounded by acquire_timeout={timeout}s"
+            f"{left}: the whole wait of one statement, for the pool too."
         )

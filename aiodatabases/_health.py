@@ -1,6 +1,8 @@
-"""The pool's idle health check: which idle connections to ping before use, and the ping.
+"""The ages of pooled connections: which to replace (recycle), which to ping before use.
 
-A connection that idled longer than ``health_check_after`` seconds may have
+A connection opened longer ago than ``pool_recycle`` seconds is replaced
+(the server may drop old sessions: MySQL's ``wait_timeout``). A connection
+that idled longer than ``health_check_after`` seconds may have
 been closed by the server meanwhile (a restart, a kill, ``wait_timeout``):
 it is pinged before it is handed out. One used more recently costs a clock
 read and nothing else (no round trip on the hot path).
@@ -19,14 +21,28 @@ logger = logging.getLogger("aiodatabases.pool")
 PING_TIMEOUT = 5.0  # a ping that takes longer than this finds the connection unusable
 
 
-class IdleClock:
-    """When each idle connection went idle; whether it needs a ping before use."""
+class Ages:
+    """When each open connection was opened and last went idle."""
 
-    __slots__ = ("_after", "_since")
+    __slots__ = ("_after", "_born", "_recycle", "_since")
 
-    def __init__(self, after: float | None) -> None:
+    def __init__(self, recycle: float | None, after: float | None) -> None:
+        self._recycle = recycle  # None: never replace for age
         self._after = after  # None: never check
+        self._born: dict[DriverConnection, float] = {}  # every open connection
         self._since: dict[DriverConnection, float] = {}
+
+    def opened(self, conn: DriverConnection) -> None:
+        self._born[conn] = time.monotonic()
+
+    def open_ones(self) -> list[DriverConnection]:
+        return list(self._born)
+
+    def expired(self, conn: DriverConnection) -> bool:
+        """Older than ``recycle`` seconds: the server may have dropped it."""
+        if self._recycle is None:
+            return False
+        return time.monotonic() - self._born.get(conn, 0.0) > self._recycle
 
     def went_idle(self, conn: DriverConnection) -> None:
         if self._after is not None:
@@ -37,8 +53,10 @@ class IdleClock:
             return False
         return time.monotonic() - self._since.get(conn, 0.0) > self._after
 
-    def forget(self, conn: DriverConnection) -> None:
+    def forget(self, conn: DriverConnection) -> bool:
+        """Forget ``conn``; whether it was known (True once per connection)."""
         self._since.pop(conn, None)
+        return self._born.pop(conn, None) is not None
 
 
 async def answers(conn: DriverConnection) -> bool:

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from ._background import Background
-from ._health import IdleClock, answers
+from ._health import Ages, answers
+from ._pool_stats import Lent, PoolStats, exhausted_message, snapshot
 from ._waits import Line, TimedOut, deadline_after
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
@@ -61,10 +62,7 @@ class Pool:
         self.min_size = min_size
         self.max_size = max_size
         self._timeout = timeout
-        self._recycle = recycle
-        self._idle_clock = IdleClock(health_check_after)
-        # Every open connection, idle or in use -> when it was opened (for recycle).
-        self._born: dict[DriverConnection, float] = {}
+        self._ages = Ages(recycle, health_check_after)  # every open connection
         self._idle: deque[DriverConnection] = deque()
         self._size = 0  # open or opening, idle or in use
         # What a waiter is handed: a connection, a slot to open one in, or
@@ -73,6 +71,11 @@ class Pool:
         self._background = Background()  # resets and closes: close() waits for them
         self._closed = False
         self._all_back: asyncio.Future[None] | None = None  # close() waits for it
+        # For stats() and the PoolTimeoutError message: totals, waiters, holders.
+        self._opened = 0
+        self._closed_total = 0
+        self._waiting = 0
+        self._lent: Lent[DriverConnection] = Lent()
 
     async def open(self) -> None:
         """Open ``min_size`` connections (concurrently); on failure, keep none open."""
@@ -114,37 +117,38 @@ class Pool:
                 )
             conn = self._take_idle()
             if conn is not None:
-                return conn
+                return self._lent.note(conn)
             if self._idle:  # the most recent one has idled long: check it first
                 conn = await self._checked(self._idle.pop())
                 if conn is not None:
-                    return conn
+                    return self._lent.note(conn)
                 continue
             if self._size < self.max_size:
                 self._size += 1
-                return await self._open_in_slot()
+                return self._lent.note(await self._open_in_slot())
             if deadline is None:  # only now that a wait has to happen
                 deadline = deadline_after(self._timeout)
             handed = await self._wait(deadline)
             if isinstance(handed, _Slot):
-                return await self._open_in_slot()  # a place freed for us, not a newcomer
+                # a place freed for us, not a newcomer
+                return self._lent.note(await self._open_in_slot())
             if handed is not None:
-                return handed  # a connection handed over by release()
+                return self._lent.note(handed)  # a connection handed over by release()
 
     def take_idle(self) -> DriverConnection | None:
         """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""
         if self._closed:
             return None
-        return self._take_idle()
+        return self._take_idle()  # not noted in _lent: borrowed for one statement (hot path)
 
     def _take_idle(self) -> DriverConnection | None:
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts
             if conn.is_closed():
                 self.discard(conn)  # its socket may still be open (closed by the server)
-            elif self._expired(conn):
+            elif self._ages.expired(conn):
                 self.discard(conn)
-            elif self._idle_clock.needs_check(conn):
+            elif self._ages.needs_check(conn):
                 self._idle.append(conn)  # for acquire() to check (it can await)
                 return None
             else:
@@ -190,26 +194,25 @@ class Pool:
             logger.debug("opening a connection to refill the pool failed: %r", exc)
 
     def _note_opened(self, conn: DriverConnection) -> None:
-        self._born[conn] = time.monotonic()
-
-    def _expired(self, conn: DriverConnection) -> bool:
-        """Older than ``recycle`` seconds: the server may have dropped it (wait_timeout)."""
-        if self._recycle is None:
-            return False
-        return time.monotonic() - self._born.get(conn, 0.0) > self._recycle
+        self._ages.opened(conn)
+        self._opened += 1
 
     async def _wait(self, deadline: float | None) -> _Handed:
         """A connection handed over, a slot to open one in, or None: look again."""
+        started = time.monotonic()
+        self._waiting += 1
         try:
             return await self._waiters.wait(None, deadline)
-        except TimedOut:
+        except TimedOut:  # what ran out, and who holds the connections
+            others = self._size - len(self._idle) - len(self._lent)
+            holders = self._lent.describe(others)
             raise PoolTimeoutError(
-                f"no database connection became free within {self._timeout}s "
-                f"(max_size={self.max_size}, all in use); raise max_size or "
-                "acquire_timeout (it bounds the whole wait of one statement, for its turn "
-                "on a shared connection too), or look for a task that holds a connection "
-                "while it waits for another task that needs one (a deadlock)"
+                exhausted_message(
+                    self._timeout, started, deadline, self.max_size, self._size, holders
+                )
             ) from None
+        finally:
+            self._waiting -= 1
 
     def _hand_on(self, handed: _Handed) -> None:
         """Served, then cancelled before running on: pass on what we got."""
@@ -220,6 +223,8 @@ class Pool:
 
     def release(self, conn: DriverConnection, *, dirty: bool = False, broken: bool = False) -> None:
         """Return a connection. Never awaits (see the module docstring)."""
+        if self._lent:  # empty unless a connection block or transaction holds one
+            self._lent.pop(conn, None)
         if self._closed:
             self.discard(conn)  # returned after close(): close() waits for it
             return
@@ -229,10 +234,10 @@ class Pool:
         if dirty:
             self._background.start(self._reset_then_return(conn))
             return
-        if self._expired(conn):
+        if self._ages.expired(conn):
             self.discard(conn)  # a waiter opens a new one
-        elif not self._serve_first(conn):
-            self._idle_clock.went_idle(conn)
+        elif not self._waiters.serve_first(conn):
+            self._ages.went_idle(conn)
             self._idle.append(conn)
 
     async def _reset_then_return(self, conn: DriverConnection) -> None:
@@ -254,24 +259,12 @@ class Pool:
         finishing an interrupted statement); close() waits for them.
         """
         self._forget(conn)
-        self._background.start(self._close_quietly(conn, first))
-
-    async def _close_quietly(
-        self, conn: DriverConnection, first: Awaitable[None] | None = None
-    ) -> None:
-        try:
-            if first is not None:
-                await first
-            await asyncio.wait_for(conn.close(), _RESET_TIMEOUT)
-        except BaseException as exc:
-            logger.debug("closing a discarded connection failed: %r", exc)
-            conn.terminate()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        self._background.start(_close_quietly(conn, first))
 
     def _forget(self, conn: DriverConnection) -> None:
-        self._idle_clock.forget(conn)
-        if self._born.pop(conn, None) is not None:  # once per connection
+        self._lent.pop(conn, None)
+        if self._ages.forget(conn):  # once per connection
+            self._closed_total += 1
             self._count_out()
             self._top_up()
 
@@ -287,12 +280,20 @@ class Pool:
         if self._closed or self._size >= self.max_size:
             return
         self._size += 1
-        if not self._serve_first(_SLOT):
+        if not self._waiters.serve_first(_SLOT):
             self._size -= 1  # nobody waits: the place stays free
 
-    def _serve_first(self, handed: _Handed) -> bool:
-        """Hand ``handed`` to the longest live waiter; False if nobody waits."""
-        return self._waiters.serve_first(handed)
+    def stats(self) -> PoolStats:
+        """A snapshot, readable from any thread (see ``_pool_stats.snapshot``)."""
+        return snapshot(
+            closed=self._closed_total,  # read before opened: never more closed than opened
+            opened=self._opened,
+            size=self._size,
+            idle=len(self._idle),
+            waiting=self._waiting,
+            min_size=self.min_size,
+            max_size=self.max_size,
+        )
 
     async def close(self, within: float | None = 0.0) -> None:
         """Close every connection; waiting acquirers fail with ``NotConnectedError``.
@@ -302,7 +303,7 @@ class Pool:
         ``within`` seconds (``None``: no limit), then dropped.
         """
         self._closed = True
-        while self._serve_first(None):  # each looks again and finds the pool closed
+        while self._waiters.serve_first(None):  # each looks again and finds the pool closed
             pass
         await self._settle()
         while self._idle:
@@ -336,7 +337,7 @@ class Pool:
             self._drop_the_rest()
 
     def _drop_the_rest(self) -> None:
-        for conn in list(self._born):
+        for conn in self._ages.open_ones():
             self._forget(conn)
             conn.terminate()
 
@@ -345,3 +346,16 @@ class Pool:
         self._closed = True
         self._idle.clear()
         self._drop_the_rest()
+
+
+async def _close_quietly(conn: DriverConnection, first: Awaitable[None] | None = None) -> None:
+    """Await ``first``, then close ``conn`` (or drop its socket if that fails)."""
+    try:
+        if first is not None:
+            await first
+        await asyncio.wait_for(conn.close(), _RESET_TIMEOUT)
+    except BaseException as exc:
+        logger.debug("closing a discarded connection failed: %r", exc)
+        conn.terminate()
+        if isinstance(exc, asyncio.CancelledError):
+            raise

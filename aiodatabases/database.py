@@ -22,6 +22,7 @@ from ._background import shielded
 from ._gate import refuse_lost
 from ._opening import build_runtime, close_runtime
 from ._options import take_settings
+from ._pool_stats import PoolStats
 from ._prepare import Query, Values, prepare, prepare_many
 from ._records import Record, record, records
 from ._runtime import Runtime
@@ -113,6 +114,15 @@ class Database:
     @property
     def is_connected(self) -> bool:
         return self._state is DatabaseState.CONNECTED
+
+    def pool_stats(self) -> PoolStats:
+        """The pool now: size, idle, in use, waiting, opened and closed totals.
+
+        Readable from any loop or thread (a snapshot, no I/O). With
+        ``force_rollback=True`` it describes the pool of the one shared
+        connection. ``NotConnectedError`` when not connected.
+        """
+        return self._require_runtime().pool.stats()
 
     async def connect(self) -> None:
         """Connect, or count one more user if already connected.

@@ -13,7 +13,10 @@ Workloads (see ``bench.run.WORKLOADS``):
 - ``w5`` stream the large table;
 - ``w6`` transaction churn: begin; insert; select; rollback;
 - ``w7a``/``w7b`` W1 and W3 on a ``force_rollback`` database (raw drivers: the
-  same code as W1 and W3, since they have no such mode).
+  same code as W1 and W3, since they have no such mode);
+- ``w8`` a mixed load: many tasks of point selects, inserts and one-insert
+  transactions that commit or roll back by a rule, then the rows counted
+  (aiodatabases against the raw driver's own pool only).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from .data import (
     CHURN_INSERT_SQL,
     CHURN_SELECT_SQL,
     INSERT_SQL,
+    MIXED_COUNT_SQL,
+    MIXED_INSERT_SQL,
+    MIXED_KINDS,
     POINT_SQL,
     STREAM_SQL,
     WIDE_SQL,
@@ -36,6 +42,8 @@ from .data import (
     Sizes,
     Style,
     as_mappings,
+    mixed_commits,
+    mixed_expected_rows,
     point_ids,
     positional,
 )
@@ -67,6 +75,7 @@ class Inputs:
         ]
         self.insert_rows: list[Row] = wide_rows(1, sizes.insert_rows, style)
         self.insert_mappings = as_mappings(self.insert_rows)
+        self.mixed_rows = mixed_expected_rows(sizes.mixed_tasks, sizes.mixed_steps)
 
 
 async def _gather_tasks(inputs: Inputs, select: Callable[[int], Awaitable[Any]]) -> None:
@@ -80,13 +89,44 @@ async def _gather_tasks(inputs: Inputs, select: Callable[[int], Awaitable[Any]])
     await asyncio.gather(*(task(ids) for ids in inputs.task_ids))
 
 
+async def _mixed(
+    inputs: Inputs,
+    select: Callable[[int], Awaitable[Any]],
+    insert: Callable[[int], Awaitable[Any]],
+    transaction: Callable[[int, bool], Awaitable[Any]],
+    count: Callable[[], Awaitable[Any]],
+) -> None:
+    """W8: ``mixed_tasks`` concurrent tasks of ``mixed_steps`` operations each
+    (``data.MIXED_KINDS``), then the rows counted: exactly the inserts and the
+    committed transactions."""
+    sizes, ids = inputs.sizes, inputs.ids
+
+    async def task(index: int) -> None:
+        for step in range(sizes.mixed_steps):
+            kind = MIXED_KINDS[step % len(MIXED_KINDS)]
+            row_id = index * sizes.mixed_steps + step + 1
+            if kind == "select":
+                i = ids[row_id % len(ids)]
+                row = await select(i)
+                _expect(row is not None and row[0] == i, "point select returned a wrong row")
+            elif kind == "insert":
+                await insert(row_id)
+            else:
+                await transaction(row_id, mixed_commits(index, step))
+
+    await asyncio.gather(*(task(index) for index in range(sizes.mixed_tasks)))
+    _expect(int(await count()) == inputs.mixed_rows, "W8 lost rows or kept rolled-back ones")
+
+
 class Contender:
     """Base: one way of talking to one database."""
 
     #: Shown in the table.
     name = "?"
     #: Workloads this contender runs (others show a dash).
-    supports: frozenset[str] = frozenset({"w1", "w2", "w3", "w4", "w5", "w6", "w7a", "w7b"})
+    supports: frozenset[str] = frozenset(
+        {"w1", "w2", "w3", "w4", "w5", "w6", "w7a", "w7b", "w8"}
+    )
 
     def __init__(self, inputs: Inputs) -> None:
         self.inputs = inputs
@@ -140,6 +180,8 @@ class DatabaseAPI(Contender):
         self._url = url
         self._options = options
         self._rollback_options = rollback_options
+        if module != "aiodatabases":  # W8 compares aiodatabases with the raw pools only
+            self.supports = Contender.supports - {"w8"}
         self._db: Any = None
         self._rollback_db: Any = None
 
@@ -210,6 +252,29 @@ class DatabaseAPI(Contender):
     async def w7a(self) -> None:
         await self._point(self._rollback_db, self.inputs.ids)
 
+    async def w8(self) -> None:
+        db = self._db
+
+        async def insert(row_id: int) -> None:
+            await db.execute(MIXED_INSERT_SQL, {"id": row_id, "name": "mixed"})
+
+        async def transaction(row_id: int, commit: bool) -> None:
+            tx = await db.transaction()
+            try:
+                await insert(row_id)
+            except BaseException:
+                await tx.rollback()
+                raise
+            await (tx.commit() if commit else tx.rollback())
+
+        await _mixed(
+            self.inputs,
+            lambda i: db.fetch_one(POINT_SQL, {"id": i}),
+            insert,
+            transaction,
+            lambda: db.fetch_val(MIXED_COUNT_SQL),
+        )
+
     async def w7b(self) -> None:
         await self._tasks(self._rollback_db)
 
@@ -222,6 +287,7 @@ _PG_INSERT = positional(INSERT_SQL, "numeric_dollar")
 _PG_STREAM = positional(STREAM_SQL, "numeric_dollar")
 _PG_CHURN_INSERT = positional(CHURN_INSERT_SQL, "numeric_dollar")
 _PG_CHURN_SELECT = positional(CHURN_SELECT_SQL, "numeric_dollar")
+_PG_MIXED_INSERT = positional(MIXED_INSERT_SQL, "numeric_dollar")
 
 
 async def _asyncpg_churn(
@@ -294,6 +360,28 @@ class AsyncpgPool(Contender):
     async def w6(self) -> None:
         await _asyncpg_churn(self._pool.acquire, self.inputs.sizes.churn)
 
+    async def w8(self) -> None:
+        pool = self._pool
+
+        async def transaction(row_id: int, commit: bool) -> None:
+            async with pool.acquire() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    await conn.execute(_PG_MIXED_INSERT, row_id, "mixed")
+                except BaseException:
+                    await tx.rollback()
+                    raise
+                await (tx.commit() if commit else tx.rollback())
+
+        await _mixed(
+            self.inputs,
+            lambda i: pool.fetchrow(_PG_POINT, i),
+            lambda row_id: pool.execute(_PG_MIXED_INSERT, row_id, "mixed"),
+            transaction,
+            lambda: pool.fetchval(MIXED_COUNT_SQL),
+        )
+
 
 class _Held:
     """An async context manager that hands out one connection kept open."""
@@ -331,6 +419,7 @@ class AsyncpgHeld(Contender):
     """
 
     name = "asyncpg held"
+    supports = Contender.supports - {"w8"}  # W8: against the driver's own pool
 
     def __init__(self, inputs: Inputs, dsn: str) -> None:
         super().__init__(inputs)
@@ -383,6 +472,7 @@ _SQ_INSERT = positional(INSERT_SQL, "qmark")
 _SQ_STREAM = positional(STREAM_SQL, "qmark")
 _SQ_CHURN_INSERT = positional(CHURN_INSERT_SQL, "qmark")
 _SQ_CHURN_SELECT = positional(CHURN_SELECT_SQL, "qmark")
+_SQ_MIXED_INSERT = positional(MIXED_INSERT_SQL, "qmark")
 
 
 class Aiosqlite(Contender):
@@ -447,6 +537,28 @@ class Aiosqlite(Contender):
             finally:
                 await db.rollback()
 
+    async def w8(self) -> None:
+        # No pool: the tasks share the one connection. A write (and its commit
+        # or rollback) holds a lock, so no other task's insert lands inside a
+        # transaction that another one rolls back; reads need none.
+        db, writing = self._db, asyncio.Lock()
+
+        async def write(row_id: int, commit: bool) -> None:
+            async with writing:
+                await (await db.execute(_SQ_MIXED_INSERT, (row_id, "mixed"))).close()
+                await (db.commit() if commit else db.rollback())
+
+        async def count() -> Any:
+            return (await self._fetchone(MIXED_COUNT_SQL, ()))[0]
+
+        await _mixed(
+            self.inputs,
+            lambda i: self._fetchone(_SQ_POINT, (i,)),
+            lambda row_id: write(row_id, True),
+            write,
+            count,
+        )
+
 
 # -- MySQL: asyncmy and aiomysql ---------------------------------------------------------
 # Both drivers have PyMySQL's shape (cursors as async context managers, ``%s``
@@ -459,6 +571,7 @@ _MY_INSERT = positional(INSERT_SQL, "format")
 _MY_STREAM = positional(STREAM_SQL, "format")
 _MY_CHURN_INSERT = positional(CHURN_INSERT_SQL, "format")
 _MY_CHURN_SELECT = positional(CHURN_SELECT_SQL, "format")
+_MY_MIXED_INSERT = positional(MIXED_INSERT_SQL, "format")
 
 
 async def _my_fetchone(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:
@@ -610,11 +723,37 @@ class _MySQLPool(Contender):
     async def w6(self) -> None:
         await _my_churn(self._pool.acquire, self.inputs.sizes.churn)
 
+    async def w8(self) -> None:
+        pool = self._pool
+
+        async def insert(row_id: int) -> None:
+            async with pool.acquire() as conn, conn.cursor() as cursor:
+                await cursor.execute(_MY_MIXED_INSERT, (row_id, "mixed"))
+
+        async def transaction(row_id: int, commit: bool) -> None:
+            async with pool.acquire() as conn:
+                await conn.begin()
+                try:
+                    async with conn.cursor() as cursor:
+                        await cursor.execute(_MY_MIXED_INSERT, (row_id, "mixed"))
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                await (conn.commit() if commit else conn.rollback())
+
+        async def count() -> Any:
+            return (await self._point(MIXED_COUNT_SQL, ()))[0]
+
+        await _mixed(
+            self.inputs, lambda i: self._point(_MY_POINT, (i,)), insert, transaction, count
+        )
+
 
 class _MySQLHeld(Contender):
     """The driver on connections held open (W3: ``pool`` of them through a queue)."""
 
     driver: _MySQLDriver = _MySQLDriver()
+    supports = Contender.supports - {"w8"}  # W8: against the driver's own pool
 
     def __init__(self, inputs: Inputs, connect_kwargs: dict[str, Any]) -> None:
         super().__init__(inputs)

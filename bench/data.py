@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 Style: TypeAlias = Literal["numeric_dollar", "qmark", "format"]
 Row: TypeAlias = tuple[Any, ...]
 
-TABLES = ("bench_wide", "bench_stream", "bench_insert", "bench_churn")
+TABLES = ("bench_wide", "bench_stream", "bench_insert", "bench_churn", "bench_mixed")
 COLUMNS = ("id", "name", "score", "created", "active", "amount", "payload", "uid")
 
 
@@ -37,6 +37,8 @@ class Sizes:
     insert_rows: int = 5_000  # W4: rows inserted by one execute_many
     stream_rows: int = 100_000  # W5: rows streamed by iterate()
     churn: int = 2_000  # W6: begin; insert; select; rollback, this many times
+    mixed_tasks: int = 200  # W8: concurrent tasks ...
+    mixed_steps: int = 50  # W8: ... each running this many operations of the mix
 
 
 FULL = Sizes()
@@ -49,6 +51,8 @@ QUICK = Sizes(
     insert_rows=500,
     stream_rows=5_000,
     churn=150,
+    mixed_tasks=20,
+    mixed_steps=10,
 )
 
 
@@ -64,8 +68,32 @@ INSERT_SQL = (
 STREAM_SQL = f"SELECT {_WIDE_COLUMNS} FROM bench_stream WHERE id > :lo"
 CHURN_INSERT_SQL = "INSERT INTO bench_churn (id, name) VALUES (:id, :name)"
 CHURN_SELECT_SQL = "SELECT name FROM bench_churn WHERE id = :id"
+MIXED_INSERT_SQL = "INSERT INTO bench_mixed (id, name) VALUES (:id, :name)"
+MIXED_COUNT_SQL = "SELECT count(*) FROM bench_mixed"
 
 _PARAM = re.compile(r":([A-Za-z_]\w*)")
+
+
+#: W8's operations: what step ``step`` of a task does (a fixed rule, so every
+#: contender runs the same mix): a transaction inserting one row that commits
+#: or rolls back, two point selects, two inserts, in every five steps.
+MIXED_KINDS = ("transaction", "select", "select", "insert", "insert")
+
+
+def mixed_commits(task: int, step: int) -> bool:
+    """Whether W8's transaction at ``step`` of ``task`` commits (else it rolls back)."""
+    return (task + step // 5) % 2 == 0
+
+
+def mixed_expected_rows(tasks: int, steps: int) -> int:
+    """The rows W8 leaves: its inserts and its committed transactions."""
+    return sum(
+        1
+        for task in range(tasks)
+        for step in range(steps)
+        if MIXED_KINDS[step % 5] == "insert"
+        or (MIXED_KINDS[step % 5] == "transaction" and mixed_commits(task, step))
+    )
 
 
 def positional(sql: str, style: Style) -> str:
@@ -197,6 +225,7 @@ class PostgresAdmin:
             for table in ("bench_wide", "bench_stream", "bench_insert"):
                 await conn.execute(_wide_table(table, _PG_TYPES))
             await conn.execute("CREATE TABLE bench_churn (id integer PRIMARY KEY, name text)")
+            await conn.execute("CREATE TABLE bench_mixed (id integer PRIMARY KEY, name text)")
             for table, count in (
                 ("bench_wide", sizes.wide_rows),
                 ("bench_stream", sizes.stream_rows),
@@ -211,7 +240,7 @@ class PostgresAdmin:
     async def reset_insert_table(self) -> None:
         conn = await self._connect()
         try:
-            await conn.execute("TRUNCATE bench_insert")
+            await conn.execute("TRUNCATE bench_insert, bench_mixed")
         finally:
             await conn.close()
 
@@ -251,6 +280,7 @@ class SQLiteAdmin:
                 for t in ("bench_wide", "bench_stream", "bench_insert")
             ),
             "CREATE TABLE bench_churn (id INTEGER PRIMARY KEY, name TEXT)",
+            "CREATE TABLE bench_mixed (id INTEGER PRIMARY KEY, name TEXT)",
         )
         conn = sqlite3.connect(self._path)
         try:
@@ -267,7 +297,7 @@ class SQLiteAdmin:
             conn.close()
 
     async def reset_insert_table(self) -> None:
-        self._run("DELETE FROM bench_insert")
+        self._run("DELETE FROM bench_insert", "DELETE FROM bench_mixed")
 
     async def drop(self) -> None:
         self._run(*(f"DROP TABLE IF EXISTS {table}" for table in TABLES))
@@ -309,6 +339,7 @@ class MySQLAdmin:
                 for t in ("bench_wide", "bench_stream", "bench_insert")
             ),
             "CREATE TABLE bench_churn (id INT PRIMARY KEY, name VARCHAR(64)) ENGINE=InnoDB",
+            "CREATE TABLE bench_mixed (id INT PRIMARY KEY, name VARCHAR(64)) ENGINE=InnoDB",
         )
         placeholders = ", ".join(["%s"] * len(COLUMNS))
         for table, count in (("bench_wide", sizes.wide_rows), ("bench_stream", sizes.stream_rows)):
@@ -319,7 +350,7 @@ class MySQLAdmin:
         await self._execute("ANALYZE TABLE bench_wide, bench_stream")
 
     async def reset_insert_table(self) -> None:
-        await self._execute("TRUNCATE TABLE bench_insert")
+        await self._execute("TRUNCATE TABLE bench_insert", "TRUNCATE TABLE bench_mixed")
 
     async def drop(self) -> None:
         await self._execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")

@@ -87,6 +87,8 @@ WORKLOADS = (
     Workload("w6", "W6 transaction churn", 1.25),
     Workload("w7a", "W7 force_rollback W1", 1.25),
     Workload("w7b", "W7 force_rollback W3", 1.25),
+    # The issue sets no target for W8; W6's (transactions) is kept.
+    Workload("w8", "W8 mixed load", 1.25),
 )
 #: W5's memory target: peak above the starting point, bytes.
 MEMORY_TARGET = 30 * 1024 * 1024
@@ -105,6 +107,10 @@ def describe_workloads(sizes: Sizes) -> list[str]:
         f"W6: {s.churn:,} x (begin; insert; select; rollback).",
         "W7: W1 and W3 on `Database(url, force_rollback=True)` (raw drivers and the held "
         "connection have no such mode: they run W1 and W3 again, in the same rounds).",
+        f"W8: {s.mixed_tasks} concurrent tasks x {s.mixed_steps} operations (of every five: "
+        "a one-insert transaction that commits or rolls back by a rule, two point selects, "
+        f"two inserts), pool of {s.pool}, then the rows counted; against the raw driver's "
+        "own pool (aiosqlite: its one connection); throughput in operations per second.",
     ]
 
 
@@ -268,6 +274,8 @@ class Result:
     errors: dict[tuple[str, str], str] = field(default_factory=dict)
     #: timed runs kept although other processes disturbed every attempt
     disturbed: int = 0
+    #: W8's operations per run (for its throughput)
+    operations: int = 0
 
     def median(self, workload: str, name: str) -> float | None:
         values = [t for t in self.times.get(workload, {}).get(name, []) if t is not None]
@@ -306,6 +314,21 @@ def _fmt_ratio(ratio: float | None) -> str:
 
 def _fmt_mb(size: int | None) -> str:
     return "—" if size is None else f"{size / 1024 / 1024:.1f} MB"
+
+
+def _throughput_row(result: Result, columns: int) -> str:
+    """W8's operations per second, per contender, and aiodatabases' ratio to the pool."""
+    rates: dict[str, float | None] = {}
+    for name in result.names:
+        seconds = result.median("w8", name)
+        rates[name] = None if not seconds else result.operations / seconds
+    cells = ["W8 throughput (ops/s)"]
+    cells += ["—" if rates[n] is None else f"{rates[n]:,.0f}" for n in result.names]
+    mine, base = rates.get(SUBJECT), rates.get(result.backend.baseline)
+    baseline = result.backend.baseline
+    cells.append("—" if not mine or not base else f"{mine / base:.2f}x {baseline}'s")
+    cells += [""] * (columns - len(cells))
+    return "| " + " | ".join(cells) + " |"
 
 
 def render(result: Result, workloads: Sequence[Workload]) -> list[str]:
@@ -351,6 +374,8 @@ def render(result: Result, workloads: Sequence[Workload]) -> list[str]:
             verdict += " (aim: " + ("yes" if aim_met else "no") + ")"
         cells.append(verdict)
         lines.append("| " + " | ".join(cells) + " |")
+        if workload.key == "w8" and result.operations:
+            lines.append(_throughput_row(result, len(header)))
         if workload.key == "w5" and result.memory:
             mem_cells = ["W5 peak memory", *(_fmt_mb(result.memory.get(n)) for n in names)]
             mem_cells += [""] * (len(header) - len(mem_cells))
@@ -449,7 +474,7 @@ async def _one_run(
     """
     try:
         for attempt in range(1, ATTEMPTS + 1):
-            if workload == "w4":
+            if workload in ("w4", "w8"):
                 await backend.admin.reset_insert_table()
             await contender.before(workload)
             try:
@@ -547,6 +572,7 @@ async def run_backend(
     inputs = Inputs(sizes, backend.style)
     contenders: list[Contender] = []
     result = Result(backend, version, [], reps)
+    result.operations = sizes.mixed_tasks * sizes.mixed_steps
     try:
         for name, factory in backend.factories.items():
             contender = factory(inputs)
@@ -561,7 +587,13 @@ async def run_backend(
             print(f"{backend.title}: warm-up", file=sys.stderr)
             small = Inputs(
                 dataclasses.replace(
-                    sizes, point=200, wide_times=1, per_task=2, insert_rows=200, churn=50
+                    sizes,
+                    point=200,
+                    wide_times=1,
+                    per_task=2,
+                    insert_rows=200,
+                    churn=50,
+                    mixed_steps=2,
                 ),
                 backend.style,
             )
@@ -657,7 +689,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default=",".join(w.key for w in WORKLOADS),
-        help="comma-separated subset of w1,w2,w3,w4,w5,w6,w7a,w7b",
+        help="comma-separated subset of w1,w2,w3,w4,w5,w6,w7a,w7b,w8",
     )
     parser.add_argument(
         "--no-others", action="store_true", help="leave out databases and SQLAlchemy"

@@ -46,6 +46,8 @@ def test_quick_benchmark_on_sqlite_prints_the_table(tmp_path: Path) -> None:
         "W6 transaction churn",
         "W7 force_rollback W1",
         "W7 force_rollback W3",
+        "W8 mixed load",
+        "W8 throughput (ops/s)",
     ):
         row = next((line for line in out.splitlines() if line.startswith(f"| {label} |")), None)
         assert row is not None, f"no row for {label}:\n{out}"

@@ -183,6 +183,7 @@ LAYERS: dict[str, set[str]] = {
         "aiodatabases._runtime",
         "aiodatabases._pool",
         "aiodatabases._health",
+        "aiodatabases._pool_stats",
         "aiodatabases._loops",
         "aiodatabases._mailbox",
         "aiodatabases._statements",
