@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 
+from ._bounded import within
 from .backends.base import DriverConnection
 
 logger = logging.getLogger("aiodatabases.pool")
@@ -65,7 +66,7 @@ async def answers(conn: DriverConnection) -> bool:
     Cancellation: the connection, its ping half done, is terminated.
     """
     try:
-        await asyncio.wait_for(conn.ping(), PING_TIMEOUT)
+        await within(conn.ping(), PING_TIMEOUT)
     except asyncio.CancelledError:
         conn.terminate()
         raise

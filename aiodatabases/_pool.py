@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from ._background import Background
+from ._bounded import within
 from ._health import Ages, answers
 from ._pool_stats import Lent, PoolStats, exhausted_message, snapshot
 from ._waits import Line, TimedOut, deadline_after
@@ -242,7 +243,7 @@ class Pool:
 
     async def _reset_then_return(self, conn: DriverConnection) -> None:
         try:
-            await asyncio.wait_for(conn.reset(), _RESET_TIMEOUT)
+            await within(conn.reset(), _RESET_TIMEOUT)
         except BaseException as exc:
             logger.warning("discarding a connection whose reset failed: %r", exc)
             self._forget(conn)
@@ -353,7 +354,7 @@ async def _close_quietly(conn: DriverConnection, first: Awaitable[None] | None =
     try:
         if first is not None:
             await first
-        await asyncio.wait_for(conn.close(), _RESET_TIMEOUT)
+        await within(conn.close(), _RESET_TIMEOUT)
     except BaseException as exc:
         logger.debug("closing a discarded connection failed: %r", exc)
         conn.terminate()

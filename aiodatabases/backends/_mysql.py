@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from .._bounded import within
 from .._query import ParamStyle
 from .._url import DatabaseURL
 from ..exceptions import ParameterError
@@ -230,12 +231,20 @@ class MySQLConnection:
         await self.run_control(["ROLLBACK"])
 
     async def close(self) -> None:
-        await self._raw.ensure_closed()
+        try:
+            await self._raw.ensure_closed()  # says goodbye (COM_QUIT), then closes
+        finally:
+            _close_raw(self._raw)  # the goodbye failed or was cancelled: close all the same
 
     def terminate(self) -> None:
-        # If its loop is closed this raises; the garbage collector closes the socket.
-        with contextlib.suppress(RuntimeError):
-            self._raw.close()
+        _close_raw(self._raw)
+
+
+def _close_raw(raw: Any) -> None:
+    """Drop a driver connection's socket without a goodbye to the server."""
+    # If its loop is closed this raises; the garbage collector closes the socket.
+    with contextlib.suppress(RuntimeError):
+        raw.close()
 
 
 class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
@@ -264,11 +273,21 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         self._connect_kwargs = kwargs
 
     async def connect(self) -> MySQLConnection:
+        raw = await self._open_raw()
+        connection = MySQLConnection(raw, self)
+        if self._connect_kwargs.get("ssl"):
+            await self._require_encryption(connection)
+        return connection
+
+    async def _open_raw(self) -> Any:
+        """A driver connection, its whole handshake bounded by ``connect_timeout``."""
         kwargs = self._connect_kwargs
         try:
             # The drivers bound only the TCP connect by connect_timeout, not the
             # handshake after it: a server that accepts and never answers hung.
-            raw = await asyncio.wait_for(self._driver.connect(**kwargs), kwargs["connect_timeout"])
+            return await within(
+                self._driver.connect(**kwargs), kwargs["connect_timeout"], drop=_close_raw
+            )
         except asyncio.TimeoutError as exc:
             where = (kwargs["host"], kwargs["port"])
             raise connect_timed_out(
@@ -278,10 +297,6 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
             if not exc.args or exc.args[0] != _CANT_CONNECT:
                 raise
             raise self._cannot_connect(exc) from exc
-        connection = MySQLConnection(raw, self)
-        if self._connect_kwargs.get("ssl"):
-            await self._require_encryption(connection)
-        return connection
 
     def _cannot_connect(self, exc: Exception) -> Exception:
         """The driver's own error, saying where (aiomysql names no port) and why."""
@@ -324,13 +339,11 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         return bool(self._driver.is_closed(raw))
 
     async def kill_query(self, raw: Any) -> None:
-        killer = await self._driver.connect(**self._connect_kwargs)
+        killer = MySQLConnection(await self._open_raw(), self)
         try:
-            cursor = await self._driver.cursor(killer, False)
-            await cursor.execute(f"KILL QUERY {int(raw.thread_id())}")
-            await cursor.close()
+            await killer.run_control([f"KILL QUERY {int(raw.thread_id())}"])
         finally:
-            await killer.ensure_closed()
+            await killer.close()
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
         refuse_unknown_options(options, ("isolation", "readonly"), "MySQL")

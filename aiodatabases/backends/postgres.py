@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from .._bounded import within
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
@@ -258,6 +259,10 @@ class PostgresConnection:
             self._raw.terminate()
 
 
+def _terminate(raw: Any) -> None:
+    raw.terminate()
+
+
 class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
     dialect_name = "postgresql"
     paramstyle: ParamStyle = "numeric_dollar"
@@ -276,7 +281,9 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
 
     async def connect(self) -> PostgresConnection:
         try:
-            raw = await asyncpg.connect(**self._connect_kwargs)
+            # asyncpg bounds the connect by its ``timeout`` itself, but can
+            # lose a cancellation and the connection with it (see _bounded).
+            raw = await within(asyncpg.connect(**self._connect_kwargs), None, drop=_terminate)
         except asyncio.TimeoutError as exc:
             # asyncpg's says nothing; refused and unreachable name the address already.
             kwargs = self._connect_kwargs

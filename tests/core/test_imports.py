@@ -17,6 +17,7 @@ PACKAGE = Path(aiodatabases.__file__).parent
 
 #: What a backend module may import from the package besides ``backends.*``.
 LEAVES = {
+    "aiodatabases._bounded",
     "aiodatabases._compat",
     "aiodatabases._optional",
     "aiodatabases._query",

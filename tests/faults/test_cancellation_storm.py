@@ -112,21 +112,23 @@ async def server_is_quiet(url: str) -> None:
 
         await until(False, locked)
         return
+    # The busy sessions themselves, so that a failure shows what they do.
     query = {
-        "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND pid <> pg_backend_pid()"
+        "postgresql": "SELECT pid, state, query FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         " AND (state = 'active' OR state LIKE 'idle in transaction%')",
-        "mysql": "SELECT count(*) FROM information_schema.PROCESSLIST p"
+        "mysql": "SELECT p.ID, p.COMMAND, p.TIME, p.STATE, p.INFO, t.trx_started"
+        " FROM information_schema.PROCESSLIST p"
         " LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID"
         " WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()"
         " AND (p.COMMAND = 'Query' OR t.trx_id IS NOT NULL)",
     }[dialect]
     async with helper_database(url) as observer:
 
-        async def busy() -> int:
-            return int(await observer.fetch_val(query))
+        async def busy() -> list[tuple[object, ...]]:
+            return [tuple(row) for row in await observer.fetch_all(query)]
 
-        await until(0, busy)
+        await until([], busy)
 
 
 async def all_connections_work(db: Database, n: int) -> None:
