@@ -26,14 +26,16 @@ class Handle:
         self.closed_event.set()
 
 
-async def stubborn(handle: Handle, started: asyncio.Event, swallowed: asyncio.Event) -> Handle:
-    """Ignores one cancellation and returns ``handle`` all the same."""
+async def stubborn(
+    handle: Handle, started: asyncio.Event, swallowed: asyncio.Event, linger: float = 0
+) -> Handle:
+    """Ignores one cancellation and returns ``handle`` all the same, ``linger`` s later."""
     started.set()
     try:
         await asyncio.sleep(30)
     except asyncio.CancelledError:
         swallowed.set()
-    await asyncio.sleep(0)  # ends a turn later than its cancellation
+    await asyncio.sleep(linger)  # ends at least a turn later than its cancellation
     return handle
 
 
@@ -74,17 +76,9 @@ async def test_a_timeout_cancels_the_call_and_drops_its_late_result() -> None:
 
 async def test_cancelled_again_while_the_call_ends_the_result_is_still_dropped() -> None:
     handle, started, swallowed = Handle(), asyncio.Event(), asyncio.Event()
-
-    async def slow_to_give_up() -> Handle:
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            swallowed.set()
-        await asyncio.sleep(0.05)  # still ending when the second cancellation comes
-        return handle
-
-    caller = asyncio.create_task(within(slow_to_give_up(), None, drop=Handle.close))
+    # Still ending when the second cancellation comes.
+    slow_to_give_up = stubborn(handle, started, swallowed, linger=0.05)
+    caller = asyncio.create_task(within(slow_to_give_up, None, drop=Handle.close))
     await started.wait()
     caller.cancel()
     await swallowed.wait()
