@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._query import ParamStyle
 from .._url import DatabaseURL
-from ._common import connect_timed_out, isolation_sql, refuse_unknown_options
+from ._common import (
+    connect_timed_out,
+    isolation_sql,
+    refuse_unknown_options,
+    statement_timed_out,
+)
 from ._mysql_rows import shaper_for
+from ._mysql_timeout import NO_DEADLINE, Deadline
 from ._mysql_values import bindable
 from .base import (
     Args,
@@ -27,10 +34,12 @@ from .base import (
     OptionSpec,
     Row,
     SQLAlchemyDialect,
+    positive_seconds,
     to_bool,
     to_float,
 )
 
+logger = logging.getLogger("aiodatabases")
 
 def _ssl_option(value: Any) -> Any:
     """``ssl``: an ``SSLContext`` (verify as it says), or true (encrypt, like
@@ -52,6 +61,8 @@ OPTIONS = OptionSpec(
         "unix_socket": str,
         "charset": str,
         "connect_timeout": to_float,
+        # Ours: the drivers have no statement timeout (see _mysql_timeout).
+        "command_timeout": positive_seconds,
         "init_command": str,
         "sql_mode": str,
     },
@@ -86,12 +97,13 @@ class _MySQLCursor:
 
     in_own_transaction = False  # the connection streams it: nothing else runs meanwhile
 
-    def __init__(self, cursor: Any, raw: Any, flow: Any) -> None:
+    def __init__(self, cursor: Any, conn: MySQLConnection, flow: Any) -> None:
         self._cursor = cursor
-        self._raw = raw
+        self._conn = conn
+        self._raw = conn.raw
         self._flow = flow
         self._shaper = shaper_for(tuple(cursor.description or ()))
-        flow.pause(raw)
+        flow.pause(self._raw)
 
     async def keep(self) -> None:
         return None
@@ -99,25 +111,30 @@ class _MySQLCursor:
     async def fetch(self, count: int) -> list[Row]:
         self._flow.resume(self._raw)
         try:
-            return self._shaper.rows(await self._cursor.fetchmany(count))
+            with self._conn.deadline():  # each batch is a round trip of its own
+                return self._shaper.rows(await self._cursor.fetchmany(count))
         finally:
             self._flow.pause(self._raw)
 
     async def close(self) -> None:
         self._flow.resume(self._raw)
-        await self._cursor.close()  # reads and drops the rest of the result
+        with self._conn.deadline():
+            await self._cursor.close()  # reads and drops the rest of the result
 
 
 class MySQLConnection:
     """One asyncmy or aiomysql connection, in autocommit mode (the core opens transactions)."""
 
-    __slots__ = ("_backend", "_raw")
+    __slots__ = ("_backend", "_raw", "_timeout", "timed_out")
     ran_inline = False  # the drivers always wait for the server
     stream_in_transaction = False
 
-    def __init__(self, raw: Any, backend: MySQLBackend) -> None:
+    def __init__(self, raw: Any, backend: MySQLBackend, timeout: float | None = None) -> None:
         self._raw = raw
         self._backend = backend
+        self._timeout = timeout  # command_timeout
+        #: The command timeout closed this connection's socket under a statement.
+        self.timed_out = False
 
     @property
     def raw(self) -> Any:
@@ -125,6 +142,20 @@ class MySQLConnection:
 
     def is_closed(self) -> bool:
         return bool(self._backend.driver_is_closed(self._raw))
+
+    def deadline(self) -> contextlib.AbstractContextManager[None]:
+        """``with``: the ``command_timeout`` of one round trip, from now (``_mysql_timeout``)."""
+        if self._timeout is None:
+            return NO_DEADLINE
+        return Deadline(self._timeout, self.time_out, self.timed_out_error)
+
+    def time_out(self) -> None:
+        """The command timeout ran out: close the socket now (the statement's read fails)."""
+        self.timed_out = True
+        self._backend.abort(self._raw)
+
+    def timed_out_error(self) -> Exception:
+        return self._backend.timed_out(self._timeout or 0.0)
 
     async def _run(self, sql: str, args: Args) -> Any:
         values = bindable(args)  # refused before anything is sent
@@ -134,51 +165,57 @@ class MySQLConnection:
         return cursor
 
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
-        cursor = await self._run(sql, args)
-        try:
-            return shaper_for(tuple(cursor.description or ())).rows(await cursor.fetchall())
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._run(sql, args)
+            try:
+                return shaper_for(tuple(cursor.description or ())).rows(await cursor.fetchall())
+            finally:
+                await cursor.close()
 
     async def fetch_one(self, sql: str, args: Args) -> Row | None:
-        cursor = await self._run(sql, args)
-        try:
-            values = await cursor.fetchone()
-            if values is None:
-                return None
-            return shaper_for(tuple(cursor.description or ())).rows([values])[0]
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._run(sql, args)
+            try:
+                values = await cursor.fetchone()
+                if values is None:
+                    return None
+                return shaper_for(tuple(cursor.description or ())).rows([values])[0]
+            finally:
+                await cursor.close()
 
     async def execute(self, sql: str, args: Args) -> Any:
-        cursor = await self._run(sql, args)
-        try:
-            return _execute_result(cursor)
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._run(sql, args)
+            try:
+                return _execute_result(cursor)
+            finally:
+                await cursor.close()
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         values_list = [bindable(args) for args in args_list]
-        cursor = await self._backend.new_cursor(self._raw)
-        try:
-            # The drivers send an INSERT ... VALUES as one multi-row statement.
-            await cursor.executemany(sql, values_list)
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._backend.new_cursor(self._raw)
+            try:
+                # The drivers send an INSERT ... VALUES as one multi-row statement.
+                await cursor.executemany(sql, values_list)
+            finally:
+                await cursor.close()
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         values = bindable(args)
-        cursor = await self._backend.new_cursor(self._raw, unbuffered=True)
-        await cursor.execute(sql, values)
-        return _MySQLCursor(cursor, self._raw, self._backend.flow)
+        with self.deadline():
+            cursor = await self._backend.new_cursor(self._raw, unbuffered=True)
+            await cursor.execute(sql, values)
+        return _MySQLCursor(cursor, self, self._backend.flow)
 
     async def run_control(self, statements: Sequence[str]) -> None:
-        cursor = await self._backend.new_cursor(self._raw)
-        try:
-            for sql in statements:
-                await cursor.execute(sql)
-        finally:
-            await cursor.close()
+        with self.deadline():  # all of them: one BEGIN, COMMIT, ROLLBACK, SAVEPOINT ...
+            cursor = await self._backend.new_cursor(self._raw)
+            try:
+                for sql in statements:
+                    await cursor.execute(sql)
+            finally:
+                await cursor.close()
 
     async def control_now(self, statements: Sequence[str]) -> bool:
         return False  # every statement is a round trip to the server
@@ -198,6 +235,11 @@ class MySQLConnection:
         await self.run_control(["ROLLBACK"])
 
     async def close(self) -> None:
+        if self.timed_out:
+            # Closing the socket does not stop the statement on the server (it
+            # may hold locks, or an open transaction, until it ends): end the
+            # session, from another connection.
+            await self._backend.kill_session(self._raw)
         await self._raw.ensure_closed()
 
     def terminate(self) -> None:
@@ -229,14 +271,22 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         kwargs.update(options)
         if kwargs.get("ssl") is False:
             kwargs.pop("ssl")
+        self._command_timeout: float | None = kwargs.pop("command_timeout", None)
         self._connect_kwargs = kwargs
 
     async def connect(self) -> MySQLConnection:
+        connection = MySQLConnection(await self._open(), self, self._command_timeout)
+        if self._connect_kwargs.get("ssl"):
+            await self._require_encryption(connection)
+        return connection
+
+    async def _open(self) -> Any:
+        """A driver connection, within ``connect_timeout``; the errors say where."""
         kwargs = self._connect_kwargs
         try:
             # The drivers bound only the TCP connect by connect_timeout, not the
             # handshake after it: a server that accepts and never answers hung.
-            raw = await asyncio.wait_for(self._driver.connect(**kwargs), kwargs["connect_timeout"])
+            return await asyncio.wait_for(self._driver.connect(**kwargs), kwargs["connect_timeout"])
         except asyncio.TimeoutError as exc:
             where = (kwargs["host"], kwargs["port"])
             raise connect_timed_out(
@@ -246,10 +296,6 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
             if not exc.args or exc.args[0] != _CANT_CONNECT:
                 raise
             raise self._cannot_connect(exc) from exc
-        connection = MySQLConnection(raw, self)
-        if self._connect_kwargs.get("ssl"):
-            await self._require_encryption(connection)
-        return connection
 
     def _cannot_connect(self, exc: Exception) -> Exception:
         """The driver's own error, saying where (aiomysql names no port) and why."""
@@ -291,11 +337,30 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
     def driver_is_closed(self, raw: Any) -> bool:
         return bool(self._driver.is_closed(raw))
 
+    def abort(self, raw: Any) -> None:
+        """Close ``raw``'s socket at once, unsent bytes dropped (a stall cannot hold it up)."""
+        self._driver.abort(raw)
+
+    def timed_out(self, timeout: float) -> Exception:
+        kwargs = self._connect_kwargs
+        return statement_timed_out("MySQL", kwargs["host"], kwargs["port"], timeout)
+
     async def kill_query(self, raw: Any) -> None:
-        killer = await self._driver.connect(**self._connect_kwargs)
+        await self._kill(f"KILL QUERY {int(raw.thread_id())}")
+
+    async def kill_session(self, raw: Any) -> None:
+        """End ``raw``'s session on the server (its statement, its transaction); a
+        failure (the server unreachable, the session gone already) is logged."""
+        try:
+            await self._kill(f"KILL CONNECTION {int(raw.thread_id())}")
+        except Exception as exc:
+            logger.info("could not end a timed-out connection's session: %r", exc)
+
+    async def _kill(self, sql: str) -> None:
+        killer = await self._open()  # bounded: the network may be what failed
         try:
             cursor = await self._driver.cursor(killer, False)
-            await cursor.execute(f"KILL QUERY {int(raw.thread_id())}")
+            await cursor.execute(sql)
             await cursor.close()
         finally:
             await killer.ensure_closed()

@@ -43,6 +43,13 @@ class _Aiomysql:
         reader = raw._reader
         return bool(raw.closed) or reader is None or reader.at_eof()
 
+    @staticmethod
+    def abort(raw: Any) -> None:
+        writer = raw._writer
+        if writer is not None:
+            writer.transport.abort()  # close() would first wait to send what is queued
+        raw.close()
+
     # aiomysql's stream reader already stops reading when its buffer is full.
     @staticmethod
     def pause(raw: Any) -> None:
