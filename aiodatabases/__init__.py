@@ -14,6 +14,7 @@ from .connection import Connection
 from .database import Database
 from .exceptions import (
     AiodatabasesError,
+    CommandTimeoutError,
     ConfigurationError,
     ConnectionBusyError,
     InterleaveError,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AiodatabasesError",
+    "CommandTimeoutError",
     "ConfigurationError",
     "Connection",
     "ConnectionBusyError",

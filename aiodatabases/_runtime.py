@@ -31,6 +31,7 @@ from ._statements import (
 )
 from ._waits import forget_deadline
 from .backends.base import Backend, DriverConnection
+from .exceptions import CommandTimeoutError
 
 logger = logging.getLogger("aiodatabases")
 
@@ -201,6 +202,11 @@ class Runtime:
     def classify_failure(self, driver: DriverConnection, exc: BaseException) -> tuple[bool, bool]:
         """(dirty, broken) for a connection whose statement raised ``exc``."""
         if driver.is_closed() or self.backend.is_disconnect(exc):
+            return False, True
+        if isinstance(exc, CommandTimeoutError):
+            # Never reused: behind a stalled network it would stall the next
+            # statement too, and a reply may be half read (the backend closed
+            # or is closing it).
             return False, True
         # A cancelled statement may still be running or being cancelled on the
         # server: reset before reuse. Ordinary errors leave it clean.

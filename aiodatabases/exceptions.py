@@ -2,7 +2,11 @@
 
 Driver errors (asyncpg, aiosqlite/sqlite3) are never wrapped: a unique
 violation is still ``asyncpg.UniqueViolationError`` or
-``sqlite3.IntegrityError``, exactly as with ``databases``.
+``sqlite3.IntegrityError``, exactly as with ``databases``. The one
+exception is the ``command_timeout`` option's: asyncpg raises a bare
+``asyncio.TimeoutError`` (no message), the MySQL drivers have no such
+option; all three raise ``CommandTimeoutError``, still an
+``asyncio.TimeoutError``, saying what ran out.
 
 Everything the library raises on its own comes from one tree::
 
@@ -18,6 +22,7 @@ Everything the library raises on its own comes from one tree::
     ├── WrongEventLoopError (RuntimeError)     owning loop closed or not running
     ├── PoolTimeoutError (TimeoutError)        no pooled connection within the deadline
     ├── ConnectionBusyError (TimeoutError)     shared connection held too long by a task
+    ├── CommandTimeoutError (asyncio.TimeoutError)  statement past command_timeout
     ├── InterleaveError (RuntimeError)         statement while a MySQL cursor streams
     └── TransactionError (RuntimeError)        transaction misuse
         └── TransactionOrderError              ending one that is not the innermost
@@ -25,8 +30,11 @@ Everything the library raises on its own comes from one tree::
 
 from __future__ import annotations
 
+import asyncio
+
 __all__ = [
     "AiodatabasesError",
+    "CommandTimeoutError",
     "ConfigurationError",
     "ConnectionBusyError",
     "InterleaveError",
@@ -94,6 +102,16 @@ class PoolTimeoutError(AiodatabasesError, TimeoutError):
 
 class ConnectionBusyError(AiodatabasesError, TimeoutError):
     """A shared connection stayed held by another task past the deadline."""
+
+
+class CommandTimeoutError(AiodatabasesError, asyncio.TimeoutError):
+    """A statement did not finish within the ``command_timeout`` option.
+
+    Its connection is closed and never reused (it may be half way through a
+    reply, or behind a network that stopped delivering): the next statement
+    runs on another connection. An ``asyncio.TimeoutError`` (the builtin
+    ``TimeoutError`` from Python 3.11), as asyncpg's own timeout was.
+    """
 
 
 class InterleaveError(AiodatabasesError, RuntimeError):

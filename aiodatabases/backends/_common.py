@@ -1,4 +1,4 @@
-"""What several drivers say alike: transaction options, isolation levels, connect timeouts."""
+"""What several drivers say alike: transaction options, isolation levels, timeouts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..exceptions import ConfigurationError
+from ..exceptions import CommandTimeoutError, ConfigurationError
 
 #: The SQL standard's isolation levels, by the name ``transaction(isolation=...)``
 #: takes, as PostgreSQL and MySQL spell them in SQL.
@@ -37,6 +37,15 @@ def connect_timed_out(
     return asyncio.TimeoutError(
         f"connecting to {server} at {host}:{port} timed out after {timeout:g}s "
         f"(the {option!r} option bounds it)"
+    )
+
+
+def statement_timed_out(server: str, host: str, port: int, timeout: float) -> CommandTimeoutError:
+    """The error for a statement past ``command_timeout``, naming where (never the credentials)."""
+    return CommandTimeoutError(
+        f"the statement did not finish within {timeout:g}s (the 'command_timeout' option) "
+        f"on {server} at {host}:{port}; its connection is closed and not reused (the "
+        "statement may have run on the server, or may still be stopping there)"
     )
 
 

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
+import logging
 import ssl
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 from .._bounded import within
 from .._query import ParamStyle
 from .._url import DatabaseURL
-from ..exceptions import ParameterError
-from ._common import connect_timed_out, isolation_sql, refuse_unknown_options
+from ._common import (
+    connect_timed_out,
+    isolation_sql,
+    refuse_unknown_options,
+    statement_timed_out,
+)
 from ._mysql_rows import shaper_for
+from ._mysql_timeout import NO_DEADLINE, Deadline
+from ._mysql_values import bindable
 from .base import (
     Args,
     Capabilities,
@@ -30,40 +35,12 @@ from .base import (
     OptionSpec,
     Row,
     SQLAlchemyDialect,
+    positive_seconds,
     to_bool,
     to_float,
 )
 
-# Types both drivers bind as they are; any other is looked at once (see bindable).
-_PLAIN = frozenset(
-    {str, int, float, bool, type(None), bytes, bytearray, Decimal}
-    | {datetime.datetime, datetime.date, datetime.time, datetime.timedelta}
-)
-_CONTAINERS = (list, tuple, set, frozenset, dict)  # the drivers' own (or their error)
-_OBJECT_STR: Any = object.__str__
-
-
-def bindable(args: Args) -> tuple[Any, ...]:
-    """``args`` as the tuple the driver binds; refuses a value whose text is only its repr().
-
-    Both drivers bind a type they do not know as ``str(value)``: right for a
-    UUID or a Path, but an ``object()``, a function or a class without
-    ``__str__`` would be stored as ``'<object object at 0x...>'``, silently.
-    """
-    values = tuple(args)
-    if _PLAIN.issuperset(map(type, values)):
-        return values  # the common case: one C-level pass
-    for position, value in enumerate(values, 1):
-        kind = type(value)
-        own_text = getattr(kind, "__str__", None) is not _OBJECT_STR
-        if not own_text and not isinstance(value, _CONTAINERS):
-            raise ParameterError(
-                f"value {position} of the statement is a {kind.__qualname__!r} object, "
-                "which MySQL cannot bind: the driver would store its repr() as text. "
-                "Pass a str, a number, bytes, a date/time or a Decimal (convert it first)"
-            )
-    return values
-
+logger = logging.getLogger("aiodatabases")
 
 def _ssl_option(value: Any) -> Any:
     """``ssl``: an ``SSLContext`` (verify as it says), or true (encrypt, like
@@ -85,6 +62,8 @@ OPTIONS = OptionSpec(
         "unix_socket": str,
         "charset": str,
         "connect_timeout": to_float,
+        # Ours: the drivers have no statement timeout (see _mysql_timeout).
+        "command_timeout": positive_seconds,
         "init_command": str,
         "sql_mode": str,
     },
@@ -119,12 +98,13 @@ class _MySQLCursor:
 
     in_own_transaction = False  # the connection streams it: nothing else runs meanwhile
 
-    def __init__(self, cursor: Any, raw: Any, flow: Any) -> None:
+    def __init__(self, cursor: Any, conn: MySQLConnection, flow: Any) -> None:
         self._cursor = cursor
-        self._raw = raw
+        self._conn = conn
+        self._raw = conn.raw
         self._flow = flow
         self._shaper = shaper_for(tuple(cursor.description or ()))
-        flow.pause(raw)
+        flow.pause(self._raw)
 
     async def keep(self) -> None:
         return None
@@ -132,25 +112,30 @@ class _MySQLCursor:
     async def fetch(self, count: int) -> list[Row]:
         self._flow.resume(self._raw)
         try:
-            return self._shaper.rows(await self._cursor.fetchmany(count))
+            with self._conn.deadline():  # each batch is a round trip of its own
+                return self._shaper.rows(await self._cursor.fetchmany(count))
         finally:
             self._flow.pause(self._raw)
 
     async def close(self) -> None:
         self._flow.resume(self._raw)
-        await self._cursor.close()  # reads and drops the rest of the result
+        with self._conn.deadline():
+            await self._cursor.close()  # reads and drops the rest of the result
 
 
 class MySQLConnection:
     """One asyncmy or aiomysql connection, in autocommit mode (the core opens transactions)."""
 
-    __slots__ = ("_backend", "_raw")
+    __slots__ = ("_backend", "_raw", "_timeout", "timed_out")
     ran_inline = False  # the drivers always wait for the server
     stream_in_transaction = False
 
-    def __init__(self, raw: Any, backend: MySQLBackend) -> None:
+    def __init__(self, raw: Any, backend: MySQLBackend, timeout: float | None = None) -> None:
         self._raw = raw
         self._backend = backend
+        self._timeout = timeout  # command_timeout
+        #: The command timeout closed this connection's socket under a statement.
+        self.timed_out = False
 
     @property
     def raw(self) -> Any:
@@ -158,6 +143,20 @@ class MySQLConnection:
 
     def is_closed(self) -> bool:
         return bool(self._backend.driver_is_closed(self._raw))
+
+    def deadline(self) -> contextlib.AbstractContextManager[None]:
+        """``with``: the ``command_timeout`` of one round trip, from now (``_mysql_timeout``)."""
+        if self._timeout is None:
+            return NO_DEADLINE
+        return Deadline(self._timeout, self.time_out, self.timed_out_error)
+
+    def time_out(self) -> None:
+        """The command timeout ran out: close the socket now (the statement's read fails)."""
+        self.timed_out = True
+        self._backend.abort(self._raw)
+
+    def timed_out_error(self) -> Exception:
+        return self._backend.timed_out(self._timeout or 0.0)
 
     async def _run(self, sql: str, args: Args) -> Any:
         values = bindable(args)  # refused before anything is sent
@@ -167,51 +166,57 @@ class MySQLConnection:
         return cursor
 
     async def fetch_all(self, sql: str, args: Args) -> list[Row]:
-        cursor = await self._run(sql, args)
-        try:
-            return shaper_for(tuple(cursor.description or ())).rows(await cursor.fetchall())
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._run(sql, args)
+            try:
+                return shaper_for(tuple(cursor.description or ())).rows(await cursor.fetchall())
+            finally:
+                await cursor.close()
 
     async def fetch_one(self, sql: str, args: Args) -> Row | None:
-        cursor = await self._run(sql, args)
-        try:
-            values = await cursor.fetchone()
-            if values is None:
-                return None
-            return shaper_for(tuple(cursor.description or ())).rows([values])[0]
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._run(sql, args)
+            try:
+                values = await cursor.fetchone()
+                if values is None:
+                    return None
+                return shaper_for(tuple(cursor.description or ())).rows([values])[0]
+            finally:
+                await cursor.close()
 
     async def execute(self, sql: str, args: Args) -> Any:
-        cursor = await self._run(sql, args)
-        try:
-            return _execute_result(cursor)
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._run(sql, args)
+            try:
+                return _execute_result(cursor)
+            finally:
+                await cursor.close()
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         values_list = [bindable(args) for args in args_list]
-        cursor = await self._backend.new_cursor(self._raw)
-        try:
-            # The drivers send an INSERT ... VALUES as one multi-row statement.
-            await cursor.executemany(sql, values_list)
-        finally:
-            await cursor.close()
+        with self.deadline():
+            cursor = await self._backend.new_cursor(self._raw)
+            try:
+                # The drivers send an INSERT ... VALUES as one multi-row statement.
+                await cursor.executemany(sql, values_list)
+            finally:
+                await cursor.close()
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         values = bindable(args)
-        cursor = await self._backend.new_cursor(self._raw, unbuffered=True)
-        await cursor.execute(sql, values)
-        return _MySQLCursor(cursor, self._raw, self._backend.flow)
+        with self.deadline():
+            cursor = await self._backend.new_cursor(self._raw, unbuffered=True)
+            await cursor.execute(sql, values)
+        return _MySQLCursor(cursor, self, self._backend.flow)
 
     async def run_control(self, statements: Sequence[str]) -> None:
-        cursor = await self._backend.new_cursor(self._raw)
-        try:
-            for sql in statements:
-                await cursor.execute(sql)
-        finally:
-            await cursor.close()
+        with self.deadline():  # all of them: one BEGIN, COMMIT, ROLLBACK, SAVEPOINT ...
+            cursor = await self._backend.new_cursor(self._raw)
+            try:
+                for sql in statements:
+                    await cursor.execute(sql)
+            finally:
+                await cursor.close()
 
     async def control_now(self, statements: Sequence[str]) -> bool:
         return False  # every statement is a round trip to the server
@@ -231,6 +236,11 @@ class MySQLConnection:
         await self.run_control(["ROLLBACK"])
 
     async def close(self) -> None:
+        if self.timed_out:
+            # Closing the socket does not stop the statement on the server (it
+            # may hold locks, or an open transaction, until it ends): end the
+            # session, from another connection.
+            await self._backend.kill_session(self._raw)
         try:
             await self._raw.ensure_closed()  # says goodbye (COM_QUIT), then closes
         finally:
@@ -270,17 +280,18 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         kwargs.update(options)
         if kwargs.get("ssl") is False:
             kwargs.pop("ssl")
+        self._command_timeout: float | None = kwargs.pop("command_timeout", None)
         self._connect_kwargs = kwargs
 
     async def connect(self) -> MySQLConnection:
-        raw = await self._open_raw()
-        connection = MySQLConnection(raw, self)
+        connection = MySQLConnection(await self._open(), self, self._command_timeout)
         if self._connect_kwargs.get("ssl"):
             await self._require_encryption(connection)
         return connection
 
-    async def _open_raw(self) -> Any:
-        """A driver connection, its whole handshake bounded by ``connect_timeout``."""
+    async def _open(self) -> Any:
+        """A driver connection, the whole handshake within ``connect_timeout``;
+        the errors say where."""
         kwargs = self._connect_kwargs
         try:
             # The drivers bound only the TCP connect by connect_timeout, not the
@@ -338,10 +349,29 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
     def driver_is_closed(self, raw: Any) -> bool:
         return bool(self._driver.is_closed(raw))
 
+    def abort(self, raw: Any) -> None:
+        """Close ``raw``'s socket at once, unsent bytes dropped (a stall cannot hold it up)."""
+        self._driver.abort(raw)
+
+    def timed_out(self, timeout: float) -> Exception:
+        kwargs = self._connect_kwargs
+        return statement_timed_out("MySQL", kwargs["host"], kwargs["port"], timeout)
+
     async def kill_query(self, raw: Any) -> None:
-        killer = MySQLConnection(await self._open_raw(), self)
+        await self._kill(f"KILL QUERY {int(raw.thread_id())}")
+
+    async def kill_session(self, raw: Any) -> None:
+        """End ``raw``'s session on the server (its statement, its transaction); a
+        failure (the server unreachable, the session gone already) is logged."""
         try:
-            await killer.run_control([f"KILL QUERY {int(raw.thread_id())}"])
+            await self._kill(f"KILL CONNECTION {int(raw.thread_id())}")
+        except Exception as exc:
+            logger.info("could not end a timed-out connection's session: %r", exc)
+
+    async def _kill(self, sql: str) -> None:
+        killer = MySQLConnection(await self._open(), self)  # bounded: the network may have failed
+        try:
+            await killer.run_control([sql])
         finally:
             await killer.close()
 

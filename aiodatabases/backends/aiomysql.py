@@ -39,9 +39,19 @@ class _Aiomysql:
     @staticmethod
     def is_closed(raw: Any) -> bool:
         # Also when the server closed it while idle (KILL, wait_timeout, restart):
-        # the reader saw the end of the stream; aiomysql notices only at its next use.
+        # the reader saw the end of the stream, or a reset (RST: an error, not
+        # the end); aiomysql notices only at its next use.
         reader = raw._reader
-        return bool(raw.closed) or reader is None or reader.at_eof()
+        return (
+            bool(raw.closed) or reader is None or reader.at_eof() or reader.exception() is not None
+        )
+
+    @staticmethod
+    def abort(raw: Any) -> None:
+        writer = raw._writer
+        if writer is not None:
+            writer.transport.abort()  # close() would first wait to send what is queued
+        raw.close()
 
     # aiomysql's stream reader already stops reading when its buffer is full.
     @staticmethod

@@ -45,6 +45,13 @@ class _Asyncmy:
         transport = getattr(raw, "_transport", None)
         return transport is None or bool(transport.is_closing())
 
+    @staticmethod
+    def abort(raw: Any) -> None:
+        transport = getattr(raw, "_transport", None)
+        if transport is not None:
+            transport.abort()  # close() would first wait to send what is queued
+        raw.close()
+
     # asyncmy reads the socket into an ever growing buffer, with no back
     # pressure: without a pause between batches an unbuffered result would
     # end up in memory whole.

@@ -12,6 +12,7 @@ around, is one ``Capabilities`` record per backend (and, per connection,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
@@ -249,6 +250,18 @@ def to_int(value: Any) -> int:
 
 def to_float(value: Any) -> float:
     return float(value)
+
+
+def positive_seconds(value: Any) -> float | None:
+    """Seconds, more than 0 (``command_timeout``); ``None`` or ``"none"``: no limit."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not 0 < seconds < math.inf:  # NaN too
+        raise ValueError(f"expected a number of seconds greater than 0, got {value!r}")
+    return seconds
 
 
 def passthrough(value: Any) -> Any:

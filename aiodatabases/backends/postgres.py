@@ -15,7 +15,12 @@ from .._bounded import within
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
-from ._common import connect_timed_out, isolation_sql, refuse_unknown_options
+from ._common import (
+    connect_timed_out,
+    isolation_sql,
+    refuse_unknown_options,
+    statement_timed_out,
+)
 from .base import (
     Args,
     Capabilities,
@@ -25,6 +30,7 @@ from .base import (
     Row,
     SQLAlchemyDialect,
     passthrough,
+    positive_seconds,
     to_bool,
     to_float,
     to_int,
@@ -47,8 +53,9 @@ def _ssl_option(value: Any) -> Any:
 OPTIONS = OptionSpec(
     scheme="postgresql",
     options={
-        # Passed to asyncpg.connect() as they are.
-        "command_timeout": to_float,
+        # Passed to asyncpg.connect() as they are (command_timeout checked first:
+        # asyncpg refuses a bad one only at connect()).
+        "command_timeout": positive_seconds,
         "server_settings": passthrough,
         "statement_cache_size": to_int,
         "max_cached_statement_lifetime": to_int,
@@ -70,6 +77,49 @@ T = TypeVar("T")
 PostgresRecord = record_type(asyncpg.Record)
 
 
+class _TimedCalls:
+    """asyncpg's statement calls, for a connection with a ``command_timeout``.
+
+    asyncpg times a statement out itself and asks the server to cancel it,
+    but raises a bare ``asyncio.TimeoutError``: here it becomes
+    ``CommandTimeoutError``, saying what ran out, and the core discards the
+    connection when its holder lets it go (behind a stalled network asyncpg
+    would wait for the cancellation's answer at the next statement; the
+    discard's ``close()`` waits for it, and sends the cancel, in the
+    background). A statement after it in the same block still runs, once
+    asyncpg has its answer, as with asyncpg alone (bounded by the option
+    too). Without the option the driver's connection is used directly, with
+    no frame of ours.
+    """
+
+    __slots__ = ("_raw", "_timed_out")
+
+    def __init__(self, raw: Any, timed_out: Callable[[], Exception]) -> None:
+        self._raw = raw
+        self._timed_out = timed_out
+
+    def fetch(self, sql: str, *args: Any) -> Awaitable[list[Row]]:
+        return self._timed(self._raw.fetch, sql, *args)
+
+    def fetchrow(self, sql: str, *args: Any) -> Awaitable[Row | None]:
+        return self._timed(self._raw.fetchrow, sql, *args)
+
+    def fetchval(self, sql: str, *args: Any) -> Awaitable[Any]:
+        return self._timed(self._raw.fetchval, sql, *args)
+
+    def execute(self, sql: str, *args: Any) -> Awaitable[Any]:
+        return self._timed(self._raw.execute, sql, *args)
+
+    def executemany(self, sql: str, args_list: Sequence[Args]) -> Awaitable[Any]:
+        return self._timed(self._raw.executemany, sql, args_list)
+
+    async def _timed(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await call(*args)
+        except asyncio.TimeoutError as exc:  # asyncpg's: only command_timeout in a statement
+            raise self._timed_out() from exc
+
+
 class _PostgresCursor:
     """A SQL cursor (DECLARE/FETCH/CLOSE): it can be closed, unlike a protocol portal.
 
@@ -85,6 +135,7 @@ class _PostgresCursor:
     def __init__(self, conn: PostgresConnection, name: str, in_own_transaction: bool) -> None:
         self._conn = conn
         self._raw = conn.raw
+        self._calls = conn.calls
         self._name = name
         self.in_own_transaction = in_own_transaction
         #: The cursor's query failed as its rest was kept (at that COMMIT):
@@ -104,7 +155,7 @@ class _PostgresCursor:
             # (its failure or cancellation must not abort that transaction, nor
             # that transaction's abort fail this one).
             await self._conn._let_hold_go()
-        rows: list[Row] = await self._raw.fetch(f"FETCH FORWARD {int(count)} FROM {self._name}")
+        rows: list[Row] = await self._calls.fetch(f"FETCH FORWARD {int(count)} FROM {self._name}")
         return rows
 
     async def close(self) -> None:
@@ -114,27 +165,30 @@ class _PostgresCursor:
             await self._conn._let_hold_go()  # another cursor's (as for fetch)
             if self.failed is None or not isinstance(self.failed, asyncpg.PostgresError):
                 # (A COMMIT stopped by a timeout may have kept the cursor.)
-                await self._raw.execute(f"CLOSE {self._name}")
+                await self._calls.execute(f"CLOSE {self._name}")
             return
         self._conn.holding = None
         self.in_own_transaction = False
         try:
             # Closed before the commit: the rest of the result is never kept.
-            await self._raw.execute(f"CLOSE {self._name}; COMMIT")
+            await self._calls.execute(f"CLOSE {self._name}; COMMIT")
         except Exception:
             # The query failed while streaming (its transaction is aborted), or
             # the close timed out: the connection's next user finds no transaction.
             with contextlib.suppress(Exception):
-                await self._raw.execute("ROLLBACK")
+                await self._calls.execute("ROLLBACK")
             raise
 
 
 class PostgresConnection:
-    __slots__ = ("_cursor_ids", "_raw", "holding")
+    __slots__ = ("_cursor_ids", "_raw", "calls", "holding")
     ran_inline = False  # asyncpg always waits for the server
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, timed_out: Callable[[], Exception] | None = None) -> None:
         self._raw = raw
+        #: Where statements go: the driver's connection, or (with a
+        #: ``command_timeout``) its calls with the timeout explained (``_TimedCalls``).
+        self.calls: Any = raw if timed_out is None else _TimedCalls(raw, timed_out)
         self._cursor_ids = itertools.count(1)
         #: The cursor whose own transaction is open (see ``_PostgresCursor``).
         self.holding: _PostgresCursor | None = None
@@ -154,43 +208,43 @@ class PostgresConnection:
     # (unless a streaming cursor's transaction must be committed first).
     def fetch_all(self, sql: str, args: Args) -> Awaitable[list[Row]]:
         if self.holding is not None:
-            return self._after_hold(self._raw.fetch, sql, *args)
-        rows: Awaitable[list[Row]] = self._raw.fetch(sql, *args)
+            return self._after_hold(self.calls.fetch, sql, *args)
+        rows: Awaitable[list[Row]] = self.calls.fetch(sql, *args)
         return rows
 
     def fetch_one(self, sql: str, args: Args) -> Awaitable[Row | None]:
         if self.holding is not None:
-            return self._after_hold(self._raw.fetchrow, sql, *args)
-        row: Awaitable[Row | None] = self._raw.fetchrow(sql, *args)
+            return self._after_hold(self.calls.fetchrow, sql, *args)
+        row: Awaitable[Row | None] = self.calls.fetchrow(sql, *args)
         return row
 
     def execute(self, sql: str, args: Args) -> Awaitable[Any]:
         # databases returns the first column of the first row (RETURNING id), else None.
         if self.holding is not None:
-            return self._after_hold(self._raw.fetchval, sql, *args)
-        value: Awaitable[Any] = self._raw.fetchval(sql, *args)
+            return self._after_hold(self.calls.fetchval, sql, *args)
+        value: Awaitable[Any] = self.calls.fetchval(sql, *args)
         return value
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         await self._let_hold_go()
-        await self._raw.executemany(sql, args_list)
+        await self.calls.executemany(sql, args_list)
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         await self._let_hold_go()
         name = f"aiodatabases_cursor_{next(self._cursor_ids)}"
         if self._raw.is_in_transaction():
-            await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", *args)
+            await self.calls.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", *args)
             return _PostgresCursor(self, name, in_own_transaction=False)
         # A transaction of the cursor's own (see _PostgresCursor), so that
         # the server streams the rows instead of keeping the whole result first.
         try:
-            await self._raw.execute("BEGIN")
-            await self._raw.execute(f"DECLARE {name} NO SCROLL CURSOR WITH HOLD FOR {sql}", *args)
+            await self.calls.execute("BEGIN")
+            await self.calls.execute(f"DECLARE {name} NO SCROLL CURSOR WITH HOLD FOR {sql}", *args)
         except BaseException:
             # Failed, or the caller was cancelled (a BEGIN or DECLARE that ran on
             # the server meanwhile): the caller holds no transaction, whatever ran.
             with contextlib.suppress(Exception):
-                await self._raw.execute("ROLLBACK")
+                await self.calls.execute("ROLLBACK")
             raise
         cursor = self.holding = _PostgresCursor(self, name, in_own_transaction=True)
         return cursor
@@ -213,18 +267,18 @@ class PostgresConnection:
         self.holding = None
         cursor.in_own_transaction = False
         try:
-            await self._raw.execute("COMMIT")
+            await self.calls.execute("COMMIT")
         except Exception as exc:
             cursor.failed = exc  # the transaction, and the cursor with it, is gone
             if self._raw.is_closed():
                 return
             if self._raw.is_in_transaction():
-                await self._raw.execute("ROLLBACK")
+                await self.calls.execute("ROLLBACK")
 
     async def run_control(self, statements: Sequence[str]) -> None:
         await self._let_hold_go()
         # One simple-protocol round trip for all of them.
-        await self._raw.execute("; ".join(statements))
+        await self.calls.execute("; ".join(statements))
 
     async def control_now(self, statements: Sequence[str]) -> bool:
         return False  # every statement is a round trip to the server
@@ -238,7 +292,7 @@ class PostgresConnection:
 
     async def ping(self) -> None:
         # asyncpg has no ping: an empty query is one simple-protocol round trip.
-        await self._raw.execute("")
+        await self.calls.execute("")
 
     async def reset(self) -> None:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
@@ -246,8 +300,8 @@ class PostgresConnection:
         if self.holding is not None:
             self.holding.in_own_transaction = False
             self.holding = None
-        await self._raw.execute("ROLLBACK")
-        await self._raw.execute("CLOSE ALL")  # WITH HOLD cursors outlive transactions
+        await self.calls.execute("ROLLBACK")
+        await self.calls.execute("CLOSE ALL")  # WITH HOLD cursors outlive transactions
 
     async def close(self) -> None:
         await self._raw.close(timeout=5)
@@ -288,10 +342,19 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
             # asyncpg's says nothing; refused and unreachable name the address already.
             kwargs = self._connect_kwargs
             raise connect_timed_out(
-                "PostgreSQL", kwargs["host"] or "localhost", kwargs["port"] or 5432,
-                kwargs.get("timeout", 60.0), "timeout",
+                "PostgreSQL", *self._where(), kwargs.get("timeout", 60.0), "timeout"
             ) from exc
-        return PostgresConnection(raw)
+        if self._connect_kwargs.get("command_timeout") is None:
+            return PostgresConnection(raw)
+        return PostgresConnection(raw, self._timed_out)
+
+    def _where(self) -> tuple[str, int]:
+        kwargs = self._connect_kwargs
+        return kwargs["host"] or "localhost", kwargs["port"] or 5432
+
+    def _timed_out(self) -> Exception:
+        timeout = self._connect_kwargs["command_timeout"]
+        return statement_timed_out("PostgreSQL", *self._where(), timeout)
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
         refuse_unknown_options(options, ("isolation", "readonly", "deferrable"), "PostgreSQL")

@@ -30,6 +30,7 @@ from conftest import (
 
 from aiodatabases import (
     AiodatabasesError,
+    CommandTimeoutError,
     ConfigurationError,
     Database,
     DatabaseURL,
@@ -223,7 +224,7 @@ async def test_charset_utf8mb4_round_trips_emoji(url: str, notes: str, in_url: b
 
 
 @pytest.mark.parametrize(
-    "option", ["frobnicate", "command_timeout", "statement_cache_size", "pragma", "isolation"]
+    "option", ["frobnicate", "server_settings", "statement_cache_size", "pragma", "isolation"]
 )
 def test_unknown_options_are_rejected(url: str, option: str) -> None:
     with pytest.raises(UnknownOptionError, match=option):
@@ -233,7 +234,15 @@ def test_unknown_options_are_rejected(url: str, option: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [{"ssl": "maybe"}, {"connect_timeout": "soon"}, {"pool_recycle": "-1"}], ids=repr
+    "options",
+    [
+        {"ssl": "maybe"},
+        {"connect_timeout": "soon"},
+        {"pool_recycle": "-1"},
+        {"command_timeout": "soon"},
+        {"command_timeout": "0"},
+    ],
+    ids=repr,
 )
 def test_bad_option_values_are_rejected(url: str, options: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError):
@@ -461,6 +470,58 @@ async def test_concurrent_transactions_on_the_shared_connection_keep_their_outco
         assert sorted(await texts(db)) == expected
         assert await committed(notes) == []
     assert await committed(notes) == []
+
+
+# --- command_timeout -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_url", [False, True], ids=["keyword", "in-url"])
+@pytest.mark.parametrize("inside_block", [False, True], ids=["bare", "in-connection-block"])
+async def test_command_timeout_stops_a_slow_statement_and_ends_its_session(
+    url: str, in_url: bool, inside_block: bool
+) -> None:
+    # The drivers have no statement timeout: ours closes the connection at
+    # the deadline and ends its session on the server (KILL CONNECTION).
+    if in_url:
+        db = Database(with_options(url, command_timeout="0.5"), max_size=1)
+    else:
+        db = Database(url, command_timeout=0.5, max_size=1)
+    async with db:
+        session = int(await db.fetch_val("SELECT CONNECTION_ID()"))  # the pool's only one
+
+        async def slow() -> Any:
+            if inside_block:
+                async with db.connection() as connection:
+                    return await connection.fetch_val(_LONG_SLEEP)
+            return await db.fetch_val(_LONG_SLEEP)
+
+        with pytest.raises(CommandTimeoutError, match=r"within 0\.5s.*'command_timeout'"):
+            await asyncio.wait_for(slow(), 30)
+        assert db.pool_stats().closed == 1  # the connection it ran on is discarded
+
+        async def still_there() -> bool:
+            return session in await server_connections(url)
+
+        await until(False, still_there)  # its statement is not left running on the server
+        assert await db.fetch_val("SELECT 1") == 1
+
+
+async def test_command_timeout_bounds_each_batch_of_an_iteration(url: str) -> None:
+    async with Database(url, command_timeout=0.5) as db:
+        with pytest.raises(CommandTimeoutError):
+            async for _ in db.iterate("SELECT 1 UNION ALL SELECT SLEEP(30)"):
+                pass
+        await until(0, lambda: server_sleepers(url, "SELECT 1 UNION ALL SELECT SLEEP(30)"))
+        assert await db.fetch_val("SELECT 1") == 1
+
+
+async def test_a_statement_within_command_timeout_is_untouched(url: str) -> None:
+    async with Database(url, command_timeout=5, max_size=1) as db:
+        async with db.connection() as connection:
+            first = await connection.fetch_val("SELECT CONNECTION_ID()")
+            assert await connection.fetch_val("SELECT SLEEP(0.2)") == 0
+            assert await connection.fetch_val("SELECT CONNECTION_ID()") == first
+        assert db.pool_stats().closed == 0
 
 
 # --- cancellation --------------------------------------------------------------------------

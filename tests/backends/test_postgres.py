@@ -15,6 +15,7 @@ import pytest
 from conftest import dialect_of, urls_for
 
 from aiodatabases import (
+    CommandTimeoutError,
     ConfigurationError,
     Connection,
     Database,
@@ -40,15 +41,17 @@ def with_options(url: str, **options: str) -> str:
 
 async def test_command_timeout_keyword(url: str) -> None:
     async with Database(url, command_timeout=0.1, max_size=1) as db:
-        with pytest.raises(asyncio.TimeoutError):
+        with pytest.raises(CommandTimeoutError, match=r"within 0\.1s.*'command_timeout'") as caught:
             await db.execute("SELECT pg_sleep(2)")
-        # The same (only) connection is usable again.
+        assert isinstance(caught.value, asyncio.TimeoutError)  # what asyncpg raised
+        # The connection it ran on is discarded; the next statement gets a new one.
+        assert db.pool_stats().closed == 1
         assert await db.fetch_val("SELECT 1") == 1
 
 
 async def test_command_timeout_in_url(url: str) -> None:
     async with Database(with_options(url, command_timeout="0.1"), max_size=1) as db:
-        with pytest.raises(asyncio.TimeoutError):
+        with pytest.raises(CommandTimeoutError):
             await db.fetch_all("SELECT pg_sleep(2)")
         assert await db.fetch_val("SELECT 1") == 1
 
@@ -126,7 +129,14 @@ def test_bad_ssl_value_is_rejected(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["command_timeout=soon", "statement_cache_size=many", "timeout=abc"]
+    "query",
+    [
+        "command_timeout=soon",
+        "command_timeout=0",
+        "command_timeout=-1",
+        "statement_cache_size=many",
+        "timeout=abc",
+    ],
 )
 def test_bad_option_values_are_rejected(url: str, query: str) -> None:
     name, value = query.split("=")

@@ -9,16 +9,24 @@ for a run that asks for neither (``pytest tests/core``).
 
 Missing server binaries skip these tests, unless ``TEST_FAULT_SERVERS=required``
 (``.ci/run`` sets it), where they fail.
+
+``proxied`` puts a ``FaultProxy`` (``fault_proxy``) in front of each server
+backend of the session (the ``TEST_DATABASE_URLS``, or the local servers
+that answer): the test's database through the proxy, and straight to the
+server for watching it. The proxy never touches the server: a fault it
+makes is the network's, between this process and the server.
 """
 
 from __future__ import annotations
 
 import atexit
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 import pytest
+from conftest import scheme_of, urls_for
+from fault_proxy import FaultProxy, Proxied
 from private_servers import (
     REQUIRED,
     PrivateMariaDB,
@@ -27,6 +35,8 @@ from private_servers import (
     Target,
     blocking,
 )
+
+from aiodatabases import DatabaseURL
 
 Server = TypeVar("Server", PrivatePostgres, PrivateMariaDB)
 
@@ -86,3 +96,21 @@ def target(request: pytest.FixtureRequest) -> Target:
         return Target(postgres, blocking(postgres.new_database()))
     mariadb: PrivateMariaDB = request.getfixturevalue("private_mariadb")
     return Target(mariadb, blocking(mariadb.new_database(scheme)))
+
+
+#: The session's server URLs (each a database of this run's own), by backend.
+SERVER_URLS = urls_for("postgresql", "mysql")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+@pytest.fixture(params=SERVER_URLS, ids=scheme_of)
+async def proxied(request: pytest.FixtureRequest) -> AsyncIterator[Proxied]:
+    """A ``FaultProxy`` in front of the server of each backend (asyncpg, aiomysql,
+    asyncmy), started in the test's event loop and closed after it."""
+    direct_url: str = request.param
+    parsed = DatabaseURL(direct_url)
+    host = parsed.hostname or "127.0.0.1"
+    port = parsed.port or _DEFAULT_PORTS[parsed.dialect]
+    async with FaultProxy(host, port) as proxy:
+        url = str(parsed.replace(hostname=proxy.host, port=proxy.port))
+        yield Proxied(url=url, direct_url=direct_url, proxy=proxy)
