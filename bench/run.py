@@ -187,7 +187,11 @@ def sqlite_backend(path: str, sizes: Sizes, others: bool) -> Backend:
     with_databases, with_sqlalchemy = _others_available() if others else (False, False)
     url = f"sqlite:///{path}"
     factories: dict[str, Callable[[Inputs], Contender]] = {
-        SUBJECT: lambda i: DatabaseAPI(i, SUBJECT, "aiodatabases", url, _pool_options(sizes), {}),
+        # Its ten connections contend for the file's write lock in W8 (aiosqlite's
+        # one connection never does): a busy timeout above W8's longest wait.
+        SUBJECT: lambda i: DatabaseAPI(
+            i, SUBJECT, "aiodatabases", f"{url}?timeout=30", _pool_options(sizes), {}
+        ),
         "aiosqlite": lambda i: Aiosqlite(i, path),
     }
     if with_databases:
