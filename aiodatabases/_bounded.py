@@ -9,8 +9,9 @@ and its connection is dropped unclosed (a server session held, and a
 ResourceWarning, until the garbage collector comes).
 
 ``within`` runs the call in a task of its own and waits for it. The caller's
-cancellation always reaches the caller; the call is then cancelled, and a
-result it produced anyway is handed to ``drop`` (to close a connection).
+cancellation always reaches the caller; the call is then cancelled (again,
+if it lost that one too), and a result it produced anyway is handed to
+``drop`` (to close a connection).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 logger = logging.getLogger("aiodatabases")
+
+#: An abandoned call is cancelled again after this many seconds, this many times.
+_RETRY_AFTER = 0.1
+_TRIES = 10
+
+#: Calls that ignored every cancellation, kept alive until they end (the loop
+#: holds tasks only weakly).
+_left: set[asyncio.Future[Any]] = set()
 
 
 async def within(
@@ -49,10 +58,24 @@ async def within(
 
 
 async def _abandon(task: asyncio.Future[T], drop: Callable[[T], object] | None) -> None:
-    """Cancel ``task`` and wait for it to end; whatever it returns goes to ``drop``."""
-    task.cancel()
+    """Cancel ``task`` and wait for it to end; whatever it returns goes to ``drop``.
+
+    A call may lose a cancellation too (a driver's own ``wait_for``) and go on
+    waiting for a server that never answers: it is cancelled again, every
+    ``_RETRY_AFTER`` seconds, ``_TRIES`` times at most; then it is left to
+    end in the background (kept alive until then), so that the caller's
+    timeout or cancellation is never held up for longer.
+    """
     task.add_done_callback(lambda done: _dispose(done, drop))
-    await asyncio.wait((task,))  # a second cancellation of the caller: the callback still runs
+    for _ in range(_TRIES):
+        task.cancel()
+        # A second cancellation of the caller ends this wait; the callback still runs.
+        await asyncio.wait((task,), timeout=_RETRY_AFTER)
+        if task.done():
+            return
+    logger.warning("an abandoned driver call ignored %d cancellations; leaving it to end", _TRIES)
+    _left.add(task)
+    task.add_done_callback(_left.discard)
 
 
 def _dispose(task: asyncio.Future[T], drop: Callable[[T], object] | None) -> None:

@@ -18,12 +18,7 @@ from typing import Any
 from .._bounded import within
 from .._query import ParamStyle
 from .._url import DatabaseURL
-from ._common import (
-    connect_timed_out,
-    isolation_sql,
-    refuse_unknown_options,
-    statement_timed_out,
-)
+from ._common import connect_timed_out, isolation_sql, refuse_unknown_options, statement_timed_out
 from ._mysql_rows import shaper_for
 from ._mysql_timeout import NO_DEADLINE, Deadline
 from ._mysql_values import bindable
@@ -237,12 +232,15 @@ class MySQLConnection:
 
     async def close(self) -> None:
         if self.timed_out:
-            # Closing the socket does not stop the statement on the server (it
-            # may hold locks, or an open transaction, until it ends): end the
-            # session, from another connection.
+            # Its closed socket does not stop its statement (its locks, its
+            # transaction) on the server: end the session from another connection.
             await self._backend.kill_session(self._raw)
+        await self.quit()
+
+    async def quit(self) -> None:
+        """Close: say goodbye (COM_QUIT), and drop the socket whatever happens."""
         try:
-            await self._raw.ensure_closed()  # says goodbye (COM_QUIT), then closes
+            await self._raw.ensure_closed()
         finally:
             _close_raw(self._raw)  # the goodbye failed or was cancelled: close all the same
 
@@ -290,8 +288,7 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         return connection
 
     async def _open(self) -> Any:
-        """A driver connection, the whole handshake within ``connect_timeout``;
-        the errors say where."""
+        """A driver connection, the whole handshake within ``connect_timeout``."""
         kwargs = self._connect_kwargs
         try:
             # The drivers bound only the TCP connect by connect_timeout, not the
@@ -354,8 +351,8 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
         self._driver.abort(raw)
 
     def timed_out(self, timeout: float) -> Exception:
-        kwargs = self._connect_kwargs
-        return statement_timed_out("MySQL", kwargs["host"], kwargs["port"], timeout)
+        host, port = self._connect_kwargs["host"], self._connect_kwargs["port"]
+        return statement_timed_out("MySQL", host, port, timeout)
 
     async def kill_query(self, raw: Any) -> None:
         await self._kill(f"KILL QUERY {int(raw.thread_id())}")
@@ -369,11 +366,12 @@ class MySQLBackend(SQLAlchemyDialect, KeepsNothing):
             logger.info("could not end a timed-out connection's session: %r", exc)
 
     async def _kill(self, sql: str) -> None:
-        killer = MySQLConnection(await self._open(), self)  # bounded: the network may have failed
+        timeout = self._command_timeout or self._connect_kwargs["connect_timeout"]
+        killer = MySQLConnection(await self._open(), self, timeout)  # the network may be at fault
         try:
             await killer.run_control([sql])
         finally:
-            await killer.close()
+            await killer.quit()  # a killer that timed out has no session worth a KILL
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
         refuse_unknown_options(options, ("isolation", "readonly"), "MySQL")

@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 
+from aiodatabases import _bounded
 from aiodatabases._bounded import within
 
 
@@ -107,3 +108,54 @@ async def test_a_call_that_fails_after_its_cancellation_is_not_left_unretrieved(
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert dropped == []
+
+
+async def test_a_call_that_loses_the_cancellation_too_is_cancelled_again() -> None:
+    """A driver's own ``wait_for`` may lose the cancellation, then wait on a
+    server that never answers: the timeout still ends the wait."""
+    started, swallowed, answer = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def loses_one_then_waits() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            swallowed.set()
+        await answer.wait()  # never set: only a second cancellation ends it
+
+    waiting = asyncio.create_task(within(loses_one_then_waits(), 0.01))
+    done, _ = await asyncio.wait((waiting,), timeout=5)  # a hang guard, not a timing assert
+    answer.set()  # whatever happened, let the call end
+    assert waiting in done
+    assert isinstance(waiting.exception(), asyncio.TimeoutError)
+    assert swallowed.is_set()
+
+
+async def test_a_call_that_ignores_every_cancellation_is_left_to_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_bounded, "_RETRY_AFTER", 0.01)
+    handle, finish = Handle(), asyncio.Event()
+    cancellations = 0
+
+    async def deaf() -> Handle:
+        nonlocal cancellations
+        while not finish.is_set():
+            try:
+                await finish.wait()
+            except asyncio.CancelledError:
+                cancellations += 1
+        return handle
+
+    waiting = asyncio.create_task(within(deaf(), 0.01, drop=Handle.close))
+    done, _ = await asyncio.wait((waiting,), timeout=5)  # a hang guard, not a timing assert
+    if waiting not in done:
+        finish.set()  # let the call end, then fail
+    assert waiting in done
+    assert isinstance(waiting.exception(), asyncio.TimeoutError)
+    assert cancellations == _bounded._TRIES
+    assert len(_bounded._left) == 1  # kept alive, not destroyed pending
+    finish.set()
+    await asyncio.wait_for(handle.closed_event.wait(), 5)  # ended, and its result dropped
+    await asyncio.sleep(0)
+    assert _bounded._left == set()
