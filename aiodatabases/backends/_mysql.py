@@ -37,6 +37,7 @@ from .base import (
 
 logger = logging.getLogger("aiodatabases")
 
+
 def _ssl_option(value: Any) -> Any:
     """``ssl``: an ``SSLContext`` (verify as it says), or true (encrypt, like
     libpq's ``sslmode=require``: no certificate check), or false."""

@@ -15,12 +15,7 @@ from .._bounded import within
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
-from ._common import (
-    connect_timed_out,
-    isolation_sql,
-    refuse_unknown_options,
-    statement_timed_out,
-)
+from ._common import connect_timed_out, isolation_sql, refuse_unknown_options, statement_timed_out
 from .base import (
     Args,
     Capabilities,

@@ -19,11 +19,13 @@ class Handle:
     """What a connect returns: something that must be closed."""
 
     def __init__(self) -> None:
-        self.closed = False
         self.closed_event = asyncio.Event()
 
+    @property
+    def closed(self) -> bool:
+        return self.closed_event.is_set()
+
     def close(self) -> None:
-        self.closed = True
         self.closed_event.set()
 
 

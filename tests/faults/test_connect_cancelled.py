@@ -1,10 +1,12 @@
-"""A connect that is cancelled or times out mid-handshake closes its socket at once.
+"""A connect that is cancelled or times out mid-handshake is cancelled and closes its socket.
 
-The server here accepts and never answers, so every connect waits in the
-handshake. Whether the caller cancels it or the connect timeout ends it, the
-server must see the client hang up: a socket left open holds a server session
-(and a file descriptor) until the garbage collector finds it, and then warns
-"unclosed transport" into whichever test runs next.
+The first tests use a server that accepts and never answers, so every
+connect waits in the handshake. Whether the caller cancels it or the connect
+timeout ends it, the server must see the client hang up: a socket left open
+holds a server session (and a file descriptor) until the garbage collector
+finds it, and then warns "unclosed transport" into whichever test runs next.
+The last one cancels connects to the real servers at every moment of their
+handshake (``_bounded``).
 """
 
 from __future__ import annotations
