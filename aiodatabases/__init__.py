@@ -30,6 +30,7 @@ from .exceptions import (
     UnknownSchemeError,
     WrongEventLoopError,
 )
+from .hooks import DatabaseInfo, Hook, StatementEvent, TransactionEvent
 from .transaction import Isolation, Transaction
 
 __version__ = "0.1.0"
@@ -41,7 +42,9 @@ __all__ = [
     "Connection",
     "ConnectionBusyError",
     "Database",
+    "DatabaseInfo",
     "DatabaseURL",
+    "Hook",
     "InterleaveError",
     "Isolation",
     "MissingDriverError",
@@ -51,8 +54,10 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "Record",
+    "StatementEvent",
     "Transaction",
     "TransactionError",
+    "TransactionEvent",
     "TransactionOrderError",
     "UnknownOptionError",
     "UnknownParameterError",

@@ -11,29 +11,45 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 from typing import Any
 
 from ._background import shielded
 from ._loops import LoopThread
+from ._observe import Observers
 from ._runtime import Runtime, Settings
 from ._url import DatabaseURL
 from .backends.base import Backend
 from .connection import Connection, open_shared
 
+logger = logging.getLogger("aiodatabases.pool")
+
 
 async def build_runtime(
-    backend: Backend, settings: Settings, url: DatabaseURL, force_rollback: bool
+    backend: Backend,
+    settings: Settings,
+    url: DatabaseURL,
+    force_rollback: bool,
+    observers: Observers,
 ) -> tuple[Runtime, Connection | None]:
     """The runtime, open, and with ``force_rollback`` its one shared connection."""
+    name = url.obscure_password
     if not force_rollback:
-        runtime = Runtime(backend, settings, asyncio.get_running_loop(), None)
+        runtime = Runtime(backend, settings, asyncio.get_running_loop(), None, observers)
         await runtime.open()  # closes what it opened if it fails
+        pool = runtime.pool
+        logger.info(
+            "connected to %s: pool open (%d of at most %d connections)",
+            name,
+            pool.stats().size,
+            pool.max_size,
+        )
         return runtime, None
     thread = LoopThread(f"aiodatabases {url.obscure_password}")
     # One connection serves everything; the pool only opens it.
     # pool_recycle does not apply: the one connection is held until disconnect.
     one = Settings(min_size=0, max_size=1, acquire_timeout=settings.acquire_timeout)
-    runtime = Runtime(backend, one, thread.loop, thread)
+    runtime = Runtime(backend, one, thread.loop, thread, observers)
     opening = runtime.submit_to_thread(lambda: open_shared(runtime))
     try:
         shared = await asyncio.shield(asyncio.wrap_future(opening))
@@ -41,6 +57,7 @@ async def build_runtime(
         # Cancelled or failed: let the opening settle in its thread, then undo it.
         await shielded(_undo_opening(runtime, opening))
         raise
+    logger.info("connected to %s with force_rollback: one connection, in a transaction", name)
     return runtime, shared
 
 
@@ -62,3 +79,10 @@ async def close_runtime(runtime: Runtime, shared: Connection | None) -> None:
         await runtime.call(runtime.close)
     if runtime.thread is not None:
         runtime.thread.stop()
+    stats = runtime.pool.stats()
+    logger.info(
+        "disconnected from %s: pool closed (%d connection(s) opened, %d closed in all)",
+        runtime.backend.url.obscure_password,
+        stats.opened,
+        stats.closed,
+    )

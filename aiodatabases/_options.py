@@ -1,4 +1,4 @@
-"""The core's options (pool sizes, timeouts, recycling): read, checked, defaulted.
+"""The core's options (pool, timeouts, recycling, statement log): read, checked, defaulted.
 
 ``Database(url, **options)`` hands every option, from the keywords and from
 the URL query, to this module first; what it does not take goes on to the
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._runtime import Settings
-from .backends.base import to_float, to_int
+from .backends.base import to_bool, to_float, to_int
 from .exceptions import ConfigurationError
 
 DEFAULT_MIN_SIZE = 1
@@ -50,6 +50,8 @@ def take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Settin
         timeout = optional_timeout(take("acquire_timeout", DEFAULT_ACQUIRE_TIMEOUT))
         recycle = optional_timeout(take("pool_recycle", None))
         check_after = _off_or_seconds(take("health_check_after", DEFAULT_HEALTH_CHECK_AFTER))
+        log_values = to_bool(take("log_values", False))
+        slow = _off_or_seconds(take("slow_statement_threshold", None))
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"invalid pool option: {exc}") from exc
     if min_size < 0 or max_size < 1 or min_size > max_size:
@@ -63,4 +65,6 @@ def take_settings(url_options: dict[str, str], kwargs: dict[str, Any]) -> Settin
         acquire_timeout=timeout,
         pool_recycle=recycle,
         health_check_after=check_after,
+        log_values=log_values,
+        slow_statement_threshold=slow,
     )

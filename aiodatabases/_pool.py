@@ -29,7 +29,7 @@ from typing import TypeAlias
 from ._background import Background
 from ._bounded import within
 from ._health import Ages, answers
-from ._pool_stats import Lent, PoolStats, exhausted_message, snapshot
+from ._pool_stats import Lent, PoolStats, Tally, exhausted_message
 from ._waits import Line, TimedOut, deadline_after
 from .backends.base import DriverConnection
 from .exceptions import NotConnectedError, PoolTimeoutError
@@ -58,8 +58,11 @@ class Pool:
         timeout: float | None,
         recycle: float | None = None,
         health_check_after: float | None = None,
+        acquire_listeners: list[Callable[[float], None]] | None = None,
+        name: str = "",
     ) -> None:
         self._connect = connect
+        self._name = name  # for the log: the URL, its password masked
         self.min_size = min_size
         self.max_size = max_size
         self._timeout = timeout
@@ -73,9 +76,7 @@ class Pool:
         self._closed = False
         self._all_back: asyncio.Future[None] | None = None  # close() waits for it
         # For stats() and the PoolTimeoutError message: totals, waiters, holders.
-        self._opened = 0
-        self._closed_total = 0
-        self._waiting = 0
+        self._tally = Tally(min_size, max_size, acquire_listeners)
         self._lent: Lent[DriverConnection] = Lent()
 
     async def open(self) -> None:
@@ -101,6 +102,12 @@ class Pool:
         self.release(conn)  # to the idle list (or a waiter)
 
     async def acquire(self, deadline: float | None = None) -> DriverConnection:
+        """``_acquire()``, timed if someone listens (``Tally``)."""
+        if not self._tally.listeners:
+            return await self._acquire(deadline)
+        return await self._tally.timed(self._acquire(deadline))
+
+    async def _acquire(self, deadline: float | None) -> DriverConnection:
         """A connection for the caller's exclusive use.
 
         Waiters are served in arrival order, with a released connection or
@@ -140,15 +147,19 @@ class Pool:
         """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""
         if self._closed:
             return None
-        return self._take_idle()  # not noted in _lent: borrowed for one statement (hot path)
+        conn = self._take_idle()  # not noted in _lent: borrowed for one statement (hot path)
+        if conn is not None and self._tally.listeners:
+            self._tally.waited(0.0)
+        return conn
 
     def _take_idle(self) -> DriverConnection | None:
         while self._idle:
             conn = self._idle.pop()  # most recently used: warm caches, fewer idle timeouts
             if conn.is_closed():
-                self.discard(conn)  # its socket may still be open (closed by the server)
+                # Its socket may still be open (closed by the server).
+                self.discard(conn, why="it was closed while idle")
             elif self._ages.expired(conn):
-                self.discard(conn)
+                self.discard(conn, why="pool_recycle: it is too old")
             elif self._ages.needs_check(conn):
                 self._idle.append(conn)  # for acquire() to check (it can await)
                 return None
@@ -165,7 +176,7 @@ class Pool:
             raise
         if alive and not self._closed:
             return conn
-        self.discard(conn)
+        self.discard(conn, why="it failed its health check" if not alive else "the pool closed")
         return None
 
     async def _open_in_slot(self) -> DriverConnection:
@@ -177,7 +188,7 @@ class Pool:
             raise
         self._note_opened(conn)
         if self._closed:  # close() came while it opened: it waits for this one too
-            self.discard(conn)
+            self.discard(conn, why="the pool closed while it opened")
             raise NotConnectedError("the database was disconnected while this waited")
         self._top_up()  # the server answers again after losses
         return conn
@@ -196,24 +207,24 @@ class Pool:
 
     def _note_opened(self, conn: DriverConnection) -> None:
         self._ages.opened(conn)
-        self._opened += 1
+        self._tally.opened += 1
+        logger.debug("opened a connection to %s (pool size %d)", self._name, self._size)
 
     async def _wait(self, deadline: float | None) -> _Handed:
         """A connection handed over, a slot to open one in, or None: look again."""
         started = time.monotonic()
-        self._waiting += 1
+        self._tally.waiting += 1
         try:
             return await self._waiters.wait(None, deadline)
         except TimedOut:  # what ran out, and who holds the connections
-            others = self._size - len(self._idle) - len(self._lent)
-            holders = self._lent.describe(others)
-            raise PoolTimeoutError(
-                exhausted_message(
-                    self._timeout, started, deadline, self.max_size, self._size, holders
-                )
-            ) from None
+            holders = self._lent.describe(self._size - len(self._idle) - len(self._lent))
+            message = exhausted_message(
+                self._timeout, started, deadline, self.max_size, self._size, holders
+            )
+            logger.info("acquiring a connection to %s timed out: %s", self._name, message)
+            raise PoolTimeoutError(message) from None
         finally:
-            self._waiting -= 1
+            self._tally.waiting -= 1
 
     def _hand_on(self, handed: _Handed) -> None:
         """Served, then cancelled before running on: pass on what we got."""
@@ -227,16 +238,16 @@ class Pool:
         if self._lent:  # empty unless a connection block or transaction holds one
             self._lent.pop(conn, None)
         if self._closed:
-            self.discard(conn)  # returned after close(): close() waits for it
+            self.discard(conn, why="it came back after the pool closed")  # close() waits for it
             return
         if broken or conn.is_closed():
-            self.discard(conn)
+            self.discard(conn, why="it is broken")
             return
         if dirty:
             self._background.start(self._reset_then_return(conn))
             return
         if self._ages.expired(conn):
-            self.discard(conn)  # a waiter opens a new one
+            self.discard(conn, why="pool_recycle: it is too old")  # a waiter opens a new one
         elif not self._waiters.serve_first(conn):
             self._ages.went_idle(conn)
             self._idle.append(conn)
@@ -253,19 +264,19 @@ class Pool:
             return
         self.release(conn)
 
-    def discard(self, conn: DriverConnection, *, first: Awaitable[None] | None = None) -> None:
-        """Take ``conn`` out of the pool now; await ``first``, then close it.
-
-        Both happen gracefully in the background (the driver may still be
-        finishing an interrupted statement); close() waits for them.
-        """
+    def discard(
+        self, conn: DriverConnection, *, first: Awaitable[None] | None = None, why: str
+    ) -> None:
+        """Take ``conn`` out of the pool now; await ``first``, then close it, both in
+        the background (the driver may be ending a statement); close() waits for them."""
+        logger.debug("discarding a connection to %s: %s", self._name, why)
         self._forget(conn)
         self._background.start(_close_quietly(conn, first))
 
     def _forget(self, conn: DriverConnection) -> None:
         self._lent.pop(conn, None)
         if self._ages.forget(conn):  # once per connection
-            self._closed_total += 1
+            self._tally.closed += 1
             self._count_out()
             self._top_up()
 
@@ -286,15 +297,7 @@ class Pool:
 
     def stats(self) -> PoolStats:
         """A snapshot, readable from any thread (see ``_pool_stats.snapshot``)."""
-        return snapshot(
-            closed=self._closed_total,  # read before opened: never more closed than opened
-            opened=self._opened,
-            size=self._size,
-            idle=len(self._idle),
-            waiting=self._waiting,
-            min_size=self.min_size,
-            max_size=self.max_size,
-        )
+        return self._tally.stats(self._size, len(self._idle))
 
     async def close(self, within: float | None = 0.0) -> None:
         """Close every connection; waiting acquirers fail with ``NotConnectedError``.
@@ -306,7 +309,7 @@ class Pool:
         self._closed = True
         while self._waiters.serve_first(None):  # each looks again and finds the pool closed
             pass
-        await self._settle()
+        await self._background.settle()  # resets and closes
         while self._idle:
             conn = self._idle.pop()
             self._forget(conn)
@@ -317,11 +320,7 @@ class Pool:
                 conn.terminate()
         if self._size > 0:
             await self._wait_for_the_rest(within)
-        await self._settle()
-
-    async def _settle(self) -> None:
-        """Wait for background resets and closes."""
-        await self._background.settle()
+        await self._background.settle()  # resets and closes
 
     async def _wait_for_the_rest(self, within: float | None) -> None:
         all_back = asyncio.get_running_loop().create_future()

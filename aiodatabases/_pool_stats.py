@@ -11,11 +11,16 @@ written only when a ``PoolTimeoutError`` needs it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 K = TypeVar("K")
+T = TypeVar("T")
+
+logger = logging.getLogger("aiodatabases.pool")
 
 #: Holders named in one message at most (the longest holding first).
 _NAMED = 5
@@ -66,6 +71,50 @@ def snapshot(
         min_size=min_size,
         max_size=max_size,
     )
+
+
+class Tally:
+    """A pool's totals and waiters (for ``PoolStats``), and who is told how long
+    each acquire waited (``acquire_listeners``: OpenTelemetry's histogram; the
+    list is its owner's, changed in place; empty, it costs a truth test)."""
+
+    __slots__ = ("closed", "listeners", "max_size", "min_size", "opened", "waiting")
+
+    def __init__(
+        self, min_size: int, max_size: int, listeners: list[Callable[[float], None]] | None
+    ) -> None:
+        self.min_size, self.max_size = min_size, max_size
+        self.opened = 0
+        self.closed = 0
+        self.waiting = 0
+        self.listeners = [] if listeners is None else listeners
+
+    def stats(self, size: int, idle: int) -> PoolStats:
+        """A snapshot (``closed`` read first: never more closed than opened)."""
+        closed = self.closed
+        return snapshot(
+            closed=closed,
+            opened=self.opened,
+            size=size,
+            idle=idle,
+            waiting=self.waiting,
+            min_size=self.min_size,
+            max_size=self.max_size,
+        )
+
+    async def timed(self, acquiring: Awaitable[T]) -> T:
+        """Await ``acquiring``; tell the listeners how long it took."""
+        started = time.perf_counter()
+        conn = await acquiring
+        self.waited(time.perf_counter() - started)
+        return conn
+
+    def waited(self, seconds: float) -> None:
+        for listener in self.listeners:
+            try:
+                listener(seconds)
+            except Exception:
+                logger.exception("an acquire listener failed; ignored")
 
 
 class Lent(dict[K, tuple[str, float]]):

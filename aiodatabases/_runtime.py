@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._background import Background, shielded
 from ._loops import LoopThread, carry, carry_call, check_can_carry
+from ._observe import Observers
 from ._pool import Pool
 from ._statements import (
     Operation,
@@ -58,6 +59,10 @@ class Settings:
     pool_recycle: float | None = None
     #: Seconds a pooled connection may idle before it is pinged when taken; None: never.
     health_check_after: float | None = None
+    #: The statement log writes the values bound (``_statement_log``).
+    log_values: bool = False
+    #: Seconds from which a statement is logged as slow (WARNING); None: never.
+    slow_statement_threshold: float | None = None
 
 
 class Runtime:
@@ -67,9 +72,12 @@ class Runtime:
         settings: Settings,
         loop: asyncio.AbstractEventLoop,
         thread: LoopThread | None,
+        observers: Observers,
     ) -> None:
         self.backend = backend
         self.settings = settings
+        #: The ``Database``'s hooks: statements run them in the caller's task.
+        self.observers = observers
         self.loop = loop
         self.thread = thread
         max_size = 1 if backend.capabilities.single_connection else settings.max_size
@@ -80,6 +88,8 @@ class Runtime:
             timeout=settings.acquire_timeout,
             recycle=settings.pool_recycle,
             health_check_after=settings.health_check_after,
+            acquire_listeners=observers.acquire_listeners,
+            name=backend.url.obscure_password,
         )
         self._background = Background()  # cleanups (spawn): close() waits for them
         # Connections holding a driver connection now; weakly, so that one whose
@@ -185,7 +195,8 @@ class Runtime:
                     result = await run_statement(backend, driver, op, sql, args)
             except BaseException as exc:
                 if discard_on_cancel and isinstance(exc, asyncio.CancelledError):
-                    pool.discard(driver, first=interrupt_quietly(driver, sql))
+                    stop = interrupt_quietly(driver, sql)
+                    pool.discard(driver, first=stop, why="its statement was cancelled")
                     raise
                 dirty, broken = self.classify_failure(driver, exc)
                 pool.release(driver, dirty=dirty, broken=broken)
@@ -273,6 +284,10 @@ class Runtime:
 
     def terminate(self) -> None:
         """Drop everything without awaiting: the owning loop is closed."""
+        logger.info(
+            "dropping the connections to %s: their event loop is closed",
+            self.backend.url.obscure_password,
+        )
         for holder in list(self.holders):
             holder.close_at_terminate()
         self.pool.terminate()

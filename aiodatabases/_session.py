@@ -175,7 +175,7 @@ class Session:
         if self.driver is None:
             driver = await self.runtime.pool.acquire(self.gate.deadline)  # what is left
             if self.closed:  # disconnect() came while the pool opened it
-                self.runtime.pool.discard(driver)
+                self.runtime.pool.discard(driver, why="the database disconnected meanwhile")
                 raise NotConnectedError(CLOSED)
             self.driver = driver
             self.runtime.holders.add(self)  # disconnect() closes it from here on
@@ -317,7 +317,7 @@ class Session:
         driver, self.driver = self.driver, None
         if driver is not None:
             # Closing ends the session and its transaction; nothing is reused.
-            self.runtime.pool.discard(driver)
+            self.runtime.pool.discard(driver, why="disconnect() closed it with what it had open")
 
 
 class _Turn:

@@ -49,18 +49,26 @@ async def iterate(
     sql, args, meta = prepare(query, values, runtime.backend)
     call = runtime.call
     stream = Scope(f"iteration of task {describe(caller())}") if session.blocks else None
-    cursor = await runtime.call_keeping(
-        lambda lost: runtime.spawn(lambda: _close_lost(session, lost, stream)),
-        _open_cursor,
-        session,
-        current_scopes(),
-        caller(),
-        sql,
-        args,
-        stream,
-    )
+    hooks = runtime.observers.hooks()
+    watch = runtime.observers.iteration(hooks, sql, args) if hooks else None
+    try:
+        cursor = await runtime.call_keeping(
+            lambda lost: runtime.spawn(lambda: _close_lost(session, lost, stream)),
+            _open_cursor,
+            session,
+            current_scopes(),
+            caller(),
+            sql,
+            args,
+            stream,
+        )
+    except BaseException as exc:
+        if watch is not None:
+            watch.end(exc)
+        raise
     if stream is not None:
         enter_scope(stream)
+    error: BaseException | None = None
     try:
         while True:
             # Scopes are read per batch: the loop body may open or end transactions.
@@ -68,6 +76,8 @@ async def iterate(
             rows = await call(_fetch_batch, session, current_scopes(), caller(), cursor)
             if not rows:
                 break
+            if watch is not None:
+                watch.fetched(len(rows))
             keeper = None
             if cursor.in_own_transaction:
                 keeper = asyncio.get_running_loop().call_later(
@@ -79,11 +89,18 @@ async def iterate(
             finally:
                 if keeper is not None:
                     keeper.cancel()
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        if not session.closed:  # else closed with the connection
-            await shielded(call(_close_cursor, session, current_scopes(), caller(), cursor))
-        if stream is not None:
-            leave_scope(stream)
+        try:
+            if not session.closed:  # else closed with the connection
+                await shielded(call(_close_cursor, session, current_scopes(), caller(), cursor))
+        finally:
+            if stream is not None:
+                leave_scope(stream)
+            if watch is not None:
+                watch.end(error)
 
 
 def _refuse_if_closed(session: Session) -> None:

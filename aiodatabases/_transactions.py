@@ -15,6 +15,7 @@ from typing import Any
 
 from ._frames import BASE
 from ._gate import Scope, Scopes, Who, caller, current_scopes
+from ._observe import Observers
 from ._session import CLOSED, Session
 from ._statements import to_its_end
 from .exceptions import NotConnectedError, TransactionOrderError
@@ -46,6 +47,11 @@ class Transactions:
     def loop_closed(self) -> bool:
         """Whether the loop that owns the connection is closed (nothing runs there)."""
         return self._runtime.loop.is_closed()
+
+    @property
+    def observers(self) -> Observers:
+        """The database's hooks (``Transaction`` runs them in the caller's task)."""
+        return self._runtime.observers
 
     # -- caller's loop ---------------------------------------------------------------------
 

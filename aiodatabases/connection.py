@@ -142,9 +142,12 @@ class Connection:
 
     async def _statement(self, op: Operation, sql: str, args: Any) -> Any:
         self._refuse_if_closed()
-        return await self._runtime.call(
-            self._session.run, current_scopes(), caller(), op, sql, args
-        )
+        runtime = self._runtime
+        hooks = runtime.observers.hooks()
+        if hooks:
+            run = self._session.run, current_scopes(), caller(), op, sql, args
+            return await runtime.observers.statement(hooks, op, sql, args, runtime.call, *run)
+        return await runtime.call(self._session.run, current_scopes(), caller(), op, sql, args)
 
 
 # -- for Database: what it needs of a connection beyond the public face -------------------

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from ._background import shielded
 from ._gate import refuse_lost
+from ._observe import Observers
 from ._opening import build_runtime, close_runtime
 from ._options import take_settings
 from ._pool_stats import PoolStats
@@ -32,6 +33,7 @@ from ._url import DatabaseURL
 from .backends import create_backend
 from .connection import Connection, is_held, transactions_of
 from .exceptions import ConfigurationError, NotConnectedError, TransactionError
+from .hooks import Hook
 from .transaction import Isolation, Transaction
 
 logger = logging.getLogger("aiodatabases")
@@ -86,6 +88,8 @@ class Database:
         kwargs = dict(options)
         self._settings = take_settings(url_options, kwargs)
         self._backend = create_backend(self.url, url_options, kwargs)
+        slow = self._settings.slow_statement_threshold
+        self._observers = Observers(self.url, self._settings.log_values, slow)
         self._force_rollback = force_rollback
         self._state = DatabaseState.DISCONNECTED
         self._count = 0
@@ -123,6 +127,14 @@ class Database:
         connection. ``NotConnectedError`` when not connected.
         """
         return self._require_runtime().pool.stats()
+
+    def add_hook(self, hook: Hook) -> None:
+        """Run ``hook`` (``aiodatabases.hooks.Hook``) around each statement and transaction."""
+        self._observers.add(hook)
+
+    def remove_hook(self, hook: Hook) -> None:
+        """Stop running ``hook``; ``ValueError`` if it was not added."""
+        self._observers.remove(hook)
 
     async def connect(self) -> None:
         """Connect, or count one more user if already connected.
@@ -164,7 +176,7 @@ class Database:
         """Build the runtime; ``connecting`` tells concurrent connect() calls how it went."""
         try:
             runtime, shared = await build_runtime(
-                self._backend, self._settings, self.url, self._force_rollback
+                self._backend, self._settings, self.url, self._force_rollback, self._observers
             )
         except BaseException as exc:
             with self._lock:
@@ -321,7 +333,12 @@ class Database:
         if connection is not None:
             return await kind.on_connection(connection, query, values)
         sql, args, meta = kind.prepare(query, values, self._backend)
-        result = await runtime.call(runtime.run_borrowed, kind.op, sql, args)
+        hooks = self._observers.hooks()
+        if hooks:
+            run = runtime.run_borrowed, kind.op, sql, args
+            result = await self._observers.statement(hooks, kind.op, sql, args, runtime.call, *run)
+        else:
+            result = await runtime.call(runtime.run_borrowed, kind.op, sql, args)
         return result if kind.shape is None else kind.shape(result, meta)
 
     def iterate(self, query: Query, values: Values = None) -> AsyncIterator[Record]:

@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._background import ended_well, shielded
 from ._gate import Scope, enter_scope, leave_scope, task_name
+from ._observe import Observers, TransactionWatch
 from .exceptions import TransactionError, TransactionOrderError
 
 
@@ -30,6 +31,9 @@ class Host(Protocol):
 
     @property
     def loop_closed(self) -> bool: ...
+
+    @property
+    def observers(self) -> Observers: ...
 
     async def begin_frame(self, scope: Scope, options: Mapping[str, Any]) -> None: ...
 
@@ -74,6 +78,7 @@ class Transaction:
         self._state = TransactionState.NEW
         self._connection: Host | None = None
         self._scope: Scope | None = None
+        self._watch: TransactionWatch | None = None  # the hooks' view, while observed
 
     @property
     def state(self) -> TransactionState:
@@ -145,8 +150,18 @@ class Transaction:
             raise TransactionError(f"this transaction was already started ({self._state.value})")
         connection = self._connection_factory()
         scope = Scope(task_name())
-        await connection.begin_frame(scope, self._options)
-        self._connection, self._scope = connection, scope
+        observers = connection.observers
+        hooks = observers.hooks()
+        watch = None
+        if hooks:
+            watch = observers.transaction(hooks, self._options, self._force_rollback)
+        try:
+            await connection.begin_frame(scope, self._options)
+        except BaseException as exc:
+            if watch is not None:
+                watch.end("rollback", exc)
+            raise
+        self._connection, self._scope, self._watch = connection, scope, watch
         self._state = TransactionState.ACTIVE
         enter_scope(scope)
         return self
@@ -183,20 +198,40 @@ class Transaction:
             committed = commit and ended_well(end)
             self._state = TransactionState.COMMITTED if committed else TransactionState.ROLLED_BACK
             leave_scope(scope)
+            self._observed_end(end)
             raise
-        except BaseException:
+        except BaseException as exc:
             # COMMIT failed (e.g. a serialization failure): it is over all the same.
             self._state = TransactionState.ROLLED_BACK
             leave_scope(scope)
+            self._observed_end(end, exc)
             raise
         self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLED_BACK
         leave_scope(scope)
+        self._observed_end(end)
+
+    def _observed_end(
+        self, end: asyncio.Future[None] | None = None, error: BaseException | None = None
+    ) -> None:
+        """Tell the hooks how it ended (if they watch): the state says the outcome."""
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        if error is None and end is not None and end.done() and not end.cancelled():
+            error = end.exception()  # the end's own failure, under a cancelled caller
+        if self._state is TransactionState.COMMITTED:
+            watch.end("commit", error)
+        elif self._state is TransactionState.ROLLED_BACK and end is not None:
+            watch.end("rollback", error)
+        else:
+            watch.end("abandoned", error)
 
     def _give_up(self) -> None:
         """End without awaiting: rolled back in the owning loop if it still runs
         (already, if ``disconnect()`` closed the connection)."""
         connection, scope = self._connection, self._scope
         self._state = TransactionState.ROLLED_BACK
+        self._observed_end()
         if connection is not None and scope is not None:
             leave_scope(scope)
             if not connection.closed:
@@ -208,6 +243,7 @@ class Transaction:
         connection, scope = self._connection, self._scope
         if self._state is TransactionState.ACTIVE and connection is not None and scope is not None:
             connection.abandon_frame(scope)
+            self._observed_end()
 
 
 def _loop_running() -> bool:

@@ -166,6 +166,7 @@ LAYERS: dict[str, set[str]] = {
         "aiodatabases.__main__",
         "aiodatabases._demo",
         "aiodatabases.database",
+        "aiodatabases.otel",
         "aiodatabases.testing",
         "aiodatabases.testing._lifespan",
         "aiodatabases.testing.plugin",
@@ -193,10 +194,12 @@ LAYERS: dict[str, set[str]] = {
         "aiodatabases._background",
         "aiodatabases._waits",
         "aiodatabases._options",
+        "aiodatabases._observe",
+        "aiodatabases._statement_log",
     },
     "preparation": {"aiodatabases._prepare"},
     "backends": {"aiodatabases.backends"},  # and every module under it
-    "leaves": LEAVES | {"aiodatabases._sqlalchemy", "aiodatabases._pg_dialect"},
+    "leaves": LEAVES | {"aiodatabases._sqlalchemy", "aiodatabases._pg_dialect", "aiodatabases.hooks"},
 }
 
 

@@ -5,7 +5,16 @@ import aiodatabases
 
 def test_exported_names_are_exactly_all() -> None:
     public = {name for name in vars(aiodatabases) if not name.startswith("_")}
-    modules = {"backends", "connection", "database", "exceptions", "testing", "transaction"}
+    modules = {
+        "backends",
+        "connection",
+        "database",
+        "exceptions",
+        "hooks",
+        "otel",
+        "testing",
+        "transaction",
+    }
     assert public - modules == set(aiodatabases.__all__)
     assert aiodatabases.__all__ == sorted(aiodatabases.__all__)
 

@@ -1,0 +1,195 @@
+"""Running a ``Database``'s hooks around its statements and transactions.
+
+One ``Observers`` per ``Database`` holds the hooks added to it and the
+statement log (``_statement_log``), which joins them only while it has
+something to write: when the logger ``aiodatabases`` is enabled for DEBUG, or
+a slow-statement threshold is set. ``hooks()`` is all a statement pays when
+nobody observes: an empty tuple, and the statement runs as before.
+
+Everything here runs in the caller's task, around the call that carries the
+statement to the owning loop, so that hooks see the caller's context.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._statement_log import StatementLog
+from ._statements import EXECUTE, EXECUTE_MANY, FETCH_ALL, FETCH_ONE, Operation
+from ._url import DatabaseURL
+from .hooks import DatabaseInfo, Hook, StatementEvent, TransactionEvent
+
+logger = logging.getLogger("aiodatabases")
+
+_OPERATIONS: dict[Operation, str] = {
+    FETCH_ALL: "fetch_all",
+    FETCH_ONE: "fetch_one",
+    EXECUTE: "execute",
+    EXECUTE_MANY: "execute_many",
+}
+
+_DRIVERS = {"postgresql": "asyncpg", "mysql": "aiomysql", "sqlite": "aiosqlite"}
+_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+def describe(url: DatabaseURL) -> DatabaseInfo:
+    """The ``DatabaseInfo`` of a database URL."""
+    system = url.dialect
+    if system == "postgres":
+        system = "postgresql"
+    driver = url.driver or _DRIVERS.get(system, "")
+    if system == "sqlite":
+        return DatabaseInfo(system, driver, url.database, None, None, url.obscure_password)
+    return DatabaseInfo(
+        system,
+        driver,
+        url.database,
+        url.hostname or "localhost",
+        url.port or _PORTS.get(system),
+        url.obscure_password,
+    )
+
+
+class Observers:
+    """The hooks of one ``Database`` (see the module docstring)."""
+
+    def __init__(self, url: DatabaseURL, log_values: bool, slow_after: float | None) -> None:
+        self.info = describe(url)
+        self._log = log = StatementLog(log_values=log_values, slow_after=slow_after)
+        self._added: tuple[Hook, ...] = ()
+        self._with_log: tuple[Hook, ...] = (log,)
+        #: Called with the seconds each pool acquire waited (``aiodatabases.otel``);
+        #: the pool reads this list, so it is changed in place.
+        self.acquire_listeners: list[Callable[[float], None]] = []
+
+    def add(self, hook: Hook) -> None:
+        if not isinstance(hook, Hook):
+            raise TypeError(
+                f"a hook must be an instance of aiodatabases.hooks.Hook (a subclass "
+                f"overriding the methods it needs), not {type(hook).__name__}"
+            )
+        if any(hook is added for added in self._added):
+            return
+        self._set((*self._added, hook))
+
+    def remove(self, hook: Hook) -> None:
+        """Remove ``hook``; ``ValueError`` if it was not added."""
+        if not any(hook is added for added in self._added):
+            raise ValueError(f"{hook!r} is not a hook of this database")
+        self._set(tuple(added for added in self._added if added is not hook))
+
+    def _set(self, hooks: tuple[Hook, ...]) -> None:
+        # Replaced, never changed in place: a statement keeps the tuple it began with.
+        self._added = hooks
+        self._with_log = (*hooks, self._log)
+
+    def hooks(self) -> tuple[Hook, ...]:
+        """The hooks a statement starting now runs (empty: nobody observes)."""
+        if self._log.wanted():
+            return self._with_log
+        return self._added
+
+    # -- statements ---------------------------------------------------------------------
+
+    async def statement(
+        self,
+        hooks: tuple[Hook, ...],
+        op: Operation,
+        sql: str,
+        args: Any,
+        call: Callable[..., Awaitable[Any]],
+        *call_args: Any,
+    ) -> Any:
+        """Await ``call(*call_args)`` (the statement, carried to its loop) between the
+        hooks' before and after."""
+        event = StatementEvent(self.info, _OPERATIONS[op], sql, args)
+        _each(hooks, "before_statement", event)
+        started = time.perf_counter()
+        try:
+            result = await call(*call_args)
+        except BaseException as exc:
+            event.duration = time.perf_counter() - started
+            event.error = exc
+            _each(hooks, "after_statement", event)
+            raise
+        event.duration = time.perf_counter() - started
+        if op is FETCH_ALL:
+            event.rows = len(result)
+        elif op is FETCH_ONE:
+            event.rows = 0 if result is None else 1
+        _each(hooks, "after_statement", event)
+        return result
+
+    def iteration(self, hooks: tuple[Hook, ...], sql: str, args: Any) -> Iteration:
+        """An ``iterate()`` observed: ``before_statement`` now, ``end()`` at its end."""
+        event = StatementEvent(self.info, "iterate", sql, args, rows=0)
+        _each(hooks, "before_statement", event)
+        return Iteration(hooks, event)
+
+    # -- transactions -------------------------------------------------------------------
+
+    def transaction(
+        self, hooks: tuple[Hook, ...], options: dict[str, Any], force_rollback: bool
+    ) -> TransactionWatch:
+        """A transaction observed: ``before_transaction`` now."""
+        event = TransactionEvent(self.info, options, force_rollback)
+        _each(hooks, "before_transaction", event)
+        return TransactionWatch(hooks, event)
+
+
+class Iteration:
+    """An observed ``iterate()``: rows counted per batch, ended once."""
+
+    __slots__ = ("_ended", "_hooks", "_started", "event")
+
+    def __init__(self, hooks: tuple[Hook, ...], event: StatementEvent) -> None:
+        self._hooks = hooks
+        self.event = event
+        self._started = time.perf_counter()
+        self._ended = False
+
+    def fetched(self, rows: int) -> None:
+        self.event.rows = (self.event.rows or 0) + rows
+
+    def end(self, error: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        event = self.event
+        event.duration = time.perf_counter() - self._started
+        # A loop left by ``break`` closes the generator: not an error.
+        event.error = None if isinstance(error, GeneratorExit) else error
+        _each(self._hooks, "after_statement", event)
+
+
+class TransactionWatch:
+    """An observed transaction, from its start until ``end()`` (once)."""
+
+    __slots__ = ("_ended", "_hooks", "_started", "event")
+
+    def __init__(self, hooks: tuple[Hook, ...], event: TransactionEvent) -> None:
+        self._hooks = hooks
+        self.event = event
+        self._started = time.perf_counter()
+        self._ended = False
+
+    def end(self, outcome: str, error: BaseException | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        event = self.event
+        event.outcome = outcome
+        event.duration = time.perf_counter() - self._started
+        event.error = error
+        _each(self._hooks, "after_transaction", event)
+
+
+def _each(hooks: tuple[Hook, ...], method: str, event: Any) -> None:
+    for hook in hooks:
+        try:
+            getattr(hook, method)(event)
+        except Exception:
+            logger.exception("aiodatabases hook %r failed in %s; ignored", hook, method)
