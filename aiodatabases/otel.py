@@ -1,0 +1,291 @@
+"""OpenTelemetry for a ``Database``: a span per statement and transaction, and pool metrics.
+
+``pip install 'aiodatabases[otel]'`` (it needs ``opentelemetry-api`` only; the
+SDK and exporters are the application's choice)::
+
+    from aiodatabases.otel import instrument
+
+    database = Database(url)
+    instrument(database)  # the global tracer and meter providers, or pass your own
+
+Spans follow OpenTelemetry's database semantic conventions: a ``CLIENT``
+span per statement named ``"{operation} {database}"`` with ``db.system``
+(and its newer name ``db.system.name``), ``db.namespace``,
+``db.operation.name``, ``db.query.text`` (the SQL with its placeholders,
+never the values), ``server.address`` and ``server.port``; a failure sets
+the span's status to error, records the exception and sets ``error.type``.
+A statement span is a child of the caller's current span, wherever the
+statement runs (the ``force_rollback`` connection's loop thread, another
+event loop): it is built on ``aiodatabases.hooks``, which run in the
+caller's context. A transaction is an ``INTERNAL`` span ``"transaction"``,
+current while it is open (its statements are its children), with its
+outcome in ``aiodatabases.transaction.outcome``.
+
+Pool metrics (meter ``aiodatabases``): ``db.client.connection.count``
+(attribute ``db.client.connection.state``: ``idle`` or ``used``),
+``db.client.connection.max``, ``db.client.connection.pending_requests`` and
+the histogram ``db.client.connection.wait_time`` (seconds each acquire
+waited), each with ``db.client.connection.pool.name`` (the URL, its password
+masked).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from ._observe import Observers
+from ._pool_stats import PoolStats
+from .database import Database
+from .exceptions import MissingDriverError, NotConnectedError
+from .hooks import DatabaseInfo, Hook, StatementEvent, TransactionEvent
+
+try:
+    from opentelemetry import context, metrics, trace
+except ImportError as exc:  # pragma: no cover - tested with the module hidden
+    error = MissingDriverError(
+        "aiodatabases.otel needs the OpenTelemetry API, which is not installed; "
+        "install it with: pip install 'aiodatabases[otel]'"
+    )
+    error.name = "opentelemetry"
+    raise error from exc
+
+__all__ = ["Instrumentation", "instrument"]
+
+#: The instrumentation scope's name (tracer and meter).
+SCOPE = "aiodatabases"
+
+_FIRST_WORD = re.compile(r"\s*\(*\s*([A-Za-z]+)")
+
+#: Which transaction span this context made current (see ``_Tracing``).
+_ATTACHED: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "aiodatabases_otel_attached", default=None
+)
+
+_instrumented: weakref.WeakKeyDictionary[Database, Instrumentation] = weakref.WeakKeyDictionary()
+
+
+def instrument(
+    database: Database,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> Instrumentation:
+    """Trace ``database``'s statements and transactions and measure its pool.
+
+    Connected or not; it holds across ``connect()``/``disconnect()``. Called
+    again for the same database, returns the instrumentation it already has.
+    ``Instrumentation.uninstrument()`` stops it.
+    """
+    existing = _instrumented.get(database)
+    if existing is not None:
+        return existing
+    instrumentation = Instrumentation(database, tracer_provider, meter_provider)
+    _instrumented[database] = instrumentation
+    return instrumentation
+
+
+def _operation(sql: str) -> str | None:
+    """The statement's first keyword (``SELECT``...); None for a ``WITH`` query or none."""
+    match = _FIRST_WORD.match(sql)
+    if match is None:
+        return None
+    word = match.group(1).upper()
+    return None if word == "WITH" else word
+
+
+def _common(info: DatabaseInfo) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "db.system": info.system,
+        "db.system.name": info.system,
+        "db.namespace": info.name,
+    }
+    if info.host is not None:
+        attributes["server.address"] = info.host
+    if info.port is not None:
+        attributes["server.port"] = info.port
+    return attributes
+
+
+def _record_error(span: trace.Span, error: BaseException) -> None:
+    kind = type(error)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    span.set_attribute("error.type", module + kind.__qualname__)
+    code = getattr(error, "sqlstate", None)
+    if isinstance(code, str):
+        span.set_attribute("db.response.status_code", code)
+    span.record_exception(error)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, str(error) or kind.__name__))
+
+
+class _Tracing(Hook):
+    """The spans (see the module docstring)."""
+
+    def __init__(self, tracer: trace.Tracer, info: DatabaseInfo) -> None:
+        self._tracer = tracer
+        self._common = _common(info)
+        self._namespace = info.name
+
+    def before_statement(self, event: StatementEvent) -> None:
+        attributes = dict(self._common)
+        attributes["db.query.text"] = event.sql
+        operation = _operation(event.sql)
+        if operation is not None:
+            attributes["db.operation.name"] = operation
+        if event.operation == "execute_many":
+            attributes["db.operation.batch.size"] = len(event.values)
+        name = f"{operation or event.operation} {self._namespace}"
+        event.state[self] = self._tracer.start_span(
+            name, kind=trace.SpanKind.CLIENT, attributes=attributes
+        )
+
+    def after_statement(self, event: StatementEvent) -> None:
+        span: trace.Span | None = event.state.pop(self, None)
+        if span is None:
+            return
+        if event.rows is not None:
+            span.set_attribute("db.response.returned_rows", event.rows)
+        if event.error is not None:
+            _record_error(span, event.error)
+        span.end()
+
+    def before_transaction(self, event: TransactionEvent) -> None:
+        attributes = dict(self._common)
+        for key, value in event.options.items():
+            attributes[f"aiodatabases.transaction.{key}"] = str(value)
+        span = self._tracer.start_span(
+            "transaction", kind=trace.SpanKind.INTERNAL, attributes=attributes
+        )
+        # Current while it is open: the statements inside are its children.
+        token = context.attach(trace.set_span_in_context(span))
+        event.state[self] = (span, token, _ATTACHED.set(span))
+
+    def after_transaction(self, event: TransactionEvent) -> None:
+        kept = event.state.pop(self, None)
+        if kept is None:
+            return
+        span, token, mark = kept
+        try:
+            _ATTACHED.reset(mark)
+        except (ValueError, RuntimeError):
+            pass  # ended from another context (a task that took it over): nothing to undo here
+        else:
+            context.detach(token)
+        span.set_attribute("aiodatabases.transaction.outcome", event.outcome or "")
+        if event.error is not None:
+            _record_error(span, event.error)
+        span.end()
+
+
+class _PoolMetrics:
+    """The pool instruments of one meter provider, shared by the databases it measures
+    (instruments are created once per name; each callback reports every database)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.members: weakref.WeakSet[Instrumentation] = weakref.WeakSet()
+        meter.create_observable_up_down_counter(
+            "db.client.connection.count",
+            callbacks=[self._count],
+            unit="{connection}",
+            description="Connections open in the pool, by state (idle or used)",
+        )
+        meter.create_observable_up_down_counter(
+            "db.client.connection.max",
+            callbacks=[self._max],
+            unit="{connection}",
+            description="The most connections the pool may open (max_size)",
+        )
+        meter.create_observable_up_down_counter(
+            "db.client.connection.pending_requests",
+            callbacks=[self._pending],
+            unit="{request}",
+            description="Callers waiting for a connection",
+        )
+        self.wait_time = meter.create_histogram(
+            "db.client.connection.wait_time",
+            unit="s",
+            description="How long taking a connection from the pool waited",
+        )
+
+    def _each(self) -> Iterable[tuple[PoolStats, dict[str, Any]]]:
+        for member in list(self.members):
+            stats = member.stats()
+            if stats is not None:
+                yield stats, member.pool
+
+    def _count(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        for stats, pool in self._each():
+            yield metrics.Observation(stats.idle, {**pool, "db.client.connection.state": "idle"})
+            yield metrics.Observation(stats.in_use, {**pool, "db.client.connection.state": "used"})
+
+    def _max(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        for stats, pool in self._each():
+            yield metrics.Observation(stats.max_size, pool)
+
+    def _pending(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        for stats, pool in self._each():
+            yield metrics.Observation(stats.waiting, pool)
+
+
+_pool_metrics: weakref.WeakKeyDictionary[metrics.MeterProvider, _PoolMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _metrics_for(provider: metrics.MeterProvider | None) -> _PoolMetrics:
+    provider = metrics.get_meter_provider() if provider is None else provider
+    found = _pool_metrics.get(provider)
+    if found is None:
+        found = _pool_metrics[provider] = _PoolMetrics(provider.get_meter(SCOPE))
+    return found
+
+
+class Instrumentation:
+    """What ``instrument()`` set up for one database; ``uninstrument()`` undoes it."""
+
+    def __init__(
+        self,
+        database: Database,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+    ) -> None:
+        self._database = weakref.ref(database)
+        observers: Observers = database._observers
+        self._observers = observers
+        info = observers.info
+        self.hook = _Tracing(trace.get_tracer(SCOPE, tracer_provider=tracer_provider), info)
+        #: The attributes of this database's pool metrics.
+        self.pool = {"db.client.connection.pool.name": info.url}
+        self._metrics = _metrics_for(meter_provider)
+        self._metrics.members.add(self)
+        observers.acquire_listeners.append(self._waited)
+        observers.add(self.hook)
+        self._active = True
+
+    def uninstrument(self) -> None:
+        """Stop the spans and metrics of this database (idempotent)."""
+        if not self._active:
+            return
+        self._active = False
+        self._observers.remove(self.hook)
+        self._observers.acquire_listeners.remove(self._waited)
+        self._metrics.members.discard(self)
+        database = self._database()
+        if database is not None:
+            _instrumented.pop(database, None)
+
+    def _waited(self, seconds: float) -> None:
+        self._metrics.wait_time.record(seconds, self.pool)
+
+    def stats(self) -> PoolStats | None:
+        """The pool now, or None when the database is not connected (or gone)."""
+        database = self._database()
+        if database is None:
+            return None
+        try:
+            return database.pool_stats()
+        except NotConnectedError:
+            return None
