@@ -32,12 +32,13 @@ bench: $(BENCH_STAMP)
 # The documentation site (mkdocs.yml, docs/; the API reference comes from the
 # docstrings). Strict: a broken link or reference is an error, as in CI.
 # `make docs` builds and serves it on http://127.0.0.1:8000/, rebuilding on changes;
-# `make docs-build` writes it to site/.
+# `make docs-build` writes it to site/. NO_MKDOCS_2_WARNING silences the banner
+# Material prints on every build about its own future, which is no warning of ours.
 docs: $(DOCS_STAMP)
-	$(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
 
 docs-build: $(DOCS_STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 install: $(STAMP)
 
