@@ -7,11 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+DOCS_STAMP := $(VENV)/.installed-docs
 # Extra arguments for pytest: make test ARGS='-k iterate -x'
 # and for the benchmark: make bench ARGS='--quick --backends sqlite'
 ARGS ?=
 
-.PHONY: demo test lint bench install clean-venv
+.PHONY: demo test lint bench docs docs-build install clean-venv
 
 demo: $(STAMP)
 	$(BIN)/python -m aiodatabases demo
@@ -27,6 +28,17 @@ lint: $(STAMP)
 # writes bench/results.md. Uses the local servers that answer, as `make test` does.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# The documentation site (mkdocs.yml, docs/; the API reference comes from the
+# docstrings). Strict: a broken link or reference is an error, as in CI.
+# `make docs` builds and serves it on http://127.0.0.1:8000/, rebuilding on changes;
+# `make docs-build` writes it to site/. NO_MKDOCS_2_WARNING silences the banner
+# Material prints on every build about its own future, which is no warning of ours.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
+
+docs-build: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 install: $(STAMP)
 
@@ -44,6 +56,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[all,test,bench]'
+	touch $@
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[all,test,docs]'
 	touch $@
 
 clean-venv:
