@@ -1,6 +1,6 @@
 """aiodatabases: async SQL that stays correct under concurrency, across loops and in tests.
 
-A drop-in for the ``databases`` package::
+A drop-in for the ``databases`` package:
 
     from aiodatabases import Database
 

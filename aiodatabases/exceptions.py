@@ -8,7 +8,7 @@ exception is the ``command_timeout`` option's: asyncpg raises a bare
 option; all three raise ``CommandTimeoutError``, still an
 ``asyncio.TimeoutError``, saying what ran out.
 
-Everything the library raises on its own comes from one tree::
+Everything the library raises on its own comes from one tree:
 
     AiodatabasesError
     ├── ConfigurationError (ValueError)        bad URL or options, at Database()

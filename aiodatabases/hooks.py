@@ -1,7 +1,7 @@
 """Hooks: the public API to observe what a ``Database`` runs (statements, transactions).
 
 Subclass ``Hook``, override the methods you need and add it with
-``database.add_hook(hook)``::
+``database.add_hook(hook)``:
 
     class Timing(Hook):
         def after_statement(self, event: StatementEvent) -> None:

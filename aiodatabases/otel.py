@@ -1,7 +1,7 @@
 """OpenTelemetry for a ``Database``: a span per statement and transaction, and pool metrics.
 
 ``pip install 'aiodatabases[otel]'`` (it needs ``opentelemetry-api`` only; the
-SDK and exporters are the application's choice)::
+SDK and exporters are the application's choice):
 
     from aiodatabases.otel import instrument
 

@@ -4,7 +4,7 @@ Registered through the ``pytest11`` entry point and inert until a test asks
 for its fixtures. Configure the URL with ``--aiodatabases-url`` or the ini
 option ``aiodatabases_url``; apps that build their own ``Database`` override
 the ``aiodatabases_database`` fixture to return it (so the app's own object
-is the isolated one)::
+is the isolated one):
 
     @pytest.fixture(scope="session")
     def aiodatabases_database():

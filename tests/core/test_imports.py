@@ -199,7 +199,8 @@ LAYERS: dict[str, set[str]] = {
     },
     "preparation": {"aiodatabases._prepare"},
     "backends": {"aiodatabases.backends"},  # and every module under it
-    "leaves": LEAVES | {"aiodatabases._sqlalchemy", "aiodatabases._pg_dialect", "aiodatabases.hooks"},
+    "leaves": LEAVES
+    | {"aiodatabases._sqlalchemy", "aiodatabases._pg_dialect", "aiodatabases.hooks"},
 }
 
 
