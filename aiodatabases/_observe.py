@@ -12,6 +12,7 @@ statement to the owning loop, so that hooks see the caller's context.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,21 +37,20 @@ _PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
 def describe(url: DatabaseURL) -> DatabaseInfo:
-    """The ``DatabaseInfo`` of a database URL."""
+    """The ``DatabaseInfo`` of a database URL (a Unix socket is the host, without a port)."""
     system = url.dialect
     if system == "postgres":
         system = "postgresql"
     driver = url.driver or _DRIVERS.get(system, "")
+    shown = url.obscure_password
     if system == "sqlite":
-        return DatabaseInfo(system, driver, url.database, None, None, url.obscure_password)
-    return DatabaseInfo(
-        system,
-        driver,
-        url.database,
-        url.hostname or "localhost",
-        url.port or _PORTS.get(system),
-        url.obscure_password,
-    )
+        return DatabaseInfo(system, driver, url.database, None, None, shown)
+    options = url.options
+    socket = options.get("unix_socket") or options.get("host", "")
+    if socket.startswith("/"):
+        return DatabaseInfo(system, driver, url.database, socket, None, shown)
+    host, port = url.hostname or "localhost", url.port or _PORTS.get(system)
+    return DatabaseInfo(system, driver, url.database, host, port, shown)
 
 
 class Observers:
@@ -58,6 +58,8 @@ class Observers:
 
     def __init__(self, url: DatabaseURL, log_values: bool, slow_after: float | None) -> None:
         self.info = describe(url)
+        #: Values may be shown (the log, error messages in spans): ``log_values``.
+        self.log_values = log_values
         self._log = log = StatementLog(log_values=log_values, slow_after=slow_after)
         self._added: tuple[Hook, ...] = ()
         self._with_log: tuple[Hook, ...] = (log,)
@@ -71,6 +73,12 @@ class Observers:
                 f"a hook must be an instance of aiodatabases.hooks.Hook (a subclass "
                 f"overriding the methods it needs), not {type(hook).__name__}"
             )
+        for method in _METHODS:
+            if inspect.iscoroutinefunction(getattr(hook, method)):
+                raise TypeError(
+                    f"{type(hook).__name__}.{method} is async: hook methods are plain "
+                    "functions, called without being awaited"
+                )
         if any(hook is added for added in self._added):
             return
         self._set((*self._added, hook))
@@ -83,8 +91,9 @@ class Observers:
 
     def _set(self, hooks: tuple[Hook, ...]) -> None:
         # Replaced, never changed in place: a statement keeps the tuple it began with.
+        # The log comes first: its after runs last (afters run in reverse).
         self._added = hooks
-        self._with_log = (*hooks, self._log)
+        self._with_log = (self._log, *hooks)
 
     def hooks(self) -> tuple[Hook, ...]:
         """The hooks a statement starting now runs (empty: nobody observes)."""
@@ -127,7 +136,7 @@ class Observers:
         """An ``iterate()`` observed: ``before_statement`` now, ``end()`` at its end."""
         event = StatementEvent(self.info, "iterate", sql, args, rows=0)
         _each(hooks, "before_statement", event)
-        return Iteration(hooks, event)
+        return Iteration(hooks, event)  # timing from here: the cursor opens
 
     # -- transactions -------------------------------------------------------------------
 
@@ -141,25 +150,36 @@ class Observers:
 
 
 class Iteration:
-    """An observed ``iterate()``: rows counted per batch, ended once."""
+    """An observed ``iterate()``: its time in the database (opening, each batch,
+    closing; not the loop body's) and its rows, added up; ended once."""
 
-    __slots__ = ("_ended", "_hooks", "_started", "event")
+    __slots__ = ("_ended", "_hooks", "_since", "_spent", "event")
 
     def __init__(self, hooks: tuple[Hook, ...], event: StatementEvent) -> None:
         self._hooks = hooks
         self.event = event
-        self._started = time.perf_counter()
+        self._spent = 0.0
+        self._since: float | None = time.perf_counter()
         self._ended = False
 
-    def fetched(self, rows: int) -> None:
+    def resume(self) -> None:
+        """A call to the database starts."""
+        self._since = time.perf_counter()
+
+    def pause(self, rows: int = 0) -> None:
+        """It ended, with ``rows`` more rows."""
+        if self._since is not None:
+            self._spent += time.perf_counter() - self._since
+            self._since = None
         self.event.rows = (self.event.rows or 0) + rows
 
     def end(self, error: BaseException | None) -> None:
         if self._ended:
             return
         self._ended = True
+        self.pause()
         event = self.event
-        event.duration = time.perf_counter() - self._started
+        event.duration = self._spent
         # A loop left by ``break`` closes the generator: not an error.
         event.error = None if isinstance(error, GeneratorExit) else error
         _each(self._hooks, "after_statement", event)
@@ -187,8 +207,13 @@ class TransactionWatch:
         _each(self._hooks, "after_transaction", event)
 
 
+_METHODS = ("before_statement", "after_statement", "before_transaction", "after_transaction")
+
+
 def _each(hooks: tuple[Hook, ...], method: str, event: Any) -> None:
-    for hook in hooks:
+    """Call ``method`` of each hook; the afters in reverse order (the first
+    before is the last after, as with nested context managers)."""
+    for hook in reversed(hooks) if method.startswith("after") else hooks:
         try:
             getattr(hook, method)(event)
         except Exception:

@@ -102,12 +102,6 @@ class Pool:
         self.release(conn)  # to the idle list (or a waiter)
 
     async def acquire(self, deadline: float | None = None) -> DriverConnection:
-        """``_acquire()``, timed if someone listens (``Tally``)."""
-        if not self._tally.listeners:
-            return await self._acquire(deadline)
-        return await self._tally.timed(self._acquire(deadline))
-
-    async def _acquire(self, deadline: float | None) -> DriverConnection:
         """A connection for the caller's exclusive use.
 
         Waiters are served in arrival order, with a released connection or
@@ -115,8 +109,9 @@ class Pool:
         (``time.monotonic()``), the statement's if it waited before (for its
         turn at a gate); else at ``_waits.deadline_after(timeout)``.
         Cancellation: nothing is taken; whatever was handed to the caller is
-        passed on.
+        passed on. How long it waited is told to the acquire listeners (``Tally``).
         """
+        started = time.perf_counter() if self._tally.listeners else 0.0
         while True:
             if self._closed:
                 raise NotConnectedError(
@@ -125,23 +120,29 @@ class Pool:
                 )
             conn = self._take_idle()
             if conn is not None:
-                return self._lent.note(conn)
+                return self._handed(started, conn)
             if self._idle:  # the most recent one has idled long: check it first
                 conn = await self._checked(self._idle.pop())
                 if conn is not None:
-                    return self._lent.note(conn)
+                    return self._handed(started, conn)
                 continue
             if self._size < self.max_size:
                 self._size += 1
-                return self._lent.note(await self._open_in_slot())
+                return self._handed(started, await self._open_in_slot())
             if deadline is None:  # only now that a wait has to happen
                 deadline = deadline_after(self._timeout)
             handed = await self._wait(deadline)
             if isinstance(handed, _Slot):
                 # a place freed for us, not a newcomer
-                return self._lent.note(await self._open_in_slot())
+                return self._handed(started, await self._open_in_slot())
             if handed is not None:
-                return self._lent.note(handed)  # a connection handed over by release()
+                return self._handed(started, handed)  # a connection handed over by release()
+
+    def _handed(self, started: float, conn: DriverConnection) -> DriverConnection:
+        """``conn`` goes to the caller (noted in ``_lent``); its wait is told if timed."""
+        if started:
+            self._tally.waited(time.perf_counter() - started)
+        return self._lent.note(conn)
 
     def take_idle(self) -> DriverConnection | None:
         """An idle connection at once, or None (then ``acquire()`` waits or opens one)."""

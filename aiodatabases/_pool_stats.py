@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 K = TypeVar("K")
-T = TypeVar("T")
 
 logger = logging.getLogger("aiodatabases.pool")
 
@@ -101,13 +100,6 @@ class Tally:
             min_size=self.min_size,
             max_size=self.max_size,
         )
-
-    async def timed(self, acquiring: Awaitable[T]) -> T:
-        """Await ``acquiring``; tell the listeners how long it took."""
-        started = time.perf_counter()
-        conn = await acquiring
-        self.waited(time.perf_counter() - started)
-        return conn
 
     def waited(self, seconds: float) -> None:
         for listener in self.listeners:

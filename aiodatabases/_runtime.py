@@ -284,7 +284,7 @@ class Runtime:
 
     def terminate(self) -> None:
         """Drop everything without awaiting: the owning loop is closed."""
-        logger.info(
+        logging.getLogger("aiodatabases.pool").info(
             "dropping the connections to %s: their event loop is closed",
             self.backend.url.obscure_password,
         )

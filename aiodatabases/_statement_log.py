@@ -1,9 +1,10 @@
 """The statement log: a ``Hook`` writing each statement to the logger ``aiodatabases.statements``.
 
 At DEBUG, one record per statement (operation, duration, rows, SQL; the
-values only with ``log_values=True``) and per transaction. A statement that
-took ``slow_statement_threshold`` seconds or more is a WARNING whatever the
-level. Each record carries the event as ``record.aiodatabases`` (a
+values only with ``log_values=True``, and a failure's message too, which
+drivers write values into) and per transaction. A statement that took
+``slow_statement_threshold`` seconds or more is a WARNING, DEBUG or not.
+Each record carries the event as ``record.aiodatabases`` (a
 ``StatementEvent`` or ``TransactionEvent``) for structured handlers.
 """
 
@@ -44,7 +45,7 @@ class StatementLog(Hook):
             args.insert(0, self._slow_after)
         if event.error is not None:
             message += " failed: %s"
-            args.append(_error_text(event.error))
+            args.append(error_text(event.error, self._log_values))
         elif event.rows is not None:
             message += ", %d row(s)"
             args.append(event.rows)
@@ -65,13 +66,35 @@ class StatementLog(Hook):
             args.append(", ".join(f"{key}={value!r}" for key, value in event.options.items()))
         if event.error is not None:
             message += ", failed: %s"
-            args.append(_error_text(event.error))
+            args.append(error_text(event.error, self._log_values))
         logger.debug(message, *args, extra={"aiodatabases": event})
 
 
-def _error_text(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+def error_code(error: BaseException) -> str | None:
+    """The server's code for ``error``: PostgreSQL's SQLSTATE, MySQL's error
+    number, SQLite's error name; None if it has none."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate
+    name = getattr(error, "sqlite_errorname", None)
+    if isinstance(name, str):
+        return name
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+        return str(args[0])
+    return None
+
+
+def error_text(error: BaseException, with_message: bool) -> str:
+    """``error`` for a log record or a span: its class and code, and its message
+    only ``with_message`` (drivers put values in their messages: ``Duplicate
+    entry 'alice@example.com'``, ``invalid input syntax for type integer: "x"``)."""
+    text = type(error).__name__
+    code = error_code(error)
+    if code is not None:
+        text += f" ({code})"
+    message = str(error) if with_message else ""
+    return f"{text}: {message}" if message else text
 
 
 def _shown(values: object) -> str:

@@ -66,6 +66,8 @@ async def iterate(
         if watch is not None:
             watch.end(exc)
         raise
+    if watch is not None:
+        watch.pause()
     if stream is not None:
         enter_scope(stream)
     error: BaseException | None = None
@@ -73,11 +75,13 @@ async def iterate(
         while True:
             # Scopes are read per batch: the loop body may open or end transactions.
             _refuse_if_closed(session)
+            if watch is not None:
+                watch.resume()
             rows = await call(_fetch_batch, session, current_scopes(), caller(), cursor)
+            if watch is not None:
+                watch.pause(len(rows))
             if not rows:
                 break
-            if watch is not None:
-                watch.fetched(len(rows))
             keeper = None
             if cursor.in_own_transaction:
                 keeper = asyncio.get_running_loop().call_later(
@@ -95,7 +99,12 @@ async def iterate(
     finally:
         try:
             if not session.closed:  # else closed with the connection
+                if watch is not None:
+                    watch.resume()
                 await shielded(call(_close_cursor, session, current_scopes(), caller(), cursor))
+        except BaseException as exc:
+            error = error or exc  # the caller gets it: so do the hooks
+            raise
         finally:
             if stream is not None:
                 leave_scope(stream)

@@ -186,10 +186,18 @@ class DatabaseURL:
 
     @property
     def obscure_password(self) -> str:
-        """The URL with its password replaced by ``********``, for logs."""
-        if not self.password:
-            return self._url
-        return str(self.replace(password=_OBSCURED))
+        """The URL with its password replaced by ``********``, for logs: the one in
+        the user part, and a query option whose name has ``password`` in it."""
+        url = self._url if not self.password else str(self.replace(password=_OBSCURED))
+        base, question, query = url.partition("?")
+        if not question or "password" not in unquote(query).lower():
+            return url
+        pairs = []
+        for pair in query.split("&"):
+            key, equals, _ = pair.partition("=")
+            hidden = equals and "password" in unquote(key).lower()
+            pairs.append(f"{key}={_OBSCURED}" if hidden else pair)
+        return f"{base}?{'&'.join(pairs)}"
 
     # --- identity ---------------------------------------------------------------
 

@@ -12,8 +12,12 @@ Subclass ``Hook``, override the methods you need and add it with
 Each method runs in the caller's task and context (the task that awaited the
 statement), whichever loop or thread runs the statement itself: a
 ``contextvars`` value, or the current OpenTelemetry span, read in a hook is
-the caller's. Hooks are plain functions (nothing is awaited); one that raises
-is logged (logger ``aiodatabases``) and skipped, and never changes the
+the caller's. Two ends have no caller to run in: a transaction whose task
+was collected with it open ends in the garbage collector, and an iteration
+collected without being closed ends in the loop's task that closes it.
+Befores run in the order the hooks were added, afters in reverse. Hooks are
+plain functions (an ``async def`` method is refused); one that raises is
+logged (logger ``aiodatabases``) and skipped, and never changes the
 statement's outcome. The statement logging and the OpenTelemetry support
 (``aiodatabases.otel``) are built on this API.
 """
@@ -56,8 +60,10 @@ class StatementEvent:
     values bound to it, as the driver gets them (for ``execute_many`` one set
     per row). Filled in before ``after_statement``: ``duration`` (seconds,
     from the call until its result or error, waiting for a connection
-    included), ``rows`` (rows returned by ``fetch_all``, ``fetch_one`` and
-    ``iterate``; None for ``execute`` and ``execute_many``) and ``error``
+    included; for ``iterate`` the time of its calls to the database, opening,
+    each batch and closing, not the loop body's), ``rows`` (rows returned by
+    ``fetch_all``, ``fetch_one`` and ``iterate``; None for ``execute`` and
+    ``execute_many``) and ``error``
     (the exception the caller gets, ``asyncio.CancelledError`` included;
     None on success). ``state`` is for the hooks themselves: keep what you
     need between before and after there, under a key of your own (the hook
@@ -84,8 +90,9 @@ class TransactionEvent:
     ``before_transaction`` runs before the ``BEGIN`` is sent; the ``BEGIN``,
     ``COMMIT`` and ``ROLLBACK`` are not statement events of their own.
     Filled in before ``after_transaction``: ``outcome`` (``"commit"``,
-    ``"rollback"``, or ``"abandoned"`` for one rolled back without being
-    ended: its task was collected, or the loop was gone), ``duration``
+    ``"rollback"`` (also when ``disconnect()`` rolled it back), or
+    ``"abandoned"`` for one rolled back without being ended: its task was
+    collected, or its loop was gone), ``duration``
     (seconds from the start until it ended) and ``error`` (the exception of
     a ``BEGIN``, ``COMMIT`` or ``ROLLBACK`` that failed; an exception that
     made the block roll back is not the transaction's error).

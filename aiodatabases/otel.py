@@ -17,28 +17,35 @@ the span's status to error, records the exception and sets ``error.type``.
 A statement span is a child of the caller's current span, wherever the
 statement runs (the ``force_rollback`` connection's loop thread, another
 event loop): it is built on ``aiodatabases.hooks``, which run in the
-caller's context. A transaction is an ``INTERNAL`` span ``"transaction"``,
-current while it is open (its statements are its children), with its
-outcome in ``aiodatabases.transaction.outcome``.
+caller's context. A transaction is an ``INTERNAL`` span ``"transaction"``
+with its outcome in ``aiodatabases.transaction.outcome``; the statements
+(and transactions) of its task inside it are its children, unless a span of
+the caller's own was made current inside it (then theirs). It is never made
+the current span: nothing is left current when a transaction ends out of
+order or in another task. A failure's message (which drivers write values
+into) is recorded only with the database's ``log_values=True``; else the
+exception's class and the server's code.
 
 Pool metrics (meter ``aiodatabases``): ``db.client.connection.count``
 (attribute ``db.client.connection.state``: ``idle`` or ``used``),
 ``db.client.connection.max``, ``db.client.connection.pending_requests`` and
 the histogram ``db.client.connection.wait_time`` (seconds each acquire
-waited), each with ``db.client.connection.pool.name`` (the URL, its password
-masked).
+waited, for each acquire that got a connection), each with
+``db.client.connection.pool.name`` (``host:port/database``; SQLite: the file).
 """
 
 from __future__ import annotations
 
 import contextvars
 import re
+import traceback
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from ._observe import Observers
 from ._pool_stats import PoolStats
+from ._statement_log import error_code, error_text
 from .database import Database
 from .exceptions import MissingDriverError, NotConnectedError
 from .hooks import DatabaseInfo, Hook, StatementEvent, TransactionEvent
@@ -60,10 +67,40 @@ SCOPE = "aiodatabases"
 
 _FIRST_WORD = re.compile(r"\s*\(*\s*([A-Za-z]+)")
 
-#: Which transaction span this context made current (see ``_Tracing``).
-_ATTACHED: contextvars.ContextVar[object] = contextvars.ContextVar(
-    "aiodatabases_otel_attached", default=None
+
+class _Open:
+    """An open transaction's span, the span that was current at its start, and
+    the transaction it is inside (its task's innermost one when it began)."""
+
+    __slots__ = ("below", "ended", "outer", "span")
+
+    def __init__(self, span: trace.Span, outer: trace.Span, below: _Open | None) -> None:
+        self.span, self.outer, self.below, self.ended = span, outer, below, False
+
+
+#: The innermost transaction of this task's context (see ``_parent``).
+_INSIDE: contextvars.ContextVar[_Open | None] = contextvars.ContextVar(
+    "aiodatabases_otel_inside", default=None
 )
+
+
+def _innermost() -> _Open | None:
+    """The innermost transaction still open here (one ended out of order, or by
+    another task, is skipped)."""
+    entry = _INSIDE.get()
+    while entry is not None and entry.ended:
+        entry = entry.below
+    return entry
+
+
+def _parent() -> context.Context | None:
+    """Where a new span starts: in the innermost open transaction's span while
+    the span current here is still the one that was current when it began;
+    else (None) in the current context (the caller's own span, inside it)."""
+    entry = _innermost()
+    if entry is None or trace.get_current_span() is not entry.outer:
+        return None
+    return trace.set_span_in_context(entry.span)
 
 _instrumented: weakref.WeakKeyDictionary[Database, Instrumentation] = weakref.WeakKeyDictionary()
 
@@ -82,6 +119,11 @@ def instrument(
     """
     existing = _instrumented.get(database)
     if existing is not None:
+        if not existing.uses(tracer_provider, meter_provider):
+            raise ValueError(
+                "this database is instrumented already, with other providers; "
+                "call uninstrument() on what instrument() returned first"
+            )
         return existing
     instrumentation = Instrumentation(database, tracer_provider, meter_provider)
     _instrumented[database] = instrumentation
@@ -110,24 +152,37 @@ def _common(info: DatabaseInfo) -> dict[str, Any]:
     return attributes
 
 
-def _record_error(span: trace.Span, error: BaseException) -> None:
+def _record_error(span: trace.Span, error: BaseException, with_message: bool) -> None:
     kind = type(error)
     module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
     span.set_attribute("error.type", module + kind.__qualname__)
-    code = getattr(error, "sqlstate", None)
-    if isinstance(code, str):
+    code = error_code(error)
+    if code is not None:
         span.set_attribute("db.response.status_code", code)
-    span.record_exception(error)
-    span.set_status(trace.Status(trace.StatusCode.ERROR, str(error) or kind.__name__))
+    text = error_text(error, with_message)
+    if with_message:
+        span.record_exception(error)
+    else:
+        # The message, and the traceback's last line that repeats it, left out.
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        span.record_exception(
+            error,
+            attributes={
+                "exception.message": text,
+                "exception.stacktrace": f"Traceback (most recent call last):\n{frames}{text}",
+            },
+        )
+    span.set_status(trace.Status(trace.StatusCode.ERROR, text))
 
 
 class _Tracing(Hook):
     """The spans (see the module docstring)."""
 
-    def __init__(self, tracer: trace.Tracer, info: DatabaseInfo) -> None:
+    def __init__(self, tracer: trace.Tracer, info: DatabaseInfo, with_messages: bool) -> None:
         self._tracer = tracer
         self._common = _common(info)
         self._namespace = info.name
+        self._with_messages = with_messages
 
     def before_statement(self, event: StatementEvent) -> None:
         attributes = dict(self._common)
@@ -139,7 +194,7 @@ class _Tracing(Hook):
             attributes["db.operation.batch.size"] = len(event.values)
         name = f"{operation or event.operation} {self._namespace}"
         event.state[self] = self._tracer.start_span(
-            name, kind=trace.SpanKind.CLIENT, attributes=attributes
+            name, context=_parent(), kind=trace.SpanKind.CLIENT, attributes=attributes
         )
 
     def after_statement(self, event: StatementEvent) -> None:
@@ -149,7 +204,7 @@ class _Tracing(Hook):
         if event.rows is not None:
             span.set_attribute("db.response.returned_rows", event.rows)
         if event.error is not None:
-            _record_error(span, event.error)
+            _record_error(span, event.error, self._with_messages)
         span.end()
 
     def before_transaction(self, event: TransactionEvent) -> None:
@@ -157,26 +212,23 @@ class _Tracing(Hook):
         for key, value in event.options.items():
             attributes[f"aiodatabases.transaction.{key}"] = str(value)
         span = self._tracer.start_span(
-            "transaction", kind=trace.SpanKind.INTERNAL, attributes=attributes
+            "transaction", context=_parent(), kind=trace.SpanKind.INTERNAL, attributes=attributes
         )
-        # Current while it is open: the statements inside are its children.
-        token = context.attach(trace.set_span_in_context(span))
-        event.state[self] = (span, token, _ATTACHED.set(span))
+        entry = _Open(span, trace.get_current_span(), _innermost())
+        _INSIDE.set(entry)  # the task's context: the block's statements see it
+        event.state[self] = entry
 
     def after_transaction(self, event: TransactionEvent) -> None:
-        kept = event.state.pop(self, None)
-        if kept is None:
+        entry: _Open | None = event.state.pop(self, None)
+        if entry is None:
             return
-        span, token, mark = kept
-        try:
-            _ATTACHED.reset(mark)
-        except (ValueError, RuntimeError):
-            pass  # ended from another context (a task that took it over): nothing to undo here
-        else:
-            context.detach(token)
+        entry.ended = True
+        if _INSIDE.get() is entry:
+            _INSIDE.set(_innermost())  # else ended elsewhere: skipped from now on
+        span = entry.span
         span.set_attribute("aiodatabases.transaction.outcome", event.outcome or "")
         if event.error is not None:
-            _record_error(span, event.error)
+            _record_error(span, event.error, self._with_messages)
         span.end()
 
 
@@ -253,17 +305,30 @@ class Instrumentation:
         meter_provider: metrics.MeterProvider | None,
     ) -> None:
         self._database = weakref.ref(database)
+        self._providers = (tracer_provider, meter_provider)
         observers: Observers = database._observers
         self._observers = observers
         info = observers.info
-        self.hook = _Tracing(trace.get_tracer(SCOPE, tracer_provider=tracer_provider), info)
+        tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        self.hook = _Tracing(tracer, info, observers.log_values)
+        where = info.name if info.host is None else f"{info.host}:{info.port}/{info.name}"
+        if info.host is not None and info.port is None:  # a Unix socket
+            where = f"{info.host}/{info.name}"
         #: The attributes of this database's pool metrics.
-        self.pool = {"db.client.connection.pool.name": info.url}
+        self.pool = {"db.client.connection.pool.name": where}
         self._metrics = _metrics_for(meter_provider)
         self._metrics.members.add(self)
         observers.acquire_listeners.append(self._waited)
         observers.add(self.hook)
         self._active = True
+
+    def uses(self, *providers: object) -> bool:
+        """Whether it was set up with these providers (the tracer's, the meter's;
+        None asks for nothing in particular)."""
+        return all(
+            given is None or given is used
+            for given, used in zip(providers, self._providers, strict=True)
+        )
 
     def uninstrument(self) -> None:
         """Stop the spans and metrics of this database (idempotent)."""

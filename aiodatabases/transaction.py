@@ -213,15 +213,17 @@ class Transaction:
     def _observed_end(
         self, end: asyncio.Future[None] | None = None, error: BaseException | None = None
     ) -> None:
-        """Tell the hooks how it ended (if they watch): the state says the outcome."""
+        """Tell the hooks how it ended (if they watch): the state says the outcome;
+        without an ``end`` it was abandoned (or rolled back by ``disconnect()``)."""
         watch, self._watch = self._watch, None
         if watch is None:
             return
         if error is None and end is not None and end.done() and not end.cancelled():
             error = end.exception()  # the end's own failure, under a cancelled caller
+        connection = self._connection
         if self._state is TransactionState.COMMITTED:
             watch.end("commit", error)
-        elif self._state is TransactionState.ROLLED_BACK and end is not None:
+        elif end is not None or (connection is not None and connection.closed):
             watch.end("rollback", error)
         else:
             watch.end("abandoned", error)

@@ -273,3 +273,15 @@ def test_configuration_error_is_a_value_error() -> None:
 def test_wrong_type_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="Expected str or DatabaseURL"):
         DatabaseURL(42)  # type: ignore[arg-type]
+
+
+def test_obscure_password_hides_a_password_in_the_query() -> None:
+    url = DatabaseURL("postgresql://app@db/shop?password=s3cret&ssl=require&sslpassword=k3y")
+    assert url.obscure_password == (
+        "postgresql://app@db/shop?password=********&ssl=require&sslpassword=********"
+    )
+    assert "s3cret" not in repr(url)
+    both = DatabaseURL("postgresql://app:one@db/shop?password=two")
+    assert both.obscure_password == "postgresql://app:********@db/shop?password=********"
+    plain = "postgresql://app@db/shop?ssl=require"
+    assert DatabaseURL(plain).obscure_password == plain

@@ -327,6 +327,54 @@ async def test_a_hook_that_raises_is_logged_and_changes_nothing(
     assert recorder.methods() == ["before_statement", "after_statement"]
 
 
+async def test_afters_run_in_reverse_order(database_url: str) -> None:
+    order: list[str] = []
+
+    class Named(Hook):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def before_statement(self, event: StatementEvent) -> None:
+            order.append(f"before {self.name}")
+
+        def after_statement(self, event: StatementEvent) -> None:
+            order.append(f"after {self.name}")
+
+        def before_transaction(self, event: TransactionEvent) -> None:
+            order.append(f"begin {self.name}")
+
+        def after_transaction(self, event: TransactionEvent) -> None:
+            order.append(f"end {self.name}")
+
+    database = Database(database_url)
+    database.add_hook(Named("a"))
+    database.add_hook(Named("b"))
+    async with database:
+        await database.fetch_val("SELECT 1")
+        async with database.transaction():
+            pass
+    assert order == [
+        "before a",
+        "before b",
+        "after b",
+        "after a",
+        "begin a",
+        "begin b",
+        "end b",
+        "end a",
+    ]
+
+
+def test_an_async_hook_method_is_refused() -> None:
+    class AsyncHook(Hook):
+        async def after_statement(self, event: StatementEvent) -> None:  # type: ignore[override]
+            pass
+
+    database = Database("sqlite:///:memory:")
+    with pytest.raises(TypeError, match=r"AsyncHook\.after_statement is async"):
+        database.add_hook(AsyncHook())
+
+
 async def test_adding_and_removing_hooks(database_url: str) -> None:
     recorder = Recorder()
     database = Database(database_url)
@@ -351,6 +399,15 @@ def test_database_info_names_the_server_never_the_password() -> None:
     mysql = Database("mysql+asyncmy://root@127.0.0.1/test")._observers.info
     assert (mysql.system, mysql.driver, mysql.port) == ("mysql", "asyncmy", 3306)
     assert mysql.name == "test"
+    socket = Database("mysql://root@localhost/app?unix_socket=/run/mysqld/mysqld.sock")
+    assert (socket._observers.info.host, socket._observers.info.port) == (
+        "/run/mysqld/mysqld.sock",
+        None,
+    )
+    pg_socket = Database("postgresql://app@/shop?host=/var/run/postgresql")._observers.info
+    assert (pg_socket.host, pg_socket.port) == ("/var/run/postgresql", None)
+    hidden = Database("postgresql://app@db/shop?password=s3cret")._observers.info
+    assert "s3cret" not in hidden.url
     lite = Database("sqlite:///./app.db")._observers.info
     assert (lite.system, lite.driver, lite.host, lite.port, lite.name) == (
         "sqlite",
@@ -361,9 +418,9 @@ def test_database_info_names_the_server_never_the_password() -> None:
     )
 
 
-def test_nobody_observing_costs_an_empty_tuple() -> None:
+def test_nobody_observing_costs_an_empty_tuple(caplog: pytest.LogCaptureFixture) -> None:
     database = Database("sqlite:///:memory:")
-    logging.getLogger("aiodatabases").setLevel(logging.NOTSET)
+    caplog.set_level(logging.INFO, logger="aiodatabases")
     assert not logging.getLogger("aiodatabases.statements").isEnabledFor(logging.DEBUG)
     assert database._observers.hooks() == ()
     recorder = Recorder()

@@ -261,7 +261,9 @@ async def test_pool_metrics(database_url: str) -> None:
             points = _points(reader)
             release.set()
             await asyncio.gather(*holders, waiter)
-        name = database._observers.info.url
+        info = database._observers.info
+        name = info.name if info.host is None else f"{info.host}:{info.port}/{info.name}"
+        assert "//" not in name  # host:port/database, never the URL
         states = {
             point.attributes["db.client.connection.state"]: point.value
             for point in points["db.client.connection.count"]
@@ -294,7 +296,54 @@ async def test_instrument_once_and_uninstrument(database_url: str, traces: Trace
         first.uninstrument()
         await database.fetch_val("SELECT 1")
     assert len(traces.statements()) == 1
-    assert instrument(database, tracer_provider=traces.provider) is not first
+    assert database._observers.acquire_listeners == []
+    assert database._observers.hooks() == ()
+    again = instrument(database, tracer_provider=traces.provider)
+    assert again is not first
+    with pytest.raises(ValueError, match="other providers"):
+        instrument(database, tracer_provider=TracerProvider())
+    assert instrument(database) is again  # None: whatever it was set up with
+
+
+async def test_metrics_stop_with_uninstrument(database_url: str) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    database = Database(database_url)
+    instrumentation = instrument(database, meter_provider=provider)
+    try:
+        async with database:
+            await database.fetch_val("SELECT 1")
+            assert "db.client.connection.count" in _points(reader)
+            instrumentation.uninstrument()
+            await database.fetch_val("SELECT 1")
+            assert _points(reader).get("db.client.connection.count", []) == []
+    finally:
+        provider.shutdown()
+
+
+async def test_the_callers_own_span_inside_a_transaction_is_the_parent(
+    database_url: str, traces: Traces
+) -> None:
+    database = Database(database_url)
+    instrument(database, tracer_provider=traces.provider)
+    async with database:
+        with traces.tracer.start_as_current_span("request"):
+            async with database.transaction():
+                with traces.tracer.start_as_current_span("work"):
+                    await database.fetch_val("SELECT 1")
+                    async with database.transaction():
+                        await database.fetch_val("SELECT 2")
+                await database.fetch_val("SELECT 3")
+    work = traces.named("work")
+    outer, inner = sorted(
+        (span for span in traces.spans() if span.name == "transaction"),
+        key=lambda span: span.start_time or 0,
+    )
+    one, two, three = sorted(traces.statements(), key=lambda span: span.start_time or 0)
+    assert _parent_id(one) == _id(work)
+    assert _parent_id(inner) == _id(work)
+    assert _parent_id(two) == _id(inner)
+    assert _parent_id(three) == _id(outer)  # "work" ended: the transaction's again
 
 
 def test_without_the_api_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
