@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._statement_log import StatementLog
+from ._statement_log import logger as _statements
 from ._statements import EXECUTE, EXECUTE_MANY, FETCH_ALL, FETCH_ONE, Operation
 from ._url import DatabaseURL
 from .hooks import DatabaseInfo, Hook, StatementEvent, TransactionEvent
@@ -61,6 +62,7 @@ class Observers:
         #: Values may be shown (the log, error messages in spans): ``log_values``.
         self.log_values = log_values
         self._log = log = StatementLog(log_values=log_values, slow_after=slow_after)
+        self._log_always = log.always
         self._added: tuple[Hook, ...] = ()
         self._with_log: tuple[Hook, ...] = (log,)
         #: Called with the seconds each pool acquire waited (``aiodatabases.otel``);
@@ -97,7 +99,7 @@ class Observers:
 
     def hooks(self) -> tuple[Hook, ...]:
         """The hooks a statement starting now runs (empty: nobody observes)."""
-        if self._log.wanted():
+        if self._log_always or _statements.isEnabledFor(logging.DEBUG):
             return self._with_log
         return self._added
 

@@ -28,9 +28,11 @@ class StatementLog(Hook):
         self._log_values = log_values
         self._slow_after = slow_after
 
-    def wanted(self) -> bool:
-        """Whether a statement starting now could be written (checked per statement)."""
-        return self._slow_after is not None or logger.isEnabledFor(logging.DEBUG)
+    @property
+    def always(self) -> bool:
+        """Whether every statement must be timed (a slow threshold is set); else only
+        while ``logger`` is enabled for DEBUG (``Observers.hooks`` asks it)."""
+        return self._slow_after is not None
 
     def after_statement(self, event: StatementEvent) -> None:
         duration = event.duration or 0.0
