@@ -160,7 +160,12 @@ async def test_an_iteration_abandoned_and_collected_is_reported_once(database_ur
     assert recorder.methods().count("after_statement") == 1
 
 
-async def test_a_transaction_ended_by_disconnect_reports_once(database_url: str) -> None:
+@pytest.mark.parametrize("fails", [False, True], ids=["block-ends", "block-raises"])
+async def test_a_transaction_ended_by_disconnect_reports_a_rollback_once(
+    database_url: str, fails: bool
+) -> None:
+    """disconnect() rolls back a transaction parked in a block; the block then
+    ends normally (its commit fails) or with an error of its own."""
     recorder = Recorder()
     database = Database(database_url)
     database.add_hook(recorder)
@@ -173,43 +178,21 @@ async def test_a_transaction_ended_by_disconnect_reports_once(database_url: str)
             await database.fetch_val("SELECT 1")
             inside.set()
             await go_on.wait()
+            if fails:
+                raise ZeroDivisionError
 
     task = asyncio.create_task(parked())
     await inside.wait()
     await database.disconnect()
     go_on.set()
-    with pytest.raises(NotConnectedError):
-        await task
-    [end] = [e for m, e in recorder.calls if m == "after_transaction"]
-    # The block tried to commit: disconnect() had rolled it back.
-    assert end.outcome == "rollback"
-    assert isinstance(end.error, NotConnectedError)
-
-
-async def test_a_block_failing_after_disconnect_reports_a_rollback(database_url: str) -> None:
-    """A block that raises after disconnect(): rolled back by the disconnect."""
-    recorder = Recorder()
-    database = Database(database_url)
-    database.add_hook(recorder)
-    await database.connect()
-    inside = asyncio.Event()
-    go_on = asyncio.Event()
-
-    async def parked() -> None:
-        async with database.transaction():
-            inside.set()
-            await go_on.wait()
-            raise ZeroDivisionError
-
-    task = asyncio.create_task(parked())
-    await inside.wait()
-    await database.disconnect()
-    go_on.set()
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ZeroDivisionError if fails else NotConnectedError):
         await task
     [end] = [e for m, e in recorder.calls if m == "after_transaction"]
     assert end.outcome == "rollback"
-    assert end.error is None
+    if fails:
+        assert end.error is None  # the block's error is not the transaction's
+    else:
+        assert isinstance(end.error, NotConnectedError)  # its commit found it rolled back
 
 
 @pytest.mark.parametrize("url", urls_for("postgresql"))
