@@ -9,6 +9,7 @@ A drop-in for the ``databases`` package:
 
 from ._pool_stats import PoolStats
 from ._records import Record
+from ._retry import Retry
 from ._url import DatabaseURL
 from .connection import Connection
 from .database import Database
@@ -54,6 +55,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "Record",
+    "Retry",
     "StatementEvent",
     "Transaction",
     "TransactionError",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from ._error_codes import error_code
 from .hooks import Hook, StatementEvent, TransactionEvent
 
 logger = logging.getLogger("aiodatabases.statements")
@@ -70,21 +71,6 @@ class StatementLog(Hook):
             message += ", failed: %s"
             args.append(error_text(event.error, self._log_values))
         logger.debug(message, *args, extra={"aiodatabases": event})
-
-
-def error_code(error: BaseException) -> str | None:
-    """The server's code for ``error``: PostgreSQL's SQLSTATE, MySQL's error
-    number, SQLite's error name; None if it has none."""
-    sqlstate = getattr(error, "sqlstate", None)
-    if isinstance(sqlstate, str):
-        return sqlstate
-    name = getattr(error, "sqlite_errorname", None)
-    if isinstance(name, str):
-        return name
-    args = getattr(error, "args", ())
-    if args and isinstance(args[0], int) and not isinstance(args[0], bool):
-        return str(args[0])
-    return None
 
 
 def error_text(error: BaseException, with_message: bool) -> str:

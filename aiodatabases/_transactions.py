@@ -53,6 +53,12 @@ class Transactions:
         """The database's hooks (``Transaction`` runs them in the caller's task)."""
         return self._runtime.observers
 
+    def encloses(self, scopes: Scopes) -> bool:
+        """Whether one of ``scopes`` is a transaction open on this connection (a
+        snapshot of its frames: read from the caller's thread, it may be a turn old)."""
+        open_here = self._session.frames.scopes()
+        return any(scope in open_here for scope in scopes)
+
     # -- caller's loop ---------------------------------------------------------------------
 
     async def begin_frame(self, scope: Scope, options: Mapping[str, Any]) -> None:

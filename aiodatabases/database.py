@@ -263,8 +263,8 @@ class Database:
         Usable as ``async with``, as a decorator, or ``await``-ed (then call
         ``commit()``/``rollback()``).
         """
-        if options:
-            self._backend.begin_sql(options)  # reject unknown options now, not at start
+        if options.keys() - {"retry"}:  # reject unknown options now, not at start
+            self._backend.begin_sql({k: v for k, v in options.items() if k != "retry"})
         return Transaction(
             lambda: transactions_of(self.connection()), force_rollback=force_rollback, **options
         )

@@ -43,9 +43,10 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from ._error_codes import error_code
 from ._observe import Observers
 from ._pool_stats import PoolStats
-from ._statement_log import error_code, error_text
+from ._statement_log import error_text
 from .database import Database
 from .exceptions import MissingDriverError, NotConnectedError
 from .hooks import DatabaseInfo, Hook, StatementEvent, TransactionEvent

@@ -18,8 +18,9 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._background import ended_well, shielded
-from ._gate import Scope, enter_scope, leave_scope, task_name
+from ._gate import Scope, Scopes, current_scopes, enter_scope, leave_scope, task_name
 from ._observe import Observers, TransactionWatch
+from ._retry import Retry, retry_policy
 from .exceptions import TransactionError, TransactionOrderError
 
 
@@ -34,6 +35,9 @@ class Host(Protocol):
 
     @property
     def observers(self) -> Observers: ...
+
+    def encloses(self, scopes: Scopes) -> bool:
+        """Whether one of ``scopes`` (a task's) is a transaction open on this connection."""
 
     async def begin_frame(self, scope: Scope, options: Mapping[str, Any]) -> None: ...
 
@@ -62,7 +66,10 @@ class Transaction:
     """A transaction on the connection that ``connection_factory`` returns at start.
 
     ``force_rollback=True`` rolls back at the end of ``async with`` even
-    without an error. ``options`` go to the backend (``isolation=...``).
+    without an error. ``retry`` (a number of runs, or a ``Retry``; decorator
+    form only) runs the decorated function again in a new transaction when
+    the transaction loses a conflict (see ``_retry``). ``options`` go to the
+    backend (``isolation=...``).
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class Transaction:
         connection_factory: Callable[[], Host],
         *,
         force_rollback: bool = False,
+        retry: Retry | int | None = None,
         **options: Any,
     ) -> None:
         self._connection_factory = connection_factory
@@ -79,6 +87,7 @@ class Transaction:
         self._connection: Host | None = None
         self._scope: Scope | None = None
         self._watch: TransactionWatch | None = None  # the hooks' view, while observed
+        self._retry = retry_policy(retry)  # last: a bad value raises with the rest set
 
     @property
     def state(self) -> TransactionState:
@@ -87,6 +96,7 @@ class Transaction:
     # -- the three ways to use it ----------------------------------------------------------
 
     async def __aenter__(self) -> Transaction:
+        self._refuse_retry()
         return await self.start()
 
     async def __aexit__(
@@ -123,19 +133,39 @@ class Transaction:
             logger.exception("rolling back a transaction after an error failed")
 
     def __await__(self) -> Generator[Any, None, Transaction]:
+        self._refuse_retry()
         return self.start().__await__()
 
     def __call__(self, func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-        """Decorate an async function: each call runs in its own transaction."""
+        """Decorate an async function: each call runs in its own transaction
+        (again, in a new one, as ``retry`` says, when it loses a conflict)."""
+        factory, force_rollback = self._connection_factory, self._force_rollback
+        options, retry = self._options, self._retry
 
         @functools.wraps(func)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            async with Transaction(
-                self._connection_factory, force_rollback=self._force_rollback, **self._options
-            ):
-                return await func(*args, **kwargs)
+            # Inside another transaction a conflict is that one's: never rerun here.
+            again = retry is not None and not factory().encloses(current_scopes())
+            failed = 0
+            while True:
+                try:
+                    async with Transaction(factory, force_rollback=force_rollback, **options):
+                        return await func(*args, **kwargs)
+                except Exception as exc:
+                    failed += 1
+                    if not again or retry is None or not retry.again(exc, failed):
+                        raise
+                await asyncio.sleep(retry.delay(failed))
 
         return wrapper
+
+    def _refuse_retry(self) -> None:
+        if self._retry is not None:
+            raise TransactionError(
+                "transaction(retry=...) reruns a function, which a with-block or an awaited "
+                "transaction cannot be: decorate the function instead "
+                "(@database.transaction(retry=5)), or call database.transaction(retry=5)(func)()"
+            )
 
     # -- explicit control --------------------------------------------------------------------
 

@@ -196,11 +196,17 @@ LAYERS: dict[str, set[str]] = {
         "aiodatabases._options",
         "aiodatabases._observe",
         "aiodatabases._statement_log",
+        "aiodatabases._retry",
     },
     "preparation": {"aiodatabases._prepare"},
     "backends": {"aiodatabases.backends"},  # and every module under it
     "leaves": LEAVES
-    | {"aiodatabases._sqlalchemy", "aiodatabases._pg_dialect", "aiodatabases.hooks"},
+    | {
+        "aiodatabases._sqlalchemy",
+        "aiodatabases._pg_dialect",
+        "aiodatabases.hooks",
+        "aiodatabases._error_codes",
+    },
 }
 
 
