@@ -9,6 +9,7 @@ A drop-in for the ``databases`` package:
 
 from ._pool_stats import PoolStats
 from ._records import Record
+from ._replicas import ReplicaStats
 from ._url import DatabaseURL
 from .connection import Connection
 from .database import Database
@@ -23,6 +24,7 @@ from .exceptions import (
     NotConnectedError,
     ParameterError,
     PoolTimeoutError,
+    ReplicaUnavailableError,
     TransactionError,
     TransactionOrderError,
     UnknownOptionError,
@@ -54,6 +56,8 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "Record",
+    "ReplicaStats",
+    "ReplicaUnavailableError",
     "StatementEvent",
     "Transaction",
     "TransactionError",
