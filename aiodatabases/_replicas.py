@@ -61,8 +61,9 @@ class ReplicaStats:
     """One read replica now (``Database.replica_stats()``).
 
     ``url`` has its password masked; ``available`` is False while the
-    replica is skipped after a failure; ``reads`` counts the reads it served,
-    ``failures`` the times it was found unavailable; ``pool`` is its pool.
+    replica is skipped after a failure; ``reads`` counts the reads it served
+    and ``failures`` the times it was found unavailable since ``connect()``;
+    ``pool`` is its pool.
     """
 
     url: str
@@ -162,6 +163,7 @@ class Replicas:
 
     async def _open(self, replica: Replica) -> None:
         replica.available, replica.retry_at = True, 0.0
+        replica.reads = replica.failures = 0  # since connect(), as the pool's totals
         loop = asyncio.get_running_loop()
         runtime = Runtime(
             replica.backend, replica.settings, loop, None, replica.observers, replica.connect

@@ -221,6 +221,39 @@ async def test_hooks_see_where_each_statement_ran(replicated: Replicated) -> Non
     ]
 
 
+async def test_a_span_names_the_replica_that_ran_the_statement(replicated: Replicated) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from aiodatabases.otel import instrument
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    db = Database(replicated.primary, replicas=[replicated.replica])
+    instrument(db, tracer_provider=provider)
+    async with db:
+        await db.fetch_val(ON_REPLICA)
+        await db.execute("INSERT INTO notes (text) VALUES ('t')")
+    ports = [span.attributes["server.port"] for span in exporter.get_finished_spans()]
+    assert ports == [replicated.standby.port, DatabaseURL(replicated.primary).port]
+    provider.shutdown()
+
+
+async def test_connected_again_in_a_new_loop_the_replicas_follow(replicated: Replicated) -> None:
+    db = Database(replicated.primary, replicas=[replicated.replica])
+
+    async def connect_and_read() -> tuple[bool, bool]:
+        await db.connect()  # never disconnected: its loop ends with it connected
+        return await db.fetch_val(ON_REPLICA), await db.fetch_val("SELECT 1 = 1")
+
+    for _ in range(2):  # each asyncio.run a loop of its own, closed at its end
+        assert await asyncio.to_thread(asyncio.run, connect_and_read()) == (True, True)
+    assert db.replica_stats()[0].reads == 2  # the second loop's replica pool
+
+
 # -- many replicas, many readers ----------------------------------------------------------
 
 
