@@ -254,6 +254,9 @@ class PrivateReplication:
     """A private primary and its streaming standby (``PrivateStandby``), made together."""
 
     def __init__(self) -> None:
+        bindir = postgres_bindir()
+        if not (bindir / "pg_basebackup").exists():  # checked before any directory is made
+            raise ServersUnavailable(f"no pg_basebackup in {bindir}")
         self.primary = PrivatePostgres()
         self.primary.synchronous_commit = "on"
         self.standby = PrivateStandby(self.primary)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from conftest import until
 from private_servers import PrivateReplication, PrivateStandby, free_port
 
@@ -70,7 +71,9 @@ async def test_bare_reads_go_to_the_replica(replicated: Replicated) -> None:
         assert row["port"] == replicated.standby.port
         rows = [row[0] async for row in db.iterate(ON_REPLICA)]
         assert rows == [True]
-        assert replica_reads(db) == [4]
+        core = sa.select(sa.func.pg_is_in_recovery())  # a Core select, compiled first
+        assert await db.fetch_val(core) is True
+        assert replica_reads(db) == [5]
         assert db.pool_stats().opened == 1  # the primary's pool, untouched by the reads
 
 
