@@ -164,18 +164,12 @@ class Replicas:
     async def _open(self, replica: Replica) -> None:
         replica.available, replica.retry_at = True, 0.0
         replica.reads = replica.failures = 0  # since connect(), as the pool's totals
-        loop = asyncio.get_running_loop()
-        runtime = Runtime(
-            replica.backend, replica.settings, loop, None, replica.observers, replica.connect
-        )
+        runtime = replica.new_runtime(replica.settings)
         try:
             await runtime.open()  # closes what it opened if it fails
         except ReplicaUnavailableError as exc:
             self._unavailable(replica, exc)
-            empty = replace(replica.settings, min_size=0)  # opens nothing now
-            runtime = Runtime(
-                replica.backend, empty, loop, None, replica.observers, replica.connect
-            )
+            runtime = replica.new_runtime(replace(replica.settings, min_size=0))  # opens nothing
             await runtime.open()
         replica.runtime = runtime
         size = runtime.pool.stats().size
