@@ -9,6 +9,7 @@ A drop-in for the ``databases`` package:
 
 from ._pool_stats import PoolStats
 from ._records import Record
+from ._replicas import ReplicaStats
 from ._retry import Retry
 from ._url import DatabaseURL
 from .connection import Connection
@@ -24,6 +25,7 @@ from .exceptions import (
     NotConnectedError,
     ParameterError,
     PoolTimeoutError,
+    ReplicaUnavailableError,
     TransactionError,
     TransactionOrderError,
     UnknownOptionError,
@@ -55,6 +57,8 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "Record",
+    "ReplicaStats",
+    "ReplicaUnavailableError",
     "Retry",
     "StatementEvent",
     "Transaction",

@@ -63,11 +63,28 @@ class Observers:
         self.log_values = log_values
         self._log = log = StatementLog(log_values=log_values, slow_after=slow_after)
         self._log_always = log.always
-        self._added: tuple[Hook, ...] = ()
+        self._added: tuple[Hook, ...] = ()  # add_hook()'s
+        self._own: tuple[Hook, ...] = ()  # the library's (read-your-writes), run first
+        self._active: tuple[Hook, ...] = ()  # both: what a statement runs
         self._with_log: tuple[Hook, ...] = (log,)
+        self._derived: list[Observers] = []
         #: Called with the seconds each pool acquire waited (``aiodatabases.otel``);
         #: the pool reads this list, so it is changed in place.
         self.acquire_listeners: list[Callable[[float], None]] = []
+
+    def derive(self, url: DatabaseURL) -> Observers:
+        """The observers of another server of this database (a read replica): its
+        own ``DatabaseInfo``, the same added hooks and statement log, from now on."""
+        derived = Observers(url, self.log_values, None)
+        derived._log, derived._log_always = self._log, self._log_always
+        self._derived.append(derived)
+        derived._set(self._added)
+        return derived
+
+    def add_own(self, hook: Hook) -> None:
+        """A hook of the library's own, for this server only (never derived)."""
+        self._own = (*self._own, hook)
+        self._set(self._added)
 
     def add(self, hook: Hook) -> None:
         if not isinstance(hook, Hook):
@@ -95,13 +112,16 @@ class Observers:
         # Replaced, never changed in place: a statement keeps the tuple it began with.
         # The log comes first: its after runs last (afters run in reverse).
         self._added = hooks
-        self._with_log = (self._log, *hooks)
+        self._active = (*self._own, *hooks)
+        self._with_log = (self._log, *self._active)
+        for derived in self._derived:
+            derived._set(hooks)
 
     def hooks(self) -> tuple[Hook, ...]:
         """The hooks a statement starting now runs (empty: nobody observes)."""
         if self._log_always or _statements.isEnabledFor(logging.DEBUG):
             return self._with_log
-        return self._added
+        return self._active
 
     # -- statements ---------------------------------------------------------------------
 

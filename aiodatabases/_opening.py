@@ -1,9 +1,10 @@
 """Building what one ``connect()`` makes, and closing it again.
 
-A pooled database gets a ``Runtime`` in the caller's loop; a
-``force_rollback`` one gets a private loop thread, a pool of one and the
-shared connection opened in that thread. Either way the result is undone
-completely if the opening fails or is cancelled half way.
+A pooled database gets a ``Runtime`` in the caller's loop, and its read
+replicas' pools beside it; a ``force_rollback`` one gets a private loop
+thread, a pool of one and the shared connection opened in that thread (and
+no replicas). Either way the result is undone completely if the opening
+fails or is cancelled half way.
 """
 
 from __future__ import annotations
@@ -12,17 +13,64 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._background import shielded
 from ._loops import LoopThread
 from ._observe import Observers
+from ._replicas import Replicas
 from ._runtime import Runtime, Settings
 from ._url import DatabaseURL
 from .backends.base import Backend
 from .connection import Connection, open_shared
 
 logger = logging.getLogger("aiodatabases.pool")
+
+
+class Opened(NamedTuple):
+    """What one ``connect()`` opened."""
+
+    runtime: Runtime
+    shared: Connection | None  # force_rollback's one connection
+    replicas: Replicas | None  # the read replicas, open (None with force_rollback)
+
+
+async def open_all(
+    backend: Backend,
+    settings: Settings,
+    url: DatabaseURL,
+    force_rollback: bool,
+    observers: Observers,
+    replicas: Replicas | None,
+) -> Opened:
+    """The runtime and, without ``force_rollback``, the replicas' pools; a replica
+    that cannot be reached is logged, never raised (``Replicas.open``)."""
+    runtime, shared = await build_runtime(backend, settings, url, force_rollback, observers)
+    if replicas is None or shared is not None:
+        return Opened(runtime, shared, None)
+    try:
+        await replicas.open()
+    except BaseException:
+        await shielded(close_runtime(runtime, None))
+        raise
+    return Opened(runtime, None, replicas)
+
+
+async def close_all(opened: Opened) -> None:
+    try:
+        await close_runtime(opened.runtime, opened.shared)
+    finally:
+        if opened.replicas is not None:
+            closing = (close_runtime(runtime, None) for runtime in opened.replicas.detach())
+            await asyncio.gather(*closing)
+
+
+def terminate_all(opened: Opened) -> None:
+    """Drop everything without awaiting: the owning loop is closed."""
+    opened.runtime.terminate()
+    if opened.replicas is not None:
+        for runtime in opened.replicas.detach():
+            runtime.terminate()
 
 
 async def build_runtime(

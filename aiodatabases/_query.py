@@ -345,6 +345,21 @@ def is_read_only(sql: str) -> bool:
     return bool(_READS.match(sql)) and not _WRITES.search(sql)
 
 
+#: Reads that must run where the writes are: row locks, advisory and named locks.
+_LOCKS = re.compile(
+    r"\bfor\s+(?:update|share|no\s+key\s+update|key\s+share)\b|\block\s+in\s+share\s+mode\b"
+    r"|advisory|\b(?:get|release|release_all)_lock\b",
+    re.I,
+)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def is_replica_read(sql: str) -> bool:
+    """Whether ``sql`` may run on a read replica: surely read-only, and takes no lock
+    (``FOR UPDATE``, an advisory lock) that only means something on the primary."""
+    return is_read_only(sql) and not _LOCKS.search(sql)
+
+
 _DDL = re.compile(
     r"^[\s(]*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*(create|alter|drop|truncate|rename)\b(?!\s+temporary\b)",
     re.I | re.S,

@@ -39,6 +39,7 @@ logger = logging.getLogger("aiodatabases")
 T = TypeVar("T")
 P = ParamSpec("P")
 
+
 class Holder(Protocol):
     """What holds a pooled connection outside the pool (a connection's ``Session``)."""
 
@@ -73,7 +74,10 @@ class Runtime:
         loop: asyncio.AbstractEventLoop,
         thread: LoopThread | None,
         observers: Observers,
+        connect: Callable[[], Awaitable[DriverConnection]] | None = None,
     ) -> None:
+        """``connect`` opens the pool's connections (default: ``backend.connect``;
+        a replica's tells its failures apart, see ``_replicas``)."""
         self.backend = backend
         self.settings = settings
         #: The ``Database``'s hooks: statements run them in the caller's task.
@@ -82,7 +86,7 @@ class Runtime:
         self.thread = thread
         max_size = 1 if backend.capabilities.single_connection else settings.max_size
         self.pool = Pool(
-            backend.connect,
+            connect or backend.connect,
             min_size=min(settings.min_size, max_size),
             max_size=max_size,
             timeout=settings.acquire_timeout,

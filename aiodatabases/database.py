@@ -8,26 +8,24 @@ in a private loop thread, so that every loop and thread can use it).
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-import enum
-import logging
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
-from ._background import shielded
 from ._gate import refuse_lost
+from ._kinds import KIND_EXECUTE, KIND_EXECUTE_MANY, KIND_FETCH_ALL, KIND_FETCH_ONE, Kind
+from ._lifecycle import DatabaseState, Lifecycle
 from ._observe import Observers
-from ._opening import build_runtime, close_runtime
+from ._opening import Opened, open_all
 from ._options import take_settings
 from ._pool_stats import PoolStats
-from ._prepare import Query, Values, prepare, prepare_many
-from ._records import Record, record, records
+from ._prepare import Query, Values
+from ._records import Record
+from ._replica_options import take_routing
+from ._replicas import ON_PRIMARY, Replicas, ReplicaStats
 from ._runtime import Runtime
-from ._statements import EXECUTE, EXECUTE_MANY, FETCH_ALL, FETCH_ONE, Operation
 from ._tasks import TaskConnections
 from ._url import DatabaseURL
 from .backends import create_backend
@@ -35,32 +33,6 @@ from .connection import Connection, is_held, transactions_of
 from .exceptions import ConfigurationError, NotConnectedError, TransactionError
 from .hooks import Hook
 from .transaction import Isolation, Transaction
-
-logger = logging.getLogger("aiodatabases")
-
-class _Kind(NamedTuple):
-    """How one kind of statement runs: the table behind ``Database._statement``."""
-
-    op: Operation
-    on_connection: Callable[[Connection, Any, Any], Awaitable[Any]]
-    prepare: Callable[[Any, Any, Any], tuple[str, Any, Any]]
-    shape: Callable[[Any, Any], Any] | None  # the driver's result -> the caller's
-
-
-def _one(row: Any, meta: Any) -> Record | None:
-    return None if row is None else record(row, meta)
-
-
-_FETCH_ALL = _Kind(FETCH_ALL, Connection.fetch_all, prepare, records)
-_FETCH_ONE = _Kind(FETCH_ONE, Connection.fetch_one, prepare, _one)
-_EXECUTE = _Kind(EXECUTE, Connection.execute, prepare, None)
-_EXECUTE_MANY = _Kind(EXECUTE_MANY, Connection.execute_many, prepare_many, None)
-
-
-class DatabaseState(enum.Enum):
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
 
 
 class Database:
@@ -77,6 +49,8 @@ class Database:
 
     With ``force_rollback=True`` every task, loop and thread shares one
     connection inside a transaction that ``disconnect()`` rolls back.
+    ``replicas=[url, ...]``, ``read_your_writes``, ``replica_retry_after``: read
+    replicas for bare reads (see the README); unused with ``force_rollback``.
     """
 
     def __init__(
@@ -86,21 +60,25 @@ class Database:
         self.options = options
         url_options = dict(self.url.options)
         kwargs = dict(options)
+        routing = take_routing(url_options, kwargs)
+        shared = dict(kwargs)  # what applies to the replicas too
         self._settings = take_settings(url_options, kwargs)
         self._backend = create_backend(self.url, url_options, kwargs)
         slow = self._settings.slow_statement_threshold
         self._observers = Observers(self.url, self._settings.log_values, slow)
+        self._replicas = (
+            Replicas(routing, shared, self._backend, self._observers) if routing.urls else None
+        )
+        self._routing: Replicas | None = None  # the replicas, while connected with them
         self._force_rollback = force_rollback
-        self._state = DatabaseState.DISCONNECTED
-        self._count = 0
+        # What is open, while connected (``_publish``): read by every statement.
         self._runtime: Runtime | None = None
         self._shared: Connection | None = None
-        self._connecting: concurrent.futures.Future[None] | None = None
-        self._lock = threading.Lock()  # guards the fields above across threads
+        self._life = Lifecycle(self.url.obscure_password, self._open_all, self._publish)
         self._task_connections = TaskConnections(str(id(self)))
 
     def __repr__(self) -> str:
-        return f"<Database {self.url!r} {self._state.value}>"
+        return f"<Database {self.url!r} {self._life.state.value}>"
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -117,7 +95,7 @@ class Database:
 
     @property
     def is_connected(self) -> bool:
-        return self._state is DatabaseState.CONNECTED
+        return self._life.state is DatabaseState.CONNECTED
 
     def pool_stats(self) -> PoolStats:
         """The pool now: size, idle, in use, waiting, opened and closed totals.
@@ -127,6 +105,11 @@ class Database:
         connection. ``NotConnectedError`` when not connected.
         """
         return self._require_runtime().pool.stats()
+
+    def replica_stats(self) -> list[ReplicaStats]:
+        """Each read replica now (none with ``force_rollback``); as ``pool_stats()``."""
+        self._require_runtime()
+        return [] if self._routing is None else self._routing.stats()
 
     def add_hook(self, hook: Hook) -> None:
         """Run ``hook`` (``aiodatabases.hooks.Hook``) around each statement and transaction."""
@@ -145,50 +128,17 @@ class Database:
         Cancellation: a connect cancelled half way leaves the database
         disconnected, with nothing open.
         """
-        while True:
-            with self._lock:
-                runtime, connecting = self._runtime, self._connecting
-                if connecting is None and runtime is not None and not runtime.loop.is_closed():
-                    self._count += 1
-                    return
-                if connecting is None:
-                    if runtime is not None:
-                        self._forget_dead_runtime(runtime)
-                    mine: concurrent.futures.Future[None] = concurrent.futures.Future()
-                    self._connecting = mine
-                    self._state = DatabaseState.CONNECTING
-                    break
-            # Someone else (maybe in another loop) is connecting: wait for them.
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(connecting)
-        await self._open(mine)
+        await self._life.connect()
 
-    def _forget_dead_runtime(self, runtime: Runtime) -> None:
-        logger.warning(
-            "database %s was still connected in an event loop that is closed; "
-            "dropping that connection and connecting again in this loop",
-            self.url.obscure_password,
+    def _open_all(self) -> Awaitable[Opened]:
+        force_rollback = self._force_rollback  # read at connect(): see force_rollback()
+        return open_all(
+            self._backend, self._settings, self.url, force_rollback, self._observers, self._replicas
         )
-        runtime.terminate()
-        self._runtime, self._shared, self._count = None, None, 0
 
-    async def _open(self, connecting: concurrent.futures.Future[None]) -> None:
-        """Build the runtime; ``connecting`` tells concurrent connect() calls how it went."""
-        try:
-            runtime, shared = await build_runtime(
-                self._backend, self._settings, self.url, self._force_rollback, self._observers
-            )
-        except BaseException as exc:
-            with self._lock:
-                self._connecting = None
-                self._state = DatabaseState.DISCONNECTED
-            connecting.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
-            raise
-        with self._lock:
-            self._runtime, self._shared, self._count = runtime, shared, 1
-            self._connecting = None
-            self._state = DatabaseState.CONNECTED
-        connecting.set_result(None)
+    def _publish(self, opened: Opened | None) -> None:
+        """What is open now (``Lifecycle``, under its lock)."""
+        self._runtime, self._shared, self._routing = opened or (None, None, None)
 
     async def disconnect(self) -> None:
         """Balance one ``connect()``; the last one closes the pool. Extra calls do nothing.
@@ -196,16 +146,7 @@ class Database:
         With ``force_rollback=True`` the last one rolls everything back.
         Cancellation: the close runs to completion all the same.
         """
-        with self._lock:
-            if self._count == 0 or self._runtime is None:
-                return
-            self._count -= 1
-            if self._count > 0:
-                return
-            runtime, shared = self._runtime, self._shared
-            self._runtime, self._shared = None, None
-            self._state = DatabaseState.DISCONNECTED
-        await shielded(close_runtime(runtime, shared))
+        await self._life.disconnect()
 
     async def __aenter__(self) -> Database:
         await self.connect()
@@ -222,7 +163,7 @@ class Database:
     @contextlib.contextmanager
     def force_rollback(self) -> Iterator[None]:
         """Within the block, a ``connect()`` makes a force_rollback database."""
-        if self._state is not DatabaseState.DISCONNECTED:
+        if self._life.state is not DatabaseState.DISCONNECTED:
             raise ConfigurationError(
                 "force_rollback() must be entered before connect(): the mode of a "
                 "connected database cannot change"
@@ -297,30 +238,31 @@ class Database:
 
     async def fetch_all(self, query: Query, values: Values = None) -> list[Record]:
         """All rows of a query. Cancellation: see ``Connection.fetch_all``."""
-        result: list[Record] = await self._statement(_FETCH_ALL, query, values)
+        result: list[Record] = await self._statement(KIND_FETCH_ALL, query, values)
         return result
 
     async def fetch_one(self, query: Query, values: Values = None) -> Record | None:
         """The first row, or None."""
-        result: Record | None = await self._statement(_FETCH_ONE, query, values)
+        result: Record | None = await self._statement(KIND_FETCH_ONE, query, values)
         return result
 
     async def fetch_val(self, query: Query, values: Values = None, column: Any = 0) -> Any:
         """A value of the first row (``column`` by index or name), or None."""
-        row: Record | None = await self._statement(_FETCH_ONE, query, values)
+        row: Record | None = await self._statement(KIND_FETCH_ONE, query, values)
         return None if row is None else row[column]
 
     async def execute(self, query: Query, values: Values = None) -> Any:
         """Run a statement; see ``Connection.execute`` for the return value."""
-        return await self._statement(_EXECUTE, query, values)
+        return await self._statement(KIND_EXECUTE, query, values)
 
     async def execute_many(self, query: Query, values: Sequence[Mapping[str, Any]]) -> None:
         """Run a statement once per mapping, as one driver batch."""
-        await self._statement(_EXECUTE_MANY, query, values)
+        await self._statement(KIND_EXECUTE_MANY, query, values)
 
-    async def _statement(self, kind: _Kind, query: Query, values: Any) -> Any:
+    async def _statement(self, kind: Kind, query: Query, values: Any) -> Any:
         """The one path of a statement method: on the current task's connection
-        (or the shared one) if it has one, else on a connection borrowed for it."""
+        (or the shared one) if it has one, else on a connection borrowed for it;
+        with replicas, a read outside any block may go to one (``_replicas``)."""
         # ``_current()`` written out: this is every statement's path.
         runtime = self._runtime
         if runtime is None:
@@ -330,9 +272,16 @@ class Database:
         if connection is None:
             runtime.check_reachable()
             connection = self._task_connections.current(runtime)
-        if connection is not None:
+        routing = self._routing
+        if connection is not None and (routing is None or not kind.reads or is_held(connection)):
             return await kind.on_connection(connection, query, values)
         sql, args, meta = kind.prepare(query, values, self._backend)
+        if routing is not None and kind.reads:
+            replica = routing.route(sql)
+            if replica is not None:
+                result = await routing.read(replica, kind.op, sql, args)
+                if result is not ON_PRIMARY:
+                    return result if kind.shape is None else kind.shape(result, meta)
         hooks = self._observers.hooks()
         if hooks:
             run = runtime.run_borrowed, kind.op, sql, args
@@ -350,10 +299,21 @@ class Database:
 
         Returns the connection's async generator itself, not a wrapper: a loop
         left by ``break`` then closes the cursor as soon as the loop allows.
+        (A bare read on a replica is wrapped: it may go on to the primary.)
         """
         # The task's own connection: statements in the loop body (same task)
         # run on it between batches instead of waiting for another one.
         connection = self._current()
+        if self._routing is not None and (connection is None or not is_held(connection)):
+            on_primary = functools.partial(self._iterate, query, values, connection)
+            rows = self._routing.iterate(query, values, self._backend, on_primary)
+            if rows is not None:
+                return rows
+        return self._iterate(query, values, connection)
+
+    def _iterate(
+        self, query: Query, values: Values, connection: Connection | None
+    ) -> AsyncIterator[Record]:
         if connection is None or not is_held(connection):
             # A driver that streams over the connection (MySQL) could not run the
             # body's statements on it: give the iteration its own, unless the pool

@@ -24,6 +24,7 @@ Everything the library raises on its own comes from one tree:
     ├── ConnectionBusyError (TimeoutError)     shared connection held too long by a task
     ├── CommandTimeoutError (asyncio.TimeoutError)  statement past command_timeout
     ├── InterleaveError (RuntimeError)         statement while a MySQL cursor streams
+    ├── ReplicaUnavailableError (ConnectionError)  a read replica could not be reached
     └── TransactionError (RuntimeError)        transaction misuse
         └── TransactionOrderError              ending one that is not the innermost
 """
@@ -43,6 +44,7 @@ __all__ = [
     "NotConnectedError",
     "ParameterError",
     "PoolTimeoutError",
+    "ReplicaUnavailableError",
     "TransactionError",
     "TransactionOrderError",
     "UnknownOptionError",
@@ -116,6 +118,17 @@ class CommandTimeoutError(AiodatabasesError, asyncio.TimeoutError):
 
 class InterleaveError(AiodatabasesError, RuntimeError):
     """A statement was sent on a connection whose driver is streaming a cursor."""
+
+
+class ReplicaUnavailableError(AiodatabasesError, ConnectionError):
+    """A read replica could not be reached (its connect failed): the read went elsewhere.
+
+    Never raised to a caller: a read routed to a replica that cannot be
+    reached runs on another replica or the primary. Hooks see it, as the
+    error of the attempt on the replica (``StatementEvent.error``), before
+    the same statement's events on the server that ran it; its
+    ``__cause__`` is the driver's error.
+    """
 
 
 class TransactionError(AiodatabasesError, RuntimeError):

@@ -12,7 +12,8 @@ Spans follow OpenTelemetry's database semantic conventions: a ``CLIENT``
 span per statement named ``"{operation} {database}"`` with ``db.system``
 (and its newer name ``db.system.name``), ``db.namespace``,
 ``db.operation.name``, ``db.query.text`` (the SQL with its placeholders,
-never the values), ``server.address`` and ``server.port``; a failure sets
+never the values), ``server.address`` and ``server.port`` (a read
+replica's, for a statement it ran); a failure sets
 the span's status to error, records the exception and sets ``error.type``.
 A statement span is a child of the caller's current span, wherever the
 statement runs (the ``force_rollback`` connection's loop thread, another
@@ -181,19 +182,24 @@ class _Tracing(Hook):
 
     def __init__(self, tracer: trace.Tracer, info: DatabaseInfo, with_messages: bool) -> None:
         self._tracer = tracer
+        self._info = info
         self._common = _common(info)
-        self._namespace = info.name
         self._with_messages = with_messages
+        self._replicas: dict[DatabaseInfo, dict[str, Any]] = {}  # a read replica's attributes
 
     def before_statement(self, event: StatementEvent) -> None:
-        attributes = dict(self._common)
+        info = event.database  # the primary's, or the read replica's that ran it
+        common = self._common if info is self._info else self._replicas.get(info)
+        if common is None:
+            common = self._replicas[info] = _common(info)
+        attributes = dict(common)
         attributes["db.query.text"] = event.sql
         operation = _operation(event.sql)
         if operation is not None:
             attributes["db.operation.name"] = operation
         if event.operation == "execute_many":
             attributes["db.operation.batch.size"] = len(event.values)
-        name = f"{operation or event.operation} {self._namespace}"
+        name = f"{operation or event.operation} {info.name}"
         event.state[self] = self._tracer.start_span(
             name, context=_parent(), kind=trace.SpanKind.CLIENT, attributes=attributes
         )

@@ -180,6 +180,9 @@ LAYERS: dict[str, set[str]] = {
         "aiodatabases.transaction",
         "aiodatabases._tasks",
         "aiodatabases._opening",
+        "aiodatabases._kinds",
+        "aiodatabases._lifecycle",
+        "aiodatabases._replicas",
     },
     "runtime": {
         "aiodatabases._runtime",
@@ -194,6 +197,7 @@ LAYERS: dict[str, set[str]] = {
         "aiodatabases._background",
         "aiodatabases._waits",
         "aiodatabases._options",
+        "aiodatabases._replica_options",
         "aiodatabases._observe",
         "aiodatabases._statement_log",
         "aiodatabases._retry",

@@ -1,7 +1,8 @@
 """The fault harness's fixtures: private servers, started when a test first asks for one.
 
-``private_postgres`` and ``private_mariadb`` are one server each per session
-(``private_servers``), made on first use and deleted at the end of the session
+``private_postgres`` and ``private_mariadb`` are one server each per session,
+``private_replication`` a PostgreSQL primary with a streaming standby
+(``private_servers``), each made on first use and deleted at the end of the session
 (also after a failure or Ctrl-C; ``atexit`` as a last resort). Before each test
 that uses one it is running again (a test may have stopped it) and, for
 MariaDB, the global ``wait_timeout`` is back at its default. Nothing starts
@@ -31,6 +32,7 @@ from private_servers import (
     REQUIRED,
     PrivateMariaDB,
     PrivatePostgres,
+    PrivateReplication,
     ServersUnavailable,
     Target,
     blocking,
@@ -38,7 +40,7 @@ from private_servers import (
 
 from aiodatabases import DatabaseURL
 
-Server = TypeVar("Server", PrivatePostgres, PrivateMariaDB)
+Server = TypeVar("Server", PrivatePostgres, PrivateMariaDB, PrivateReplication)
 
 
 def _session_server(make: Callable[[], Server], name: str) -> Iterator[Server]:
@@ -67,6 +69,21 @@ def _private_postgres_session() -> Iterator[PrivatePostgres]:
 @pytest.fixture(scope="session")
 def _private_mariadb_session() -> Iterator[PrivateMariaDB]:
     yield from _session_server(PrivateMariaDB, "MariaDB")
+
+
+@pytest.fixture(scope="session")
+def _private_replication_session() -> Iterator[PrivateReplication]:
+    yield from _session_server(PrivateReplication, "PostgreSQL primary and streaming standby")
+
+
+@pytest.fixture
+def private_replication(_private_replication_session: PrivateReplication) -> PrivateReplication:
+    """This session's private primary and its hot standby, both running (stop the
+    standby freely; the primary is never stopped)."""
+    pair = _private_replication_session
+    if not pair.standby.running:
+        pair.standby.start_now()
+    return pair
 
 
 @pytest.fixture

@@ -95,6 +95,9 @@ class PrivatePostgres:
     """A PostgreSQL cluster of our own (user ``postgres``, trust auth, database ``test``)."""
 
     user = "postgres"
+    #: ``on`` for a primary with a standby: a commit's WAL is written (and
+    #: sent) before it returns, so ``pg_current_wal_lsn()`` covers it.
+    synchronous_commit = "off"
 
     def __init__(self) -> None:
         self._bin = postgres_bindir()
@@ -120,7 +123,7 @@ class PrivatePostgres:
             "listen_addresses": self.host,
             "fsync": "off",
             "full_page_writes": "off",
-            "synchronous_commit": "off",
+            "synchronous_commit": self.synchronous_commit,
             "shared_buffers": "16MB",
             "max_connections": "200",
         }
@@ -213,6 +216,61 @@ class PrivatePostgres:
             await admin.execute(sql)
         finally:
             await admin.close()
+
+
+class PrivateStandby(PrivatePostgres):
+    """A hot standby of a ``PrivatePostgres``: ``pg_basebackup -R`` of it, streaming its WAL.
+
+    Read-only (``pg_is_in_recovery()``), on a port of its own; the primary's
+    ``pg_hba.conf`` (``initdb -A trust``) already admits replication from
+    127.0.0.1. ``stop()``/``start()`` take it away and bring it back.
+    """
+
+    def __init__(self, primary: PrivatePostgres) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def create(self) -> None:
+        argv = [str(self._bin / "pg_basebackup"), "-R", "-X", "stream", "-c", "fast"]
+        argv += ["--no-sync", "-D", str(self.data), "-h", self.primary.host]
+        argv += ["-p", str(self.primary.port), "-U", "postgres"]
+        _run(_as_owner(self.user, argv), "pg_basebackup")
+        self.start_now()
+        if blocking(self._admin_value("SELECT pg_is_in_recovery()")) is not True:
+            raise RuntimeError(f"the standby on port {self.port} is not in recovery")
+
+    async def wait_for_replay(self, timeout: float = _START_TIMEOUT) -> None:
+        """Until the standby has replayed everything the primary has written so far."""
+        target = await self.primary._admin_value("SELECT pg_current_wal_lsn()::text")
+        deadline = time.monotonic() + timeout
+        sql = "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
+        while await self._admin_value(sql, target) is not True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the standby did not replay up to {target} in {timeout}s")
+            await asyncio.sleep(0.01)
+
+
+class PrivateReplication:
+    """A private primary and its streaming standby (``PrivateStandby``), made together."""
+
+    def __init__(self) -> None:
+        bindir = postgres_bindir()
+        if not (bindir / "pg_basebackup").exists():  # checked before any directory is made
+            raise ServersUnavailable(f"no pg_basebackup in {bindir}")
+        self.primary = PrivatePostgres()
+        self.primary.synchronous_commit = "on"
+        self.standby = PrivateStandby(self.primary)
+        self.port = self.primary.port
+
+    def create(self) -> None:
+        self.primary.create()
+        self.standby.create()
+
+    def destroy(self) -> None:
+        try:
+            self.standby.destroy()
+        finally:
+            self.primary.destroy()
 
 
 def mariadb_binaries() -> tuple[str, str]:
