@@ -34,6 +34,12 @@ def _postgresql() -> Dialect:
     return postgresql_dialect()
 
 
+def _psycopg() -> Dialect:
+    from ._pg_dialect import psycopg_dialect
+
+    return psycopg_dialect()
+
+
 def _sqlite() -> Dialect:
     from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
@@ -48,6 +54,7 @@ def _mysql() -> Dialect:
 
 _DIALECTS: Mapping[str, Callable[[], Dialect]] = {
     "postgresql": _postgresql,
+    "postgresql+psycopg": _psycopg,
     "sqlite": _sqlite,
     "mysql": _mysql,
 }
