@@ -76,4 +76,4 @@ def psycopg_dialect() -> Dialect:
         _backslash_escapes = False
 
     # format: psycopg's %s placeholders, bound from the positional tuple.
-    return PsycopgCompileDialect(paramstyle="format")
+    return PsycopgCompileDialect(paramstyle="format")  # type: ignore[no-untyped-call]

@@ -99,7 +99,7 @@ class PsycopgCursor:
 
 
 class PsycopgConnection:
-    __slots__ = ("_cur", "_cursor_ids", "_raw", "_timeout", "_timed_out", "holding")
+    __slots__ = ("_cur", "_cursor_ids", "_raw", "_timed_out", "_timeout", "holding")
     ran_inline = False  # psycopg always waits for the server
 
     def __init__(

@@ -146,7 +146,8 @@ class PsycopgBackend(SQLAlchemyDialect, KeepsNothing):
                 drop=_close,
             )
         except (asyncio.TimeoutError, psycopg.errors.ConnectionTimeout) as exc:
-            raise connect_timed_out("PostgreSQL", *self._where(), timeout, "connect_timeout") from exc
+            where = self._where()
+            raise connect_timed_out("PostgreSQL", *where, timeout, "connect_timeout") from exc
         return PsycopgConnection(raw, self._command_timeout, self._timed_out)
 
     async def _current_password(self) -> Any:
