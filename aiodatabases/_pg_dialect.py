@@ -17,9 +17,9 @@ DBAPI driver, is said here, as ``databases`` 0.9 says it:
   (0.700000000000001 into ``NUMERIC(30, 20)`` as 0.70000000000000095479).
   As text it also binds where PostgreSQL infers no type (``SELECT $1``).
 
-psycopg's is SQLAlchemy's own psycopg dialect (its casts on bound values,
-JSON and ``NUMERIC`` as psycopg reads them), with ``%s`` placeholders and the
-same standard strings.
+psycopg's is the same dialect with ``%s`` placeholders: the psycopg backend
+reads JSON as text and ``NUMERIC`` as ``Decimal`` as asyncpg does, and a
+value bound as text has its type inferred by the server, as asyncpg's.
 """
 
 from __future__ import annotations
@@ -68,12 +68,6 @@ def postgresql_dialect() -> Dialect:
 
 
 def psycopg_dialect() -> Dialect:
-    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-
-    class PsycopgCompileDialect(PGDialect_psycopg):
-        """PostgreSQL as psycopg and a server with standard strings see it."""
-
-        _backslash_escapes = False
-
-    # format: psycopg's %s placeholders, bound from the positional tuple.
-    return PsycopgCompileDialect(paramstyle="format")  # type: ignore[no-untyped-call]
+    # format: psycopg's %s placeholders; otherwise what asyncpg's compiles,
+    # as psycopg here reads JSON as text and NUMERIC as Decimal too.
+    return AsyncpgCompileDialect(paramstyle="format")  # type: ignore[no-untyped-call]

@@ -191,7 +191,8 @@ def _shape(
     cache_key = statement._generate_cache_key()
     key = None
     if cache_key is not None:
-        key = (dialect.name, cache_key.key, tuple(column_keys or ()))
+        # By paramstyle too: asyncpg's and psycopg's dialects share a name.
+        key = (dialect.name, dialect.paramstyle, cache_key.key, tuple(column_keys or ()))
         shape = _cache.get(key)
         if shape is not None:
             return shape, cache_key

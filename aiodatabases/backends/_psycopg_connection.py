@@ -219,7 +219,8 @@ class PsycopgConnection:
         except Exception as exc:
             cursor.failed = exc  # the transaction, and the cursor with it, is gone
             if self._raw.closed:
-                return
+                # (command_timeout closed it): why the statement cannot run.
+                raise
             if self._in_transaction():
                 await self._run("ROLLBACK", None)
 

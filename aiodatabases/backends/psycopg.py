@@ -2,11 +2,12 @@
 
 The SQL is PostgreSQL's as on asyncpg (``backends/postgres``): the same
 transactions, isolation options, ``execute()`` results, streaming cursors
-and ``reset``. psycopg's own: ``%s`` placeholders (``format_pg``), its
-errors and types (JSON decoded, ``Decimal``), ``executemany`` as one
-pipeline, statements prepared after ``prepare_threshold`` runs, and a
-cancelled statement cancelled on the server by psycopg itself, which waits
-for its end before the caller's ``CancelledError`` goes on.
+and ``reset``, and the same types (JSON as text, ``NUMERIC`` as
+``Decimal``). psycopg's own: ``%s`` placeholders (``format_pg``), its
+errors, ``executemany`` as one pipeline, statements prepared after
+``prepare_threshold`` runs, and a cancelled statement cancelled on the
+server by psycopg itself, which waits for its end before the caller's
+``CancelledError`` goes on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg.types.string import TextLoader
 
 from .._bounded import within
 from .._query import ParamStyle
@@ -148,6 +150,8 @@ class PsycopgBackend(SQLAlchemyDialect, KeepsNothing):
         except (asyncio.TimeoutError, psycopg.errors.ConnectionTimeout) as exc:
             where = self._where()
             raise connect_timed_out("PostgreSQL", *where, timeout, "connect_timeout") from exc
+        for name in ("json", "jsonb"):  # as text, as asyncpg returns them
+            raw.adapters.register_loader(name, TextLoader)
         return PsycopgConnection(raw, self._command_timeout, self._timed_out)
 
     async def _current_password(self) -> Any:
