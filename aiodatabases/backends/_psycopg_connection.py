@@ -131,11 +131,17 @@ class PsycopgConnection:
         # Idle, nothing is read from the socket: something there (the server
         # ending the session, or a notice) is read now, and may close it.
         fd = pgconn.socket
-        if select.select([fd], [], [], 0)[0]:
-            with contextlib.suppress(psycopg.Error):
+        # A read takes what has arrived; the end of the stream after the
+        # server's last words is seen by the next one.
+        for _ in range(3):
+            if not select.select([fd], [], [], 0)[0]:
+                break
+            try:
                 pgconn.consume_input()
-            if pgconn.status == pq.ConnStatus.BAD:
-                pgconn.finish()  # as psycopg's close(): no "deleted while open" warning
+            except psycopg.Error:
+                break
+        if pgconn.status == pq.ConnStatus.BAD:
+            pgconn.finish()  # as psycopg's close(): no "deleted while open" warning
         return bool(raw.closed)
 
     # -- statements --------------------------------------------------------------
@@ -179,12 +185,30 @@ class PsycopgConnection:
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
         await self._let_hold_go()
-        # psycopg sends them as one pipeline: one round trip, one implicit transaction.
         if self._timeout is None:
-            await self._cur.executemany(sql, args_list)
+            await self._batch(sql, args_list)
         else:
             with Deadline(self._raw, self._timeout, self._timed_out):
-                await self._cur.executemany(sql, args_list)
+                await self._batch(sql, args_list)
+
+    async def _batch(self, sql: str, args_list: Sequence[Args]) -> None:
+        """psycopg's ``executemany``: one pipeline, one round trip; outside a
+        transaction in one of its own in the same pipeline, so that a value
+        psycopg cannot adapt half way (the rows before it already sent)
+        leaves nothing stored."""
+        raw, cur = self._raw, self._cur
+        if self._in_transaction():
+            await cur.executemany(sql, args_list)
+            return
+        try:
+            async with raw.pipeline():
+                await cur.execute("BEGIN")
+                await cur.executemany(sql, args_list)
+                await cur.execute("COMMIT")
+        except Exception:
+            if not raw.closed and self._in_transaction():
+                await cur.execute("ROLLBACK")
+            raise
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
         await self._let_hold_go()

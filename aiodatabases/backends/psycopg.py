@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,6 +101,18 @@ def _libpq_options(settings: Mapping[str, str]) -> str:
     return " ".join(f"-c {escaped(name)}={escaped(value)}" for name, value in settings.items())
 
 
+def _forget_connection_info(exc: BaseException) -> None:
+    """Drop what psycopg keeps of a failed connect on its errors (``pgconn``: the
+    connection's parameters, the password among them), along the whole chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, psycopg.Error) and current.pgconn is not None:
+            current._pgconn = None  # no public way; its repr shows the password
+        current = current.__cause__ or current.__context__
+
+
 def _close(raw: Any) -> None:
     raw.pgconn.finish()
 
@@ -140,19 +153,28 @@ class PsycopgBackend(SQLAlchemyDialect, KeepsNothing):
             params["password"] = password
         timeout = self._connect_timeout
         try:
-            raw = await within(
-                psycopg.AsyncConnection.connect(
-                    autocommit=True, prepare_threshold=self._prepare_threshold, **params
-                ),
-                timeout,
-                drop=_close,
-            )
+            raw = await within(self._connect_now(params), timeout, drop=_close)
         except (asyncio.TimeoutError, psycopg.errors.ConnectionTimeout) as exc:
+            _forget_connection_info(exc)
             where = self._where()
             raise connect_timed_out("PostgreSQL", *where, timeout, "connect_timeout") from exc
+        except psycopg.Error as exc:
+            _forget_connection_info(exc)
+            raise
         for name in ("json", "jsonb"):  # as text, as asyncpg returns them
             raw.adapters.register_loader(name, TextLoader)
         return PsycopgConnection(raw, self._command_timeout, self._timed_out)
+
+    async def _connect_now(self, params: Mapping[str, Any]) -> Any:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                autocommit=True, prepare_threshold=self._prepare_threshold, **params
+            )
+        except BaseException as exc:
+            # Cancelled or timed out half way: psycopg's half-open connection
+            # is closed when nothing refers to it, but the error's frames do.
+            traceback.clear_frames(exc.__traceback__)
+            raise
 
     async def _current_password(self) -> Any:
         password = self._password
