@@ -1,4 +1,4 @@
-"""The SQLAlchemy dialect that compiles Core statements for asyncpg.
+"""The SQLAlchemy dialects that compile Core statements for asyncpg and psycopg.
 
 SQLAlchemy's generic PostgreSQL dialect is made for a DBAPI it has not met
 yet; until it connects it guesses. Statements here are compiled without
@@ -16,6 +16,10 @@ DBAPI driver, is said here, as ``databases`` 0.9 says it:
   given the float itself would store its full binary expansion
   (0.700000000000001 into ``NUMERIC(30, 20)`` as 0.70000000000000095479).
   As text it also binds where PostgreSQL infers no type (``SELECT $1``).
+
+psycopg's is the same dialect with ``%s`` placeholders: the psycopg backend
+reads JSON as text and ``NUMERIC`` as ``Decimal`` as asyncpg does, and a
+value bound as text has its type inferred by the server, as asyncpg's.
 """
 
 from __future__ import annotations
@@ -61,3 +65,9 @@ def postgresql_dialect() -> Dialect:
     # numeric_dollar: asyncpg's $1, $2 placeholders. The generic dialect's JSON
     # type decodes the text asyncpg returns.
     return AsyncpgCompileDialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+
+
+def psycopg_dialect() -> Dialect:
+    # format: psycopg's %s placeholders; otherwise what asyncpg's compiles,
+    # as psycopg here reads JSON as text and NUMERIC as Decimal too.
+    return AsyncpgCompileDialect(paramstyle="format")  # type: ignore[no-untyped-call]

@@ -1,8 +1,8 @@
 """Translate raw SQL with ``:name`` parameters into a driver's parameter style.
 
 Raw SQL is written once with named parameters (``WHERE id = :id``) and runs on
-drivers that only take positional ones: asyncpg (``$1``), sqlite3 (``?``) and
-the MySQL drivers (``%s``). :func:`compile_query` does the translation with a
+drivers that only take positional ones: asyncpg (``$1``), sqlite3 (``?``),
+the MySQL drivers and psycopg (``%s``). :func:`compile_query` does the translation with a
 small scanner that knows which parts of SQL are not code (strings, quoted
 identifiers, comments, dollar quotes; for MySQL's ``%s`` style, strings
 where a backslash escapes the next character), so a ``:word`` inside them
@@ -32,8 +32,10 @@ from .exceptions import MissingParameterError, UnknownParameterError
 
 __all__ = ["CompiledQuery", "ParamStyle", "compile_query"]
 
-ParamStyle: TypeAlias = Literal["numeric_dollar", "qmark", "format"]
-"""``$1`` (asyncpg), ``?`` (sqlite3), ``%s`` (MySQL drivers)."""
+ParamStyle: TypeAlias = Literal["numeric_dollar", "qmark", "format", "format_pg"]
+"""``$1`` (asyncpg), ``?`` (sqlite3), ``%s`` (MySQL drivers: a backslash in a
+string escapes the next character), ``%s`` read with PostgreSQL's strings
+(``format_pg``, psycopg: a backslash is a plain character except in ``E'...'``)."""
 
 _CACHE_SIZE = 4096
 
@@ -151,9 +153,11 @@ def _render(texts: list[str], names: list[str], style: ParamStyle) -> CompiledQu
         return CompiledQuery(_interleave(texts, marks), tuple(numbers))
     if style == "qmark":
         return CompiledQuery(_interleave(texts, ["?"] * len(names)), tuple(names))
-    if style == "format":
-        # MySQL drivers apply ``sql % args`` to the whole text (we always pass
-        # an args tuple), so every literal % must be doubled, even in strings.
+    if style in ("format", "format_pg"):
+        # The drivers read ``%`` in the whole text (the MySQL drivers apply
+        # ``sql % args``, psycopg turns ``%%`` into ``%`` wherever it is, as
+        # we always pass an args tuple), so every literal % must be doubled,
+        # even in strings.
         texts = [text.replace("%", "%%") for text in texts]
         return CompiledQuery(_interleave(texts, ["%s"] * len(names)), tuple(names))
     raise ValueError(f"unknown parameter style {style!r}")

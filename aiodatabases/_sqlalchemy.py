@@ -34,6 +34,12 @@ def _postgresql() -> Dialect:
     return postgresql_dialect()
 
 
+def _psycopg() -> Dialect:
+    from ._pg_dialect import psycopg_dialect
+
+    return psycopg_dialect()
+
+
 def _sqlite() -> Dialect:
     from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
@@ -48,6 +54,7 @@ def _mysql() -> Dialect:
 
 _DIALECTS: Mapping[str, Callable[[], Dialect]] = {
     "postgresql": _postgresql,
+    "postgresql+psycopg": _psycopg,
     "sqlite": _sqlite,
     "mysql": _mysql,
 }
@@ -184,7 +191,8 @@ def _shape(
     cache_key = statement._generate_cache_key()
     key = None
     if cache_key is not None:
-        key = (dialect.name, cache_key.key, tuple(column_keys or ()))
+        # By paramstyle too: asyncpg's and psycopg's dialects share a name.
+        key = (dialect.name, dialect.paramstyle, cache_key.key, tuple(column_keys or ()))
         shape = _cache.get(key)
         if shape is not None:
             return shape, cache_key

@@ -51,6 +51,7 @@ from .contenders import (
     SQLAlchemyCore,
 )
 from .data import FULL, QUICK, Admin, MySQLAdmin, PostgresAdmin, Sizes, SQLiteAdmin, Style
+from .psycopg_contenders import PsycopgHeld, PsycopgPool
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
@@ -180,6 +181,36 @@ def postgres_backend(url: str, sizes: Sizes, others: bool) -> Backend:
         factories,
         baseline="asyncpg pool",
         held="asyncpg held",
+    )
+
+
+def postgres_backends(url: str, sizes: Sizes, others: bool) -> list[Backend]:
+    """PostgreSQL once per driver, each against that driver's own raw baseline."""
+    return [postgres_backend(url, sizes, others), psycopg_backend(url, sizes, others)]
+
+
+def psycopg_backend(url: str, sizes: Sizes, others: bool) -> Backend:
+    """aiodatabases on ``postgresql+psycopg://`` against psycopg_pool and held psycopg
+    connections (``databases`` has no psycopg backend: SQLAlchemy's is the other)."""
+    _, with_sqlalchemy = _others_available() if others else (False, False)
+    subject_url = _with_scheme(url, "postgresql+psycopg")
+    factories: dict[str, Callable[[Inputs], Contender]] = {
+        SUBJECT: lambda i: DatabaseAPI(
+            i, SUBJECT, "aiodatabases", subject_url, _pool_options(sizes), {}
+        ),
+        "psycopg pool": lambda i: PsycopgPool(i, url),
+        "psycopg held": lambda i: PsycopgHeld(i, url),
+    }
+    if with_sqlalchemy:
+        factories["SQLAlchemy"] = lambda i: SQLAlchemyCore(i, subject_url)
+    return Backend(
+        "postgresql",
+        "PostgreSQL: psycopg, `postgresql+psycopg://`",
+        "numeric_dollar",  # the values: psycopg takes the same native types
+        PostgresAdmin(url),
+        factories,
+        baseline="psycopg pool",
+        held="psycopg held",
     )
 
 
@@ -410,7 +441,8 @@ def machine_line(versions: Sequence[str]) -> str:
     except OSError:
         pass
     packages = [_subject_version()]
-    for package in ("asyncpg", "aiosqlite", "aiomysql", "asyncmy", "databases", "SQLAlchemy"):
+    names = ("asyncpg", "psycopg", "psycopg-pool", "aiosqlite", "aiomysql", "asyncmy")
+    for package in (*names, "databases", "SQLAlchemy"):
         try:
             packages.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -775,7 +807,7 @@ async def _run_all(
         backends: list[Backend] = []
         for key in wanted:
             if key == "postgresql":
-                backends.append(postgres_backend(args.pg_url, sizes, others))
+                backends += postgres_backends(args.pg_url, sizes, others)
             elif key == "sqlite":
                 backends.append(sqlite_backend(os.path.join(tmp, "bench.db"), sizes, others))
             else:

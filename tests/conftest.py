@@ -6,7 +6,7 @@ collection. A URL that is named but does not answer fails its tests: it is
 never skipped.
 
 Tests are parametrized at collection by backend (ids ``sqlite``,
-``postgresql``, ``mysql``, ``mysql+asyncmy``). Each server URL points at a
+``postgresql``, ``postgresql+psycopg``, ``mysql``, ``mysql+asyncmy``). Each server URL points at a
 database of this run's own, which the session fixture ``private_databases``
 creates before the first test and drops after the last: collecting
 (``pytest --collect-only``) creates nothing, and concurrent runs never share
@@ -32,7 +32,15 @@ from aiodatabases import Database, DatabaseURL
 
 _SQLITE_FILE = os.path.join(tempfile.mkdtemp(prefix="aiodatabases-tests-"), "test.db")
 _LOCAL_SERVERS = {
-    "postgresql": ("127.0.0.1", 5432, ["postgresql://postgres@127.0.0.1:5432/test"]),
+    # Both PostgreSQL drivers: asyncpg (plain `postgresql://`) and psycopg.
+    "postgresql": (
+        "127.0.0.1",
+        5432,
+        [
+            "postgresql://postgres@127.0.0.1:5432/test",
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        ],
+    ),
     # Both MySQL drivers, so every shared test runs on aiomysql (plain `mysql://`,
     # as in databases) and on asyncmy.
     "mysql": (
@@ -206,6 +214,16 @@ def urls_for(*dialects: str) -> list[str]:
 
 def scheme_of(url: str) -> str:
     return DatabaseURL(url).scheme
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A PostgreSQL URL of either driver as asyncpg takes it (for a raw monitor connection)."""
+    return str(DatabaseURL(url).replace(driver=""))
+
+
+def postgres_driver_of(url: str) -> str:
+    """The PostgreSQL driver a URL selects: ``postgresql://`` is asyncpg, as in databases."""
+    return "psycopg" if DatabaseURL(url).driver == "psycopg" else "asyncpg"
 
 
 def mysql_driver_of(url: str) -> str:

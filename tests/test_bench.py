@@ -105,6 +105,22 @@ def test_mysql_is_benchmarked_once_per_driver_against_its_own_raw_driver(
         assert raw in backend.title
 
 
+def test_postgresql_is_benchmarked_once_per_driver_against_its_own_raw_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.data import Sizes
+    from bench.run import SUBJECT, postgres_backends
+
+    backends = postgres_backends("postgresql://postgres@localhost/x", Sizes(), others=False)
+    assert [(b.baseline, b.held) for b in backends] == [
+        ("asyncpg pool", "asyncpg held"),
+        ("psycopg pool", "psycopg held"),
+    ]
+    assert set(backends[1].factories) == {SUBJECT, "psycopg pool", "psycopg held"}
+    assert "`postgresql+psycopg://`" in backends[1].title
+
+
 _MYSQL_URLS = urls_for("mysql")
 
 

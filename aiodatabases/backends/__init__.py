@@ -25,6 +25,7 @@ _BY_SCHEME: Mapping[str, _Entry] = {
     "postgresql": _Entry(".postgres", "PostgresBackend", "asyncpg", "postgresql"),
     "postgresql+asyncpg": _Entry(".postgres", "PostgresBackend", "asyncpg", "postgresql"),
     "postgres": _Entry(".postgres", "PostgresBackend", "asyncpg", "postgresql"),
+    "postgresql+psycopg": _Entry(".psycopg", "PsycopgBackend", "psycopg", "psycopg"),
     "sqlite": _Entry(".sqlite", "SQLiteBackend", "aiosqlite", "sqlite"),
     "sqlite+aiosqlite": _Entry(".sqlite", "SQLiteBackend", "aiosqlite", "sqlite"),
     # As in `databases`: plain `mysql://` is aiomysql (its errors are PyMySQL's).

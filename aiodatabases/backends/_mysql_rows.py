@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from .._records import record_type
+from ._tuple_rows import TupleRow, row_class, shape_namespace
 from .base import Row
 
 # MySQL field type codes (the protocol's, identical in both drivers).
@@ -19,42 +20,7 @@ _TINY = 1
 _TIME = 11
 
 
-class _TupleRow(tuple[Any, ...]):
-    """A result row: the values as a tuple (built in C), names from its class.
-
-    Each result shape gets a subclass holding its column names
-    (``_Shaper``), so a row costs one tuple and nothing per column.
-    """
-
-    __slots__ = ()
-    _index: ClassVar[Mapping[str, int]] = {}
-    _names: ClassVar[tuple[str, ...]] = ()
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            return tuple.__getitem__(self, self._index[key])
-        return tuple.__getitem__(self, key)
-
-    def keys(self) -> Iterator[str]:
-        return iter(self._names)
-
-    # A tuple's own methods would hide columns named "count" or "index".
-    @property
-    def count(self) -> Any:
-        return self._column("count")
-
-    @property
-    def index(self) -> Any:
-        return self._column("index")
-
-    def _column(self, name: str) -> Any:
-        position = self._index.get(name)
-        if position is None:
-            raise AttributeError(f"'Record' object has no column or attribute {name!r}")
-        return tuple.__getitem__(self, position)
-
-
-class _ConvertingRow(_TupleRow):
+class _ConvertingRow(TupleRow):
     """A row whose BOOLEAN and TIME values are converted when read, not when fetched."""
 
     __slots__ = ()
@@ -79,8 +45,6 @@ class _ConvertingRow(_TupleRow):
         return self[name]
 
 
-#: The rows of MySQL results (a subclass per result shape, see ``_Shaper``).
-MySQLRecord = record_type(_TupleRow)
 _ConvertingRecord = record_type(_ConvertingRow)
 
 
@@ -108,9 +72,6 @@ class _Shaper:
 
     def __init__(self, description: Sequence[Sequence[Any]]) -> None:
         names = tuple(column[0] for column in description)
-        index: dict[str, int] = {}
-        for position, name in enumerate(names):
-            index.setdefault(name, position)  # the first of duplicate names wins
         converters: dict[int, Callable[[Any], Any]] = {}
         for position, column in enumerate(description):
             type_code, length = column[1], column[3]
@@ -118,11 +79,11 @@ class _Shaper:
                 converters[position] = _time_of
             elif type_code == _TINY and length == 1:  # BOOLEAN is TINYINT(1)
                 converters[position] = _bool_of
-        base = _ConvertingRecord if converters else MySQLRecord
-        namespace: dict[str, Any] = {"__slots__": (), "_index": index, "_names": names}
-        if converters:
-            namespace["_converters"] = converters
-        self.row_class: type[Any] = type("Record", (base,), namespace)
+        if not converters:
+            self.row_class: type[Any] = row_class(names)
+            return
+        namespace = {**shape_namespace(names), "_converters": converters}
+        self.row_class = type("Record", (_ConvertingRecord,), namespace)
 
     def rows(self, tuples: Sequence[tuple[Any, ...]]) -> list[Row]:
         return list(map(self.row_class, tuples))

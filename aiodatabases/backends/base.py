@@ -173,7 +173,9 @@ class Backend(Protocol):
     #: The URL the backend was built for (``create_backend`` sets it).
     url: DatabaseURL
     paramstyle: ParamStyle
-    #: The SQLAlchemy dialect family ("postgresql", "sqlite", "mysql").
+    #: The SQLAlchemy dialect Core statements are compiled with: its family
+    #: ("postgresql", "sqlite", "mysql"), or "postgresql+psycopg" (the
+    #: family's SQL with psycopg's placeholders and types).
     dialect_name: str
     #: What the driver does that the core works around (see ``Capabilities``).
     capabilities: Capabilities

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from conftest import dialect_of, urls_for
+from conftest import dialect_of, postgres_driver_of, urls_for
 
 from aiodatabases import (
     CommandTimeoutError,
@@ -23,7 +23,8 @@ from aiodatabases import (
     UnknownOptionError,
 )
 
-URLS = urls_for("postgresql")
+# asyncpg's URLs (psycopg's own tests: test_psycopg.py).
+URLS = [url for url in urls_for("postgresql") if postgres_driver_of(url) == "asyncpg"]
 
 pytestmark = [
     pytest.mark.skipif(not URLS, reason="no PostgreSQL URL configured"),

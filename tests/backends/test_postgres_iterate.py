@@ -1,5 +1,6 @@
-"""PostgreSQL iterate() outside a transaction: its cursor's own transaction (BEGIN;
-DECLARE ... WITH HOLD), committed before any other statement, ended by CLOSE; COMMIT.
+"""PostgreSQL iterate() outside a transaction, on asyncpg and on psycopg (one
+design): its cursor's own transaction (BEGIN; DECLARE ... WITH HOLD),
+committed before any other statement, ended by CLOSE; COMMIT.
 
 Whatever happens to the iteration (cancelled at any step, failed, abandoned,
 interleaved with other cursors), the connection's user must never find
@@ -15,8 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import psycopg
 import pytest
-from conftest import dialect_of, until, urls_for
+from conftest import postgres_driver_of, scheme_of, until, urls_for
 
 from aiodatabases import Connection, Database
 
@@ -24,8 +26,29 @@ URLS = urls_for("postgresql")
 
 pytestmark = [
     pytest.mark.skipif(not URLS, reason="no PostgreSQL URL configured"),
-    pytest.mark.parametrize("url", URLS, ids=dialect_of),
+    pytest.mark.parametrize("url", URLS, ids=scheme_of),
 ]
+
+
+def _in_transaction(connection: Connection) -> bool:
+    raw = connection.raw_connection
+    if isinstance(raw, psycopg.AsyncConnection):
+        return bool(raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
+    return bool(raw.is_in_transaction())
+
+
+def _patch_execute(
+    monkeypatch: pytest.MonkeyPatch, connection: Connection | Database, wrap: Any
+) -> None:
+    """Replace the driver's statement call (asyncpg's Connection.execute,
+    psycopg's AsyncCursor.execute) with ``wrap(original)``."""
+    url = str(connection.url) if isinstance(connection, Database) else None
+    if url is None:
+        psycopg_raw = isinstance(connection.raw_connection, psycopg.AsyncConnection)
+    else:
+        psycopg_raw = postgres_driver_of(url) == "psycopg"
+    target: Any = psycopg.AsyncCursor if psycopg_raw else asyncpg.connection.Connection
+    monkeypatch.setattr(target, "execute", wrap(target.execute))
 
 
 @pytest.fixture
@@ -54,26 +77,30 @@ _CURSORS = "SELECT count(*) FROM pg_cursors WHERE name LIKE 'aiodatabases%'"
 
 async def _clean(connection: Connection) -> None:
     """Not in a transaction, no cursor left over (once a queued close ran), usable."""
-    assert not connection.raw_connection.is_in_transaction()
+    assert not _in_transaction(connection)
     await until(0, lambda: connection.fetch_val(_CURSORS), within=5)
-    assert not connection.raw_connection.is_in_transaction()
+    assert not _in_transaction(connection)
     assert await connection.fetch_val("SELECT 1") == 1
 
 
-async def _slow_reply_to(monkeypatch: pytest.MonkeyPatch, statement: str) -> asyncio.Event:
+async def _slow_reply_to(
+    monkeypatch: pytest.MonkeyPatch, statement: str, source: Database | Connection
+) -> asyncio.Event:
     """The server's reply to ``statement`` crosses a slow network: the statement
     has run on the server when its caller is still waiting for the reply."""
     ran = asyncio.Event()
-    original = asyncpg.connection.Connection.execute
 
-    async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        result = await original(self, query, *args, **kwargs)
-        if query.startswith(statement):
-            ran.set()
-            await asyncio.sleep(1)
-        return result
+    def wrap(original: Any) -> Any:
+        async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            result = await original(self, query, *args, **kwargs)
+            if query.startswith(statement):
+                ran.set()
+                await asyncio.sleep(1)
+            return result
 
-    monkeypatch.setattr(asyncpg.connection.Connection, "execute", execute)
+        return execute
+
+    _patch_execute(monkeypatch, source, wrap)
     return ran
 
 
@@ -81,7 +108,7 @@ async def _cancel_opening(
     monkeypatch: pytest.MonkeyPatch, statement: str, source: Database | Connection
 ) -> None:
     """Cancel an iteration of ``source`` once ``statement`` of its opening ran on the server."""
-    ran = await _slow_reply_to(monkeypatch, statement)
+    ran = await _slow_reply_to(monkeypatch, statement, source)
 
     async def first_row() -> Any:
         async for row in source.iterate("SELECT n FROM review_rows"):
@@ -117,7 +144,7 @@ async def test_cancelled_while_declare_waits_for_a_lock_leaves_no_transaction(
                     await asyncio.wait_for(first_row(), 0.5)
                 # The task goes on with its connection.
                 await connection.execute("INSERT INTO review_written VALUES (1)")
-                assert not connection.raw_connection.is_in_transaction()
+                assert not _in_transaction(connection)
         assert await _written(url) == [1]
 
 
@@ -253,7 +280,9 @@ async def test_another_tasks_failing_iteration_does_not_fail_this_one(
         good_rows, bad_error = await asyncio.wait_for(
             asyncio.gather(good(), bad(), return_exceptions=True), 30
         )
-        assert isinstance(bad_error, asyncpg.exceptions.DivisionByZeroError), bad_error
+        assert isinstance(
+            bad_error, (asyncpg.exceptions.DivisionByZeroError, psycopg.errors.DivisionByZero)
+        ), bad_error
         assert good_rows == list(range(1, 1201)), good_rows
         await _clean(connection)
 
@@ -443,7 +472,16 @@ async def test_rest_of_the_query_timing_out_as_it_is_kept_fails_the_iteration(
 
         with pytest.raises(TimeoutError):
             await stream()
+        if isinstance(connection.raw_connection, psycopg.AsyncConnection):
+            # psycopg's connection is closed at the timeout: the body's statement
+            # cannot run and raises the COMMIT's CommandTimeoutError; the next
+            # connection is clean.
+            assert seen == [1]
+            assert connection.raw_connection.closed
+            return
         assert seen == list(range(1, 501))
+        await _clean(connection)
+    async with Database(url, max_size=1) as db, db.connection() as connection:
         await _clean(connection)
 
 
@@ -456,7 +494,7 @@ async def test_next_user_of_the_pooled_connection_after_break(url: str, tables: 
                 break
             await until(0, lambda: db.fetch_val(_CURSORS), within=5)  # its close is queued
             async with db.connection() as connection:
-                assert not connection.raw_connection.is_in_transaction()
+                assert not _in_transaction(connection)
     assert await _written(url) == [1]
 
 
@@ -465,15 +503,17 @@ async def test_a_close_that_times_out_leaves_no_transaction(
 ) -> None:
     # CLOSE; COMMIT stopped by a timeout (command_timeout): the next user of
     # the connection must not find itself inside the cursor's transaction.
-    original = asyncpg.connection.Connection.execute
 
-    async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        if query.startswith("CLOSE") and query.endswith("COMMIT"):
-            raise asyncio.TimeoutError
-        return await original(self, query, *args, **kwargs)
+    def wrap(original: Any) -> Any:
+        async def execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            if query.startswith("CLOSE") and query.endswith("COMMIT"):
+                raise asyncio.TimeoutError
+            return await original(self, query, *args, **kwargs)
+
+        return execute
 
     async with Database(url, max_size=1) as db, db.connection() as connection:
-        monkeypatch.setattr(asyncpg.connection.Connection, "execute", execute)
+        _patch_execute(monkeypatch, connection, wrap)
         iteration = connection.iterate("SELECT n FROM review_rows ORDER BY n")
         async for _ in iteration:
             break

@@ -335,11 +335,13 @@ def integrity_errors() -> tuple[type[BaseException], ...]:
     import sqlite3
 
     import asyncpg
+    import psycopg
     import pymysql
 
     errors: list[type[BaseException]] = [
         sqlite3.IntegrityError,
         asyncpg.IntegrityConstraintViolationError,
+        psycopg.IntegrityError,
         pymysql.err.IntegrityError,
     ]
     with contextlib.suppress(ImportError):

@@ -8,8 +8,17 @@ import logging
 from typing import Any
 
 import asyncpg
+import psycopg
 import pytest
-from conftest import distinct_connections_at_once, sleep_query, until, urls_for
+from conftest import (
+    asyncpg_dsn,
+    dialect_of,
+    distinct_connections_at_once,
+    postgres_driver_of,
+    sleep_query,
+    until,
+    urls_for,
+)
 
 from aiodatabases import Database, PoolTimeoutError
 
@@ -19,7 +28,7 @@ _LONG_SLEEP = "SELECT pg_sleep(30)"
 
 async def _server_sleepers(url: str) -> int:
     """How many backends are running the long sleep right now (seen from outside)."""
-    monitor = await asyncpg.connect(url)
+    monitor = await asyncpg.connect(asyncpg_dsn(url))
     try:
         count: int = await monitor.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
@@ -183,7 +192,7 @@ async def test_a_commit_cancelled_while_it_runs_has_ended_when_the_caller_is_tol
             writer.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await writer
-            other = await asyncpg.connect(url)
+            other = await asyncpg.connect(asyncpg_dsn(url))
             try:
                 assert await other.fetchval("SELECT count(*) FROM aiodb_slow_commit") == 1
             finally:
@@ -227,14 +236,16 @@ async def test_task_that_never_closes_its_block_gives_the_connection_back(
 async def test_connection_killed_by_server_is_replaced(url: str) -> None:
     async with Database(url, min_size=1, max_size=1, acquire_timeout=10) as database:
         pid = await database.fetch_val("SELECT pg_backend_pid()")
-        killer = await asyncpg.connect(url)
+        killer = await asyncpg.connect(asyncpg_dsn(url))
         try:
             await killer.execute("SELECT pg_terminate_backend($1)", pid)
         finally:
             await killer.close()
         # The caller whose connection is gone gets a clear driver error, or the
         # pool already saw the socket close; either way the next one works.
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        with contextlib.suppress(
+            asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error, OSError
+        ):
             await database.fetch_val("SELECT 1")
         new_pid = await database.fetch_val("SELECT pg_backend_pid()")
         assert new_pid != pid
@@ -247,13 +258,29 @@ async def test_a_statement_cancelled_twice_has_ended_before_the_next_one_runs(
     # was still on its way let the caller go with its statement still running;
     # the next statement on the connection then read that statement's answer.
     database = Database(database_url, max_size=1, acquire_timeout=30)
+    if postgres_driver_of(database_url) == "psycopg" and dialect_of(database_url) == "postgresql":
+        # psycopg closes the connection when its cancel on the server is itself
+        # interrupted: the statement is stopped, the connection is never reused
+        # (the block's next statement says so) and the pool opens another.
+        async with database:
+            for _ in range(3):
+                async with database.connection() as connection:
+                    await _cancel_twice(connection, database_url)
+                    with pytest.raises(psycopg.OperationalError, match="connection is closed"):
+                        await connection.fetch_val("SELECT 42")
+                assert await database.fetch_val("SELECT 42") == 42
+        return
     async with database, database.connection() as connection:
         for _ in range(3):
-            sleeper = asyncio.create_task(connection.fetch_val(sleep_query(database_url, 3)))
-            await asyncio.sleep(0.3)  # it runs on the server
-            sleeper.cancel()
-            await asyncio.sleep(0)  # the first cancellation is under way...
-            sleeper.cancel()  # ...when the second one comes
-            with pytest.raises(asyncio.CancelledError):
-                await sleeper
+            await _cancel_twice(connection, database_url)
             assert await connection.fetch_val("SELECT 42") == 42
+
+
+async def _cancel_twice(connection: Any, url: str) -> None:
+    sleeper = asyncio.create_task(connection.fetch_val(sleep_query(url, 3)))
+    await asyncio.sleep(0.3)  # it runs on the server
+    sleeper.cancel()
+    await asyncio.sleep(0)  # the first cancellation is under way...
+    sleeper.cancel()  # ...when the second one comes
+    with pytest.raises(asyncio.CancelledError):
+        await sleeper

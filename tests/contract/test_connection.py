@@ -9,8 +9,9 @@ import aiomysql
 import aiosqlite
 import asyncmy
 import asyncpg
+import psycopg
 import pytest
-from conftest import dialect_of, urls_for
+from conftest import dialect_of, scheme_of, urls_for
 
 from aiodatabases import Connection, Database, DatabaseURL, InterleaveError, NotConnectedError
 
@@ -50,7 +51,7 @@ async def test_a_new_connect_gives_new_task_connections(database_url: str) -> No
         assert await after.fetch_val("SELECT 1") == 1
 
 
-@pytest.mark.parametrize("url", urls_for("postgresql"), ids=dialect_of)
+@pytest.mark.parametrize("url", urls_for("postgresql"), ids=scheme_of)
 async def test_async_with_connection_keeps_one_postgres_backend(url: str) -> None:
     pid = "SELECT pg_backend_pid()"
     async with Database(url) as db, db.connection() as connection:
@@ -103,6 +104,7 @@ async def test_nested_async_with_connection(database_url: str) -> None:
 def raw_driver_type(url: str) -> type[Any]:
     driver_types: dict[str, type[Any]] = {
         "postgresql": asyncpg.Connection,
+        "postgresql+psycopg": psycopg.AsyncConnection,
         "sqlite": aiosqlite.Connection,
         "mysql": aiomysql.Connection,  # as in databases
         "mysql+asyncmy": asyncmy.Connection,
@@ -114,6 +116,10 @@ def raw_driver_type(url: str) -> type[Any]:
 async def raw_select_one(raw: Any) -> Any:
     if isinstance(raw, asyncpg.Connection):
         return await raw.fetchval("SELECT 1")
+    if isinstance(raw, psycopg.AsyncConnection):
+        async with raw.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+            return (await cursor.fetchone())[0]
     if isinstance(raw, aiosqlite.Connection):
         async with raw.execute("SELECT 1") as cursor:
             return (await cursor.fetchone())[0]
@@ -143,7 +149,7 @@ async def test_raw_connection_is_the_driver_connection_inside_the_block(database
             assert isinstance(db.connection().raw_connection, driver_type)
 
 
-@pytest.mark.parametrize("url", urls_for("postgresql"), ids=dialect_of)
+@pytest.mark.parametrize("url", urls_for("postgresql"), ids=scheme_of)
 async def test_explicitly_shared_connection_runs_gathered_statements(url: str) -> None:
     async with Database(url) as db, db.connection() as connection:
         backend = await connection.fetch_val("SELECT pg_backend_pid()")

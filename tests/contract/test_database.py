@@ -14,7 +14,9 @@ from conftest import (
     dialect_of,
     drop_notes,
     mysql_driver_of,
+    postgres_driver_of,
     reset_notes,
+    scheme_of,
     urls_for,
 )
 
@@ -46,6 +48,14 @@ def with_options(url: str, **options: str) -> str:
 
 def driver_errors(url: str) -> SimpleNamespace:
     """The exception types the driver raises for each kind of failed statement."""
+    if dialect_of(url) == "postgresql" and postgres_driver_of(url) == "psycopg":
+        import psycopg
+
+        return SimpleNamespace(
+            syntax=psycopg.errors.SyntaxError,
+            unique=psycopg.errors.UniqueViolation,
+            undefined_table=psycopg.errors.UndefinedTable,
+        )
     if dialect_of(url) == "postgresql":
         import asyncpg
 
@@ -468,7 +478,7 @@ async def test_colon_name_inside_a_comment_is_not_a_parameter(database_url: str)
         assert await db.fetch_val(query, {"v": 5}) == 5
 
 
-@pytest.mark.parametrize("url", urls_for("postgresql"), ids=dialect_of)
+@pytest.mark.parametrize("url", urls_for("postgresql"), ids=scheme_of)
 async def test_postgres_cast_after_a_parameter(url: str) -> None:
     async with Database(url) as db:
         assert await db.fetch_val("SELECT :v::text", {"v": "42"}) == "42"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import busy_query, until_busy, urls_for
+from conftest import asyncpg_dsn, busy_query, until_busy, urls_for
 
 from aiodatabases import Database, NotConnectedError
 
@@ -48,7 +48,7 @@ async def test_sqlite_commit_that_fails_busy_does_not_leave_a_transaction_open(
 
 
 async def _connections_named(url: str, name: str) -> int:
-    monitor = await asyncpg.connect(url)
+    monitor = await asyncpg.connect(asyncpg_dsn(url))
     try:
         count: int = await monitor.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name

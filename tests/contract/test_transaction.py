@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import DATABASE_URLS, dialect_of, urls_for
+from conftest import DATABASE_URLS, postgres_driver_of, scheme_of, urls_for
 
 from aiodatabases import (
     ConfigurationError,
@@ -233,7 +233,7 @@ async def test_three_levels_rollback_in_the_middle(notes: str) -> None:
 # --- isolation and options -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", urls_for("postgresql"), ids=dialect_of)
+@pytest.mark.parametrize("url", urls_for("postgresql"), ids=scheme_of)
 @pytest.mark.parametrize(
     ("isolation", "shown"),
     [
@@ -254,14 +254,20 @@ async def test_postgres_isolation(url: str, isolation: str, shown: str) -> None:
             assert await connection.fetch_val("SHOW transaction_isolation") == shown
 
 
-@pytest.mark.parametrize("url", urls_for("postgresql"), ids=dialect_of)
+@pytest.mark.parametrize("url", urls_for("postgresql"), ids=scheme_of)
 async def test_postgres_readonly_transaction(url: str) -> None:
     import asyncpg
+    import psycopg
 
+    refused = (
+        psycopg.errors.ReadOnlySqlTransaction
+        if postgres_driver_of(url) == "psycopg"
+        else asyncpg.exceptions.ReadOnlySQLTransactionError
+    )
     async with Database(url) as db:
         async with db.transaction(readonly=True):
             assert await db.fetch_val("SHOW transaction_read_only") == "on"
-            with pytest.raises(asyncpg.exceptions.ReadOnlySQLTransactionError):
+            with pytest.raises(refused):
                 await db.execute("CREATE TEMP TABLE never (x int)")
         assert await db.fetch_val("SELECT 1") == 1
 

@@ -40,12 +40,18 @@ async def test_driver_errors_pass_through_unwrapped(notes: str) -> None:
         with pytest.raises(Exception, match=r"(?i)duplicate|unique") as caught:
             await database.execute("INSERT INTO notes (id, text) VALUES (1, 'b')")
         driver = type(caught.value).__module__.split(".")[0]
-        assert driver in {"asyncpg", "asyncmy", "pymysql", "sqlite3"}
-        assert "IntegrityError" in type(caught.value).__name__ or driver == "asyncpg"
+        assert driver in {"asyncpg", "psycopg", "asyncmy", "pymysql", "sqlite3"}
+        if driver == "psycopg":
+            import psycopg
+
+            assert isinstance(caught.value, psycopg.IntegrityError)
+        else:
+            assert "IntegrityError" in type(caught.value).__name__ or driver == "asyncpg"
         async with database.connection() as connection:
             raw = connection.raw_connection
             assert type(raw).__module__.split(".")[0] in {
                 "asyncpg",
+                "psycopg",
                 "asyncmy",
                 "aiomysql",
                 "aiosqlite",

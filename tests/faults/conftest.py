@@ -104,13 +104,15 @@ def private_mariadb(_private_mariadb_session: PrivateMariaDB) -> PrivateMariaDB:
     return server
 
 
-@pytest.fixture(params=["postgresql", "mysql", "mysql+asyncmy"])
+@pytest.fixture(params=["postgresql", "postgresql+psycopg", "mysql", "mysql+asyncmy"])
 def target(request: pytest.FixtureRequest) -> Target:
-    """A fresh database on the private server of each backend (asyncpg, aiomysql, asyncmy)."""
+    """A fresh database on the private server of each backend (asyncpg, psycopg,
+    aiomysql, asyncmy)."""
     scheme: str = request.param
-    if scheme == "postgresql":
+    if scheme.startswith("postgresql"):
         postgres: PrivatePostgres = request.getfixturevalue("private_postgres")
-        return Target(postgres, blocking(postgres.new_database()))
+        url = blocking(postgres.new_database())
+        return Target(postgres, str(DatabaseURL(url).replace(scheme=scheme)))
     mariadb: PrivateMariaDB = request.getfixturevalue("private_mariadb")
     return Target(mariadb, blocking(mariadb.new_database(scheme)))
 
@@ -122,8 +124,8 @@ _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 @pytest.fixture(params=SERVER_URLS, ids=scheme_of)
 async def proxied(request: pytest.FixtureRequest) -> AsyncIterator[Proxied]:
-    """A ``FaultProxy`` in front of the server of each backend (asyncpg, aiomysql,
-    asyncmy), started in the test's event loop and closed after it."""
+    """A ``FaultProxy`` in front of the server of each backend (asyncpg, psycopg,
+    aiomysql, asyncmy), started in the test's event loop and closed after it."""
     direct_url: str = request.param
     parsed = DatabaseURL(direct_url)
     host = parsed.hostname or "127.0.0.1"

@@ -27,9 +27,10 @@ BOUND = 30
 #: stops once this many connects in a row finished before their cancel.
 MAX_STEPS = 3000
 FINISHED_IN_A_ROW = 10
-SCHEMES = ["postgresql", "mysql", "mysql+asyncmy"]
+SCHEMES = ["postgresql", "postgresql+psycopg", "mysql", "mysql+asyncmy"]
 TIMEOUT_OPTION = {
     "postgresql": "timeout",
+    "postgresql+psycopg": "connect_timeout",
     "mysql": "connect_timeout",
     "mysql+asyncmy": "connect_timeout",
 }

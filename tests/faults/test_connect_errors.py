@@ -20,7 +20,12 @@ from aiodatabases import Database
 PASSWORD = "s3cret-Pa55word"
 BOUND = 60
 #: Each driver's connect timeout option, set low for the server that never answers.
-TIMEOUT_OPTION = {"postgresql": "timeout", "mysql": "connect_timeout"}
+TIMEOUT_OPTION = {
+    "postgresql": "timeout",
+    "postgresql+psycopg": "connect_timeout",
+    "mysql": "connect_timeout",
+    "mysql+asyncmy": "connect_timeout",
+}
 
 
 def with_password(url: str, port: int | None = None) -> str:
@@ -75,9 +80,9 @@ def silent_port() -> Iterator[int]:
 async def test_connect_to_a_server_that_never_answers_times_out(
     target: Target, silent_port: int
 ) -> None:
-    dialect = "postgresql" if target.url.startswith("postgresql") else "mysql"
+    scheme = target.url.split("://", 1)[0]
     exc = await connect_error(
-        with_password(target.url, silent_port), **{TIMEOUT_OPTION[dialect]: 0.5}
+        with_password(target.url, silent_port), **{TIMEOUT_OPTION[scheme]: 0.5}
     )
     assert "timed out after 0.5s" in str(exc), repr(exc)
     assert_names_place_not_password(exc, silent_port)

@@ -16,10 +16,12 @@ import logging
 import socket
 import traceback
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import asyncpg
+import psycopg
 import pytest
-from conftest import DATABASE_URLS, scheme_of, urls_for
+from conftest import DATABASE_URLS, postgres_driver_of, scheme_of, urls_for
 
 from aiodatabases import Database, DatabaseURL
 
@@ -152,16 +154,23 @@ async def test_connected_objects_and_failed_statements_hide_the_password(
 ) -> None:
     target = with_password(url, password)
     texts: list[str] = []
+    errors = SimpleNamespace(
+        UndefinedTable=asyncpg.UndefinedTableError, DataError=asyncpg.DataError
+    )
+    if postgres_driver_of(url) == "psycopg":
+        errors = SimpleNamespace(
+            UndefinedTable=psycopg.errors.UndefinedTable, DataError=psycopg.DataError
+        )
     async with Database(target) as db:
         texts += [repr(db), repr(db.url)]
         async with db.connection() as connection:
             texts.append(repr(connection))
             async with connection.transaction() as transaction:
                 texts.append(repr(transaction))
-            with pytest.raises(asyncpg.UndefinedTableError) as failed:
+            with pytest.raises(errors.UndefinedTable) as failed:
                 await connection.execute("SELECT no_such_column FROM no_such_table")
             texts += exception_texts(failed.value)
-        with pytest.raises(asyncpg.DataError) as failed:
+        with pytest.raises(errors.DataError) as failed:
             await db.fetch_one("SELECT :v::int", {"v": "not a number"})
         texts += exception_texts(failed.value)
         assert str(db.url) == target

@@ -27,7 +27,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-from conftest import dialect_of, helper_database, sleep_query, until, until_busy, urls_for
+from conftest import (
+    dialect_of,
+    helper_database,
+    scheme_of,
+    sleep_query,
+    until,
+    until_busy,
+    urls_for,
+)
 from fault_proxy import Proxied
 
 from aiodatabases import CommandTimeoutError, ConfigurationError, Database, DatabaseURL
@@ -42,12 +50,19 @@ HANG_GUARD = 60
 STATEMENT_SECONDS = 2
 COMMAND_TIMEOUT = 3
 #: What the drivers say when the connection went away in the middle of a reply:
-#: asyncpg's ConnectionDoesNotExistError, the MySQL drivers' OperationalError 2013.
+#: asyncpg's ConnectionDoesNotExistError, psycopg's OperationalError, the MySQL
+#: drivers' OperationalError 2013.
 LOST = re.compile(
-    "connection was closed in the middle of operation|Lost connection to MySQL server during query"
+    "connection was closed in the middle of operation|server closed the connection"
+    "|Lost connection to MySQL server during query"
 )
 #: Each driver's connect timeout option.
-CONNECT_TIMEOUT_OPTION = {"postgresql": "timeout", "mysql": "connect_timeout"}
+CONNECT_TIMEOUT_OPTION = {
+    "postgresql": "timeout",
+    "postgresql+psycopg": "connect_timeout",
+    "mysql": "connect_timeout",
+    "mysql+asyncmy": "connect_timeout",
+}
 PASSWORD = "n3tw0rk-Pa55word"
 SERVER_URLS = urls_for("postgresql", "mysql")
 
@@ -154,14 +169,14 @@ def with_password(url: str) -> str:
 
 
 def connect_timeout(url: str, seconds: float) -> dict[str, float]:
-    return {CONNECT_TIMEOUT_OPTION[dialect_of(url)]: seconds}
+    return {CONNECT_TIMEOUT_OPTION[scheme_of(url)]: seconds}
 
 
 def assert_names_the_place_not_the_password(exc: BaseException, proxied: Proxied) -> None:
     text = str(exc)
     assert f"127.0.0.1:{proxied.proxy.port}" in text, text
     assert "timed out after 0.5s" in text, text
-    assert CONNECT_TIMEOUT_OPTION[dialect_of(proxied.url)] in text, text
+    assert CONNECT_TIMEOUT_OPTION[scheme_of(proxied.url)] in text, text
     shown = "".join(traceback.format_exception(exc)) + repr(exc)
     assert PASSWORD not in shown
 

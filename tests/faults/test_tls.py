@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from private_servers import PrivatePostgres, make_certificates
 
@@ -74,3 +75,32 @@ async def test_an_ssl_context_with_the_ca_checks_the_host_name_too(
         assert await db.fetch_val(ENCRYPTED) is True
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
         await asyncio.wait_for(Database(private_postgres.url(), ssl=context).connect(), BOUND)
+
+
+# --- psycopg (postgresql+psycopg://): libpq's own TLS settings --------------------------
+
+
+def _psycopg_url(private_postgres: PrivatePostgres, host: str = "127.0.0.1") -> str:
+    return private_postgres.url(scheme="postgresql+psycopg").replace("127.0.0.1", host)
+
+
+async def test_psycopg_ssl_require_is_encrypted(
+    private_postgres: PrivatePostgres, tls_postgres: dict[str, Path]
+) -> None:
+    async with Database(_psycopg_url(private_postgres), ssl="require") as db:
+        assert await db.fetch_val(ENCRYPTED) is True
+    async with Database(_psycopg_url(private_postgres), sslmode="disable") as db:
+        assert await db.fetch_val(ENCRYPTED) is False
+
+
+async def test_psycopg_verify_full_checks_the_host_name(
+    private_postgres: PrivatePostgres, tls_postgres: dict[str, Path]
+) -> None:
+    ca = str(tls_postgres["ca"])
+    url = _psycopg_url(private_postgres, "localhost")
+    async with Database(url, sslmode="verify-full", sslrootcert=ca) as db:
+        assert await db.fetch_val(ENCRYPTED) is True
+    # The certificate is for localhost; the URL says 127.0.0.1: libpq's refusal.
+    database = Database(_psycopg_url(private_postgres), sslmode="verify-full", sslrootcert=ca)
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        await asyncio.wait_for(database.connect(), BOUND)

@@ -853,3 +853,15 @@ def test_sqlalchemy_is_imported_only_for_core_statements(tmp_path: Any) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["after raw sql: False"]
+
+
+def test_a_statement_compiled_for_asyncpg_and_for_psycopg_keeps_each_placeholders() -> None:
+    # Regression: the compiled-shape cache was keyed by the dialect's name, which
+    # both PostgreSQL dialects share: psycopg's %s reached asyncpg.
+    from aiodatabases._sqlalchemy import compile_statement
+
+    table = sa.table("shared_shape", sa.column("id"))
+    query = sa.select(table.c.id).where(table.c.id == 1)
+    assert "$1" in compile_statement(query, None, "postgresql")[0]
+    assert "%s" in compile_statement(query, None, "postgresql+psycopg")[0]
+    assert "$1" in compile_statement(query, None, "postgresql")[0]
