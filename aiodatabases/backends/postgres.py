@@ -286,8 +286,9 @@ class PostgresConnection:
         return None
 
     async def ping(self) -> None:
-        # asyncpg has no ping: an empty query is one simple-protocol round trip.
-        await self.calls.execute("")
+        # asyncpg has no ping: one simple-protocol round trip (not an empty
+        # query, whose reply asyncpg 0.32 fails to read).
+        await self.calls.execute("SELECT 1")
 
     async def reset(self) -> None:
         # Valid in every state (idle, open, aborted); asyncpg first waits for

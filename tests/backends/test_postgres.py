@@ -110,6 +110,16 @@ async def test_statement_cache_size(url: str) -> None:
         assert await prepared_after_queries(db) == 0
 
 
+async def test_health_check_keeps_a_connection_that_answers(url: str) -> None:
+    """Regression: the ping was an empty query, which asyncpg 0.32 fails on
+    (AttributeError), so every idle connection was replaced instead of kept."""
+    async with Database(url, min_size=1, max_size=1, health_check_after=0.01) as db:
+        pid = await db.fetch_val("SELECT pg_backend_pid()")
+        await asyncio.sleep(0.1)  # idle past health_check_after: pinged before use
+        assert await db.fetch_val("SELECT pg_backend_pid()") == pid
+        assert db.pool_stats().closed == 0
+
+
 @pytest.mark.parametrize("value", ["false", "disable", "prefer"])
 async def test_ssl_option_in_url(url: str, value: str) -> None:
     async with Database(with_options(url, ssl=value)) as db:
