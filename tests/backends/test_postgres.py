@@ -110,6 +110,27 @@ async def test_statement_cache_size(url: str) -> None:
         assert await prepared_after_queries(db) == 0
 
 
+async def test_pgbouncer_option_turns_the_statement_cache_off(url: str) -> None:
+    # (Through a real PgBouncer: tests/pgbouncer/.)
+    prepared = "SELECT COUNT(*) FROM pg_prepared_statements"
+    for db in (Database(url, pgbouncer=True), Database(with_options(url, pgbouncer="true"))):
+        async with db, db.connection() as connection:
+            for i in range(3):
+                assert await connection.fetch_val("SELECT :i::int + 1", {"i": i}) == i + 1
+            assert await connection.fetch_val(prepared) == 0
+    async with Database(url, pgbouncer=True, statement_cache_size=0) as db:
+        assert await db.fetch_val("SELECT 1") == 1
+
+
+def test_pgbouncer_option_refuses_a_statement_cache(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"'statement_cache_size'=100.*pgbouncer=true"):
+        Database(url, pgbouncer=True, statement_cache_size=100)
+    with pytest.raises(ConfigurationError, match="'statement_cache_size'"):
+        Database(with_options(url, pgbouncer="on", statement_cache_size="5"))
+    with pytest.raises(ConfigurationError, match="pgbouncer"):
+        Database(with_options(url, pgbouncer="maybe"))
+
+
 async def test_health_check_keeps_a_connection_that_answers(url: str) -> None:
     """Regression: the ping was an empty query, which asyncpg 0.32 fails on
     (AttributeError), so every idle connection was replaced instead of kept."""
