@@ -14,6 +14,8 @@ transaction mode does under load and what makes its failures show.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -22,9 +24,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from aiodatabases import DatabaseURL
+from aiodatabases import Connection, Database, DatabaseURL
 
 #: ``TEST_FAULT_SERVERS=required`` (``.ci/run``): a missing binary fails, never skips.
 REQUIRED = os.environ.get("TEST_FAULT_SERVERS", "").strip().lower() == "required"
@@ -154,3 +158,35 @@ def through(bouncer: PgBouncer, url: str, scheme: str = "postgresql", **options:
             options={**parsed.options, **options},
         )
     )
+
+
+Work = Callable[[Connection], Awaitable[Any]]
+
+
+async def _select_one(connection: Connection) -> Any:
+    return await connection.fetch_val("SELECT 1")
+
+
+@contextlib.asynccontextmanager
+async def session_taken(
+    db: Database, before: Work = _select_one, after: Work = _select_one
+) -> AsyncIterator[Any]:
+    """Another task's transaction holds the server session released last, until
+    the end; it runs ``before`` (whose result is yielded) and, at the end, ``after``."""
+    begun, done = asyncio.Event(), asyncio.Event()
+    seen: list[Any] = []
+
+    async def hold() -> None:
+        async with db.connection() as connection, connection.transaction():
+            seen.append(await before(connection))
+            begun.set()
+            await done.wait()
+            await after(connection)
+
+    task = asyncio.create_task(hold())
+    await asyncio.wait([task, asyncio.create_task(begun.wait())], return_when="FIRST_COMPLETED")
+    try:
+        yield seen[0] if seen else await task
+    finally:
+        done.set()
+        await task

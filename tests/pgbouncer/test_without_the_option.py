@@ -3,7 +3,7 @@
 Each test makes the failure happen on purpose: PgBouncer hands a client's
 next transaction the server session released last (LIFO), so a server
 session one connection used is given to another connection's transaction
-(``_session_taken``), and the first connection's next statement reaches a
+(``bouncer.session_taken``), and the first connection's next statement reaches a
 different session. What the first connection left in its session (a
 prepared statement, a cursor, a setting) is then missing for it, and
 present for the other client. Each test puts the shared sessions back as
@@ -14,45 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
-from bouncer import PgBouncer, through
+from bouncer import PgBouncer, session_taken, through
 
 from aiodatabases import Connection, Database
-
-Work = Callable[[Connection], Awaitable[Any]]
-
-
-async def _select_one(connection: Connection) -> Any:
-    return await connection.fetch_val("SELECT 1")
-
-
-@contextlib.asynccontextmanager
-async def _session_taken(
-    db: Database, before: Work = _select_one, after: Work = _select_one
-) -> AsyncIterator[Any]:
-    """Another task's transaction holds the server session released last, until
-    the end; it runs ``before`` (whose result is yielded) and, at the end, ``after``."""
-    begun, done = asyncio.Event(), asyncio.Event()
-    seen: list[Any] = []
-
-    async def hold() -> None:
-        async with db.connection() as connection, connection.transaction():
-            seen.append(await before(connection))
-            begun.set()
-            await done.wait()
-            await after(connection)
-
-    task = asyncio.create_task(hold())
-    await asyncio.wait([task, asyncio.create_task(begun.wait())], return_when="FIRST_COMPLETED")
-    try:
-        yield seen[0] if seen else await task
-    finally:
-        done.set()
-        await task
 
 
 async def test_asyncpg_statement_cache_loses_its_statements(
@@ -61,7 +29,7 @@ async def test_asyncpg_statement_cache_loses_its_statements(
     url = through(pgbouncer, direct_url)  # asyncpg's defaults: named prepared statements
     async with Database(url, min_size=2, max_size=2) as db, db.connection() as connection:
         assert await connection.fetch_val("SELECT :n::int", {"n": 1}) == 1  # prepared
-        async with _session_taken(db):
+        async with session_taken(db):
             with pytest.raises(asyncpg.InvalidSQLStatementNameError, match="does not exist"):
                 await connection.fetch_val("SELECT :n::int", {"n": 2})
 
@@ -92,7 +60,7 @@ async def test_a_cursor_held_past_its_transaction_is_lost(
                     # the session, which the bouncer now gives to another client:
                     # there it is, in that client's transaction ...
                     assert await connection.fetch_val("SELECT 1") == 1
-                    taken = _session_taken(db, count_ours, close_ours)
+                    taken = session_taken(db, count_ours, close_ours)
                     assert await stack.enter_async_context(taken) == 1
 
         async with contextlib.AsyncExitStack() as stack:
@@ -115,7 +83,7 @@ async def test_a_session_setting_reaches_another_client(bounced_url: str) -> Non
 
     async with Database(bounced_url, min_size=2, max_size=2) as db, db.connection() as connection:
         await connection.execute("SET statement_timeout = '7s'")
-        async with _session_taken(db, show, reset) as seen:
+        async with session_taken(db, show, reset) as seen:
             assert seen == "7s"
             assert await show(connection) == "0"
 
