@@ -1,4 +1,4 @@
-"""What several drivers say alike: transaction options, isolation levels, timeouts, PgBouncer."""
+"""What several drivers say alike: transaction options, isolation levels, timeouts."""
 
 from __future__ import annotations
 
@@ -62,16 +62,3 @@ def isolation_sql(level: Any, server: str) -> str:
         )
     return sql
 
-
-def refuse_prepared_with_pgbouncer(options: Mapping[str, Any], option: str, off: Any) -> None:
-    """Raise ``ConfigurationError`` if ``pgbouncer=true`` comes with a driver
-    option (``option``, in the parsed ``options``) that prepares named
-    statements: anything but ``off``."""
-    if option in options and options[option] != off:
-        raise ConfigurationError(
-            f"option {option!r}={options[option]!r} cannot be used with pgbouncer=true: a "
-            "named prepared statement lives in one server session, and PgBouncer in "
-            "transaction mode gives each transaction whichever server session is free "
-            '("prepared statement ... does not exist"); leave the option out '
-            "(pgbouncer=true turns it off)"
-        )

@@ -20,7 +20,6 @@ from ..exceptions import InterleaveError
 from ._common import (
     connect_timed_out,
     isolation_sql,
-    refuse_prepared_with_pgbouncer,
     refuse_unknown_options,
     statement_timed_out,
 )
@@ -295,11 +294,13 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
         options = dict(options)
         self._pgbouncer = bool(options.pop("pgbouncer", False))
         if self._pgbouncer:
-            # asyncpg then prepares only unnamed statements, and sends each one's
-            # Parse again with its Bind and Execute: all before one Sync, so on
-            # the server session the bouncer gives that statement.
-            refuse_prepared_with_pgbouncer(options, "statement_cache_size", 0)
-            options["statement_cache_size"] = 0
+            # Named prepared statements live in one server session, which the
+            # bouncer gives other clients between transactions. Without its cache
+            # asyncpg prepares only unnamed statements and sends each one's Parse
+            # again with its Bind and Execute, before one Sync: all on the session
+            # the bouncer gives that statement. (A cache given explicitly is kept:
+            # PgBouncer 1.21+ with max_prepared_statements tracks named ones.)
+            options.setdefault("statement_cache_size", 0)
             self.capabilities = _THROUGH_PGBOUNCER
         self._connect_kwargs: dict[str, Any] = {
             "host": url.hostname,
