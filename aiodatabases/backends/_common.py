@@ -61,4 +61,3 @@ def isolation_sql(level: Any, server: str) -> str:
             f"supported: {', '.join(ISOLATION_LEVELS)}"
         )
     return sql
-
