@@ -15,7 +15,7 @@ import pytest
 from bouncer import session_taken
 from conftest import until
 
-from aiodatabases import Database, InterleaveError
+from aiodatabases import CommandTimeoutError, Database, InterleaveError
 
 
 async def _written(direct_url: str) -> list[int]:
@@ -192,3 +192,11 @@ async def test_health_check_and_reset_through_the_bouncer(bounced_url: str) -> N
             await task
         assert await db.fetch_val("SELECT 3") == 3
         assert db.pool_stats().closed == 0
+
+
+async def test_command_timeout_through_the_bouncer(bounced_url: str) -> None:
+    async with Database(bounced_url, command_timeout=0.2, max_size=2) as db:
+        with pytest.raises(CommandTimeoutError):
+            await db.fetch_val("SELECT pg_sleep(30)")
+        assert await db.fetch_val("SELECT 1") == 1
+        assert db.pool_stats().closed == 1  # discarded, not reused
