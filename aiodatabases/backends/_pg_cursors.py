@@ -57,8 +57,6 @@ class Holder(Protocol):
 class HeldCursor:
     """A cursor declared ``WITH HOLD`` outside a transaction, or a plain one inside one."""
 
-    pinned = False
-
     def __init__(self, conn: Holder, name: str, in_own_transaction: bool) -> None:
         self._conn = conn
         self._raw = conn.raw
@@ -106,9 +104,7 @@ class PinnedCursor:
     the cursor is closed (``keep()`` does nothing).
     """
 
-    pinned = True
     in_own_transaction = False
-    failed = None
 
     def __init__(self, conn: Holder, name: str) -> None:
         self._conn = conn

@@ -220,7 +220,7 @@ class PostgresConnection:
         runs inside it.
         """
         cursor = self.holding
-        if cursor is None or cursor.pinned:
+        if cursor is None or isinstance(cursor, PinnedCursor):
             return
         self.holding = None
         cursor.in_own_transaction = False
@@ -236,7 +236,7 @@ class PostgresConnection:
     async def run_control(self, statements: Sequence[str]) -> None:
         holding = self.holding
         if holding is not None:
-            if holding.pinned:
+            if isinstance(holding, PinnedCursor):
                 # The core begins a transaction (it sees none open): it
                 # cannot begin inside the pinned cursor's, nor end that one.
                 raise InterleaveError(PINNED_TRANSACTION)
@@ -263,7 +263,7 @@ class PostgresConnection:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
         # the cancel request of an interrupted statement to complete.
         holding, self.holding = self.holding, None
-        if holding is not None and not holding.pinned:
+        if isinstance(holding, HeldCursor):
             holding.in_own_transaction = False
         await self.calls.execute("ROLLBACK")
         if not self._pinning:
