@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +190,16 @@ async def session_taken(
     finally:
         done.set()
         await task
+
+
+@contextlib.contextmanager
+def raises_sqlstate(sqlstate: str) -> Iterator[None]:
+    """Expect the driver's error for the server's ``sqlstate`` (asyncpg's and
+    psycopg's errors both carry it), whichever driver runs the test."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) != sqlstate:
+            raise
+    else:
+        raise AssertionError(f"no error with SQLSTATE {sqlstate} was raised")
