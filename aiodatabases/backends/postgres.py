@@ -17,12 +17,7 @@ from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
 from ..exceptions import InterleaveError
-from ._common import (
-    connect_timed_out,
-    isolation_sql,
-    refuse_unknown_options,
-    statement_timed_out,
-)
+from ._common import connect_timed_out, isolation_sql, refuse_unknown_options, statement_timed_out
 from ._pg_cursors import PINNED_TRANSACTION, HeldCursor, PinnedCursor
 from .base import (
     Args,
