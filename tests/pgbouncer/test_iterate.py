@@ -86,7 +86,10 @@ async def test_an_iteration_cancelled_in_its_loop_body(bounced_url: str, rows: s
                 await db.fetch_val("SELECT pg_sleep(60)")
 
         task = asyncio.create_task(iterate())
-        await started.wait()
+        waiting = asyncio.create_task(started.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        assert not task.done(), task.exception()  # (an iteration that failed at once)
         await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
