@@ -184,9 +184,13 @@ async def session_taken(
             await after(connection)
 
     task = asyncio.create_task(hold())
-    await asyncio.wait([task, asyncio.create_task(begun.wait())], return_when="FIRST_COMPLETED")
+    waiting = asyncio.create_task(begun.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if not seen:
+        await task  # it failed: raise why
     try:
-        yield seen[0] if seen else await task
+        yield seen[0]
     finally:
         done.set()
         await task
