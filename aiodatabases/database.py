@@ -29,6 +29,7 @@ from ._runtime import Runtime
 from ._tasks import TaskConnections
 from ._url import DatabaseURL
 from .backends import create_backend
+from .backends.base import Capabilities
 from .connection import Connection, is_held, transactions_of
 from .exceptions import ConfigurationError, NotConnectedError, TransactionError
 from .hooks import Hook
@@ -295,7 +296,9 @@ class Database:
 
         The iteration holds the current task's connection; statements of the
         same task in the loop body run on it between batches. (On MySQL, whose
-        drivers cannot interleave, it holds a pooled connection of its own.)
+        drivers cannot interleave, and on PostgreSQL with ``pgbouncer=true``,
+        whose cursor keeps its transaction open until the iteration ends, it
+        holds a pooled connection of its own outside a block.)
 
         Returns the connection's async generator itself, not a wrapper: a loop
         left by ``break`` then closes the cursor as soon as the loop allows.
@@ -315,10 +318,18 @@ class Database:
         self, query: Query, values: Values, connection: Connection | None
     ) -> AsyncIterator[Record]:
         if connection is None or not is_held(connection):
-            # A driver that streams over the connection (MySQL) could not run the
-            # body's statements on it: give the iteration its own, unless the pool
-            # has only one (the body's statements would wait for it forever).
+            # Unless the pool has only one (the body's statements would wait for it forever).
             runtime = self._require_runtime()
-            own = self._backend.capabilities.cursor_blocks_connection and runtime.pool.max_size > 1
+            own = _iterates_apart(self._backend.capabilities) and runtime.pool.max_size > 1
             connection = Connection(runtime) if own else self.connection()
         return connection.iterate(query, values)
+
+
+def _iterates_apart(capabilities: Capabilities) -> bool:
+    """Whether ``iterate()`` outside a block takes a connection of its own.
+
+    A driver that streams over the connection (MySQL) could not run the loop
+    body's statements on it, and a cursor pinned in its transaction
+    (PgBouncer) would run them inside it.
+    """
+    return capabilities.cursor_blocks_connection or capabilities.iteration_keeps_transaction

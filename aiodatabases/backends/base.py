@@ -32,7 +32,8 @@ class Cursor(Protocol):
     """A server-side (or streaming) cursor opened by ``DriverConnection.open_cursor``."""
 
     #: True while the cursor streams inside a transaction of its own
-    #: (PostgreSQL outside a transaction), which ``keep()`` ends.
+    #: (PostgreSQL outside a transaction) that ``keep()`` ends (False for one
+    #: whose transaction lasts until it is closed: ``pgbouncer``).
     in_own_transaction: bool
 
     async def fetch(self, count: int) -> list[Row]:
@@ -165,6 +166,15 @@ class Capabilities:
     #: commit ended are marked gone (ending them sends nothing) and the
     #: ``force_rollback`` transaction is begun again, with its rollback points.
     ddl_commits_transaction: bool = False
+    #: Through a pooler in transaction mode (PgBouncer; PostgreSQL's
+    #: ``pgbouncer`` option) the server session is handed to other clients
+    #: between transactions, so a cursor cannot outlive its transaction: an
+    #: iteration outside a transaction keeps its own open until it ends, and
+    #: the statements of the loop body on its connection run inside it. With
+    #: True, ``iterate()`` outside a block gets a connection of its own (when
+    #: the pool has more than one), so that the loop body's statements run
+    #: and commit on the task's connection as they would without the pooler.
+    iteration_keeps_transaction: bool = False
 
 
 class Backend(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -15,7 +16,9 @@ from .._bounded import within
 from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
+from ..exceptions import InterleaveError
 from ._common import connect_timed_out, isolation_sql, refuse_unknown_options, statement_timed_out
+from ._pg_cursors import PINNED_TRANSACTION, HeldCursor, PinnedCursor
 from .base import (
     Args,
     Capabilities,
@@ -63,6 +66,9 @@ OPTIONS = OptionSpec(
         "password": passthrough,
         # Read from the URL's query by DatabaseURL (unix socket directory).
         "host": str,
+        # Ours: the server is reached through PgBouncer in transaction mode
+        # (no prepared statements, cursors pinned in their transaction).
+        "pgbouncer": to_bool,
     },
 )
 
@@ -115,78 +121,23 @@ class _TimedCalls:
             raise self._timed_out() from exc
 
 
-class _PostgresCursor:
-    """A SQL cursor (DECLARE/FETCH/CLOSE): it can be closed, unlike a protocol portal.
-
-    Outside a transaction it is declared ``WITH HOLD`` inside a transaction
-    of its own (``in_own_transaction``), which stays open while the rows stream: the
-    server reads them as they are fetched. Before anything else runs on the
-    connection that transaction is committed (``PostgresConnection._let_hold_go``):
-    only then does the server keep the rest of the result for the cursor, so
-    statements and transactions in the loop body are what they would be
-    without the iteration.
-    """
-
-    def __init__(self, conn: PostgresConnection, name: str, in_own_transaction: bool) -> None:
-        self._conn = conn
-        self._raw = conn.raw
-        self._calls = conn.calls
-        self._name = name
-        self.in_own_transaction = in_own_transaction
-        #: The cursor's query failed as its rest was kept (at that COMMIT):
-        #: raised by the next fetch, where the iteration sees it.
-        self.failed: BaseException | None = None
-
-    async def keep(self) -> None:
-        if self.in_own_transaction:
-            await self._conn._let_hold_go()
-
-    async def fetch(self, count: int) -> list[Row]:
-        if self.failed is not None:
-            raise self.failed
-        holding = self._conn.holding
-        if holding is not None and holding is not self:
-            # Another cursor's own transaction is open: this is another statement
-            # (its failure or cancellation must not abort that transaction, nor
-            # that transaction's abort fail this one).
-            await self._conn._let_hold_go()
-        rows: list[Row] = await self._calls.fetch(f"FETCH FORWARD {int(count)} FROM {self._name}")
-        return rows
-
-    async def close(self) -> None:
-        if self._raw.is_closed():
-            return
-        if not self.in_own_transaction:
-            await self._conn._let_hold_go()  # another cursor's (as for fetch)
-            if self.failed is None or not isinstance(self.failed, asyncpg.PostgresError):
-                # (A COMMIT stopped by a timeout may have kept the cursor.)
-                await self._calls.execute(f"CLOSE {self._name}")
-            return
-        self._conn.holding = None
-        self.in_own_transaction = False
-        try:
-            # Closed before the commit: the rest of the result is never kept.
-            await self._calls.execute(f"CLOSE {self._name}; COMMIT")
-        except Exception:
-            # The query failed while streaming (its transaction is aborted), or
-            # the close timed out: the connection's next user finds no transaction.
-            with contextlib.suppress(Exception):
-                await self._calls.execute("ROLLBACK")
-            raise
-
-
 class PostgresConnection:
-    __slots__ = ("_cursor_ids", "_raw", "calls", "holding")
+    __slots__ = ("_cursor_ids", "_pinning", "_raw", "calls", "holding")
     ran_inline = False  # asyncpg always waits for the server
 
-    def __init__(self, raw: Any, timed_out: Callable[[], Exception] | None = None) -> None:
+    def __init__(
+        self, raw: Any, timed_out: Callable[[], Exception] | None = None, pinning: bool = False
+    ) -> None:
         self._raw = raw
         #: Where statements go: the driver's connection, or (with a
         #: ``command_timeout``) its calls with the timeout explained (``_TimedCalls``).
         self.calls: Any = raw if timed_out is None else _TimedCalls(raw, timed_out)
         self._cursor_ids = itertools.count(1)
-        #: The cursor whose own transaction is open (see ``_PostgresCursor``).
-        self.holding: _PostgresCursor | None = None
+        #: Cursors outside a transaction are pinned in it (the ``pgbouncer``
+        #: option), not held past it (see ``_pg_cursors``).
+        self._pinning = pinning
+        #: The cursor whose own transaction is open (see ``_pg_cursors``).
+        self.holding: HeldCursor | PinnedCursor | None = None
 
     @property
     def raw(self) -> Any:
@@ -221,43 +172,50 @@ class PostgresConnection:
         return value
 
     async def execute_many(self, sql: str, args_list: Sequence[Args]) -> None:
-        await self._let_hold_go()
+        await self.let_hold_go()
         await self.calls.executemany(sql, args_list)
 
     async def open_cursor(self, sql: str, args: Args) -> Cursor:
-        await self._let_hold_go()
+        await self.let_hold_go()
         name = f"aiodatabases_cursor_{next(self._cursor_ids)}"
         if self._raw.is_in_transaction():
             await self.calls.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", *args)
-            return _PostgresCursor(self, name, in_own_transaction=False)
-        # A transaction of the cursor's own (see _PostgresCursor), so that
-        # the server streams the rows instead of keeping the whole result first.
+            return HeldCursor(self, name, in_own_transaction=False)
+        # A transaction of the cursor's own (see _pg_cursors), so that the
+        # server streams the rows instead of keeping the whole result first.
+        hold = "" if self._pinning else " WITH HOLD"
         try:
             await self.calls.execute("BEGIN")
-            await self.calls.execute(f"DECLARE {name} NO SCROLL CURSOR WITH HOLD FOR {sql}", *args)
+            await self.calls.execute(f"DECLARE {name} NO SCROLL CURSOR{hold} FOR {sql}", *args)
         except BaseException:
             # Failed, or the caller was cancelled (a BEGIN or DECLARE that ran on
             # the server meanwhile): the caller holds no transaction, whatever ran.
             with contextlib.suppress(Exception):
                 await self.calls.execute("ROLLBACK")
             raise
-        cursor = self.holding = _PostgresCursor(self, name, in_own_transaction=True)
+        cursor: HeldCursor | PinnedCursor
+        if self._pinning:
+            cursor = PinnedCursor(self, name)
+        else:
+            cursor = HeldCursor(self, name, in_own_transaction=True)
+        self.holding = cursor
         return cursor
 
     async def _after_hold(self, run: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
-        await self._let_hold_go()
+        await self.let_hold_go()
         return await run(sql, *args)
 
-    async def _let_hold_go(self) -> None:
+    async def let_hold_go(self) -> None:
         """Commit the transaction of a streaming cursor before another statement.
 
         The server then keeps the rest of the cursor's result for it (that
         is when the rest of its query runs). If the query fails there (or
         times out), the failure goes to the iteration (its next fetch), not
-        to the statement.
+        to the statement. A pinned cursor's transaction stays: the statement
+        runs inside it.
         """
         cursor = self.holding
-        if cursor is None:
+        if cursor is None or isinstance(cursor, PinnedCursor):
             return
         self.holding = None
         cursor.in_own_transaction = False
@@ -271,7 +229,13 @@ class PostgresConnection:
                 await self.calls.execute("ROLLBACK")
 
     async def run_control(self, statements: Sequence[str]) -> None:
-        await self._let_hold_go()
+        holding = self.holding
+        if holding is not None:
+            if isinstance(holding, PinnedCursor):
+                # The core begins a transaction (it sees none open): it
+                # cannot begin inside the pinned cursor's, nor end that one.
+                raise InterleaveError(PINNED_TRANSACTION)
+            await self.let_hold_go()
         # One simple-protocol round trip for all of them.
         await self.calls.execute("; ".join(statements))
 
@@ -286,17 +250,21 @@ class PostgresConnection:
         return None
 
     async def ping(self) -> None:
-        # asyncpg has no ping: an empty query is one simple-protocol round trip.
-        await self.calls.execute("")
+        # asyncpg has no ping: one simple-protocol round trip (not an empty
+        # query, whose reply asyncpg 0.32 fails to read).
+        await self.calls.execute("SELECT 1")
 
     async def reset(self) -> None:
         # Valid in every state (idle, open, aborted); asyncpg first waits for
         # the cancel request of an interrupted statement to complete.
-        if self.holding is not None:
-            self.holding.in_own_transaction = False
-            self.holding = None
+        holding, self.holding = self.holding, None
+        if isinstance(holding, HeldCursor):
+            holding.in_own_transaction = False
         await self.calls.execute("ROLLBACK")
-        await self.calls.execute("CLOSE ALL")  # WITH HOLD cursors outlive transactions
+        if not self._pinning:
+            # WITH HOLD cursors outlive transactions. (Through PgBouncer the
+            # session may be another client's by now, with its cursors.)
+            await self.calls.execute("CLOSE ALL")
 
     async def close(self) -> None:
         await self._raw.close(timeout=5)
@@ -318,6 +286,17 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
     capabilities = Capabilities(failed_statement_aborts_transaction=True)
 
     def __init__(self, url: DatabaseURL, options: Mapping[str, Any]) -> None:
+        options = dict(options)
+        self._pgbouncer = bool(options.pop("pgbouncer", False))
+        if self._pgbouncer:
+            # Named prepared statements live in one server session, which the
+            # bouncer gives other clients between transactions. Without its cache
+            # asyncpg prepares only unnamed statements and sends each one's Parse
+            # again with its Bind and Execute, before one Sync: all on the session
+            # the bouncer gives that statement. (A cache given explicitly is kept:
+            # PgBouncer 1.21+ with max_prepared_statements tracks named ones.)
+            options.setdefault("statement_cache_size", 0)
+            self.capabilities = _THROUGH_PGBOUNCER
         self._connect_kwargs: dict[str, Any] = {
             "host": url.hostname,
             "port": url.port,
@@ -339,9 +318,8 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
             raise connect_timed_out(
                 "PostgreSQL", *self._where(), kwargs.get("timeout", 60.0), "timeout"
             ) from exc
-        if self._connect_kwargs.get("command_timeout") is None:
-            return PostgresConnection(raw)
-        return PostgresConnection(raw, self._timed_out)
+        timed_out = None if self._connect_kwargs.get("command_timeout") is None else self._timed_out
+        return PostgresConnection(raw, timed_out, pinning=self._pgbouncer)
 
     def _where(self) -> tuple[str, int]:
         kwargs = self._connect_kwargs
@@ -382,3 +360,9 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
                 asyncpg.exceptions.AdminShutdownError,
             ),
         )
+
+
+#: The capabilities with ``pgbouncer=true`` (see ``Capabilities``).
+_THROUGH_PGBOUNCER = dataclasses.replace(
+    PostgresBackend.capabilities, iteration_keeps_transaction=True
+)

@@ -111,6 +111,41 @@ async def test_statement_cache_size(url: str) -> None:
         assert await prepared_after_queries(db) == 0
 
 
+async def test_pgbouncer_option_turns_the_statement_cache_off(url: str) -> None:
+    # (Through a real PgBouncer: tests/pgbouncer/.)
+    prepared = "SELECT COUNT(*) FROM pg_prepared_statements"
+    for db in (Database(url, pgbouncer=True), Database(with_options(url, pgbouncer="true"))):
+        async with db, db.connection() as connection:
+            for i in range(3):
+                assert await connection.fetch_val("SELECT :i::int + 1", {"i": i}) == i + 1
+            assert await connection.fetch_val(prepared) == 0
+    async with Database(url, pgbouncer=True, statement_cache_size=0) as db:
+        assert await db.fetch_val("SELECT 1") == 1
+
+
+async def test_pgbouncer_option_keeps_a_statement_cache_given(url: str) -> None:
+    # For PgBouncer 1.21+ with max_prepared_statements, which tracks named statements.
+    db = Database(url, pgbouncer=True, statement_cache_size=100)
+    async with db, db.connection() as connection:
+        assert await connection.fetch_val("SELECT :i::int", {"i": 1}) == 1
+        assert await connection.fetch_val("SELECT COUNT(*) FROM pg_prepared_statements") > 0
+
+
+def test_bad_pgbouncer_value_is_rejected(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="pgbouncer"):
+        Database(with_options(url, pgbouncer="maybe"))
+
+
+async def test_health_check_keeps_a_connection_that_answers(url: str) -> None:
+    """Regression: the ping was an empty query, which asyncpg 0.32 fails on
+    (AttributeError), so every idle connection was replaced instead of kept."""
+    async with Database(url, min_size=1, max_size=1, health_check_after=0.01) as db:
+        pid = await db.fetch_val("SELECT pg_backend_pid()")
+        await asyncio.sleep(0.1)  # idle past health_check_after: pinged before use
+        assert await db.fetch_val("SELECT pg_backend_pid()") == pid
+        assert db.pool_stats().closed == 0
+
+
 @pytest.mark.parametrize("value", ["false", "disable", "prefer"])
 async def test_ssl_option_in_url(url: str, value: str) -> None:
     async with Database(with_options(url, ssl=value)) as db:
