@@ -103,22 +103,22 @@ _DEFAULT_PREPARE_THRESHOLD = 5
 
 #: Settings libpq sends as startup parameters of their own (PgBouncer tracks
 #: both); any other goes in libpq's ``options`` (``-c name=value``).
-_LIBPQ_KEYWORDS = {"application_name": "application_name", "client_encoding": "client_encoding"}
+_LIBPQ_KEYWORDS = frozenset({"application_name", "client_encoding"})
 
 
 def _startup_parameters(settings: Mapping[str, str], options: dict[str, Any]) -> None:
-    """Put ``server_settings`` into the libpq ``options`` connect parameters.
+    """Put ``server_settings`` into libpq's connect parameters ``options``.
 
-    PgBouncer 1.18 refuses ``options`` whatever it holds, so the settings
-    libpq has a keyword for are sent with it (a keyword option wins).
+    PgBouncer 1.18 refuses libpq's ``options`` whatever it holds, so a setting
+    libpq has a parameter of its own for is sent as that (a keyword option wins).
     """
-    rest = {}
+    rest: dict[str, str] = {}
     for name, value in settings.items():
-        keyword = _LIBPQ_KEYWORDS.get(name.lower())
-        if keyword is None:
-            rest[name] = value
-        else:
+        keyword = name.lower()
+        if keyword in _LIBPQ_KEYWORDS:
             options.setdefault(keyword, value)
+        else:
+            rest[name] = value
     if rest:
         options["options"] = _libpq_options(rest)
 
