@@ -1,4 +1,4 @@
-"""What several drivers say alike: transaction options, isolation levels, timeouts."""
+"""What several drivers say alike: transaction options, isolation levels, timeouts, PgBouncer."""
 
 from __future__ import annotations
 
@@ -61,3 +61,14 @@ def isolation_sql(level: Any, server: str) -> str:
             f"supported: {', '.join(ISOLATION_LEVELS)}"
         )
     return sql
+
+
+#: Why a transaction cannot begin on a connection while a pinned cursor streams
+#: (both PostgreSQL drivers, the ``pgbouncer`` option).
+PINNED_TRANSACTION = (
+    "a transaction cannot begin on this connection while an iterate() outside a "
+    "transaction streams on it through PgBouncer (pgbouncer=true): the cursor's own "
+    "transaction stays open until the iteration ends (a cursor cannot outlive it there), "
+    "and the loop body's statements on this connection run inside it; begin the "
+    "transaction around the iteration, or run it on another connection"
+)

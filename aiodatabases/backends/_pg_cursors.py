@@ -16,7 +16,10 @@ as they are fetched):
   cursor would stay in a session this client no longer has, and its next
   FETCH would reach another one ("cursor ... does not exist"). Statements
   of the loop body on the same connection run inside that transaction; a
-  transaction cannot begin there (``PostgresConnection.run_control``).
+  transaction cannot begin there (``PostgresConnection.run_control``, with
+  ``_common.PINNED_TRANSACTION``).
+
+psycopg's twins are in ``_psycopg_connection`` (its statements differ).
 """
 
 from __future__ import annotations
@@ -27,15 +30,6 @@ from typing import Any, Protocol
 import asyncpg
 
 from .base import Row
-
-#: Why a transaction cannot begin on a connection while a pinned cursor streams.
-PINNED_TRANSACTION = (
-    "a transaction cannot begin on this connection while an iterate() outside a "
-    "transaction streams on it through PgBouncer (pgbouncer=true): the cursor's own "
-    "transaction stays open until the iteration ends (a cursor cannot outlive it there), "
-    "and the loop body's statements on this connection run inside it; begin the "
-    "transaction around the iteration, or run it on another connection"
-)
 
 
 class Holder(Protocol):

@@ -2,9 +2,10 @@
 
 Statements go through one psycopg cursor per connection (the core runs
 them one at a time), in autocommit mode: the core sends BEGIN and COMMIT
-itself. Streaming is the asyncpg backend's design (``backends/postgres``):
+itself. Streaming is the asyncpg backend's design (``backends/_pg_cursors``):
 a SQL cursor (DECLARE/FETCH/CLOSE), outside a transaction ``WITH HOLD`` in a
-transaction of its own that the next other statement commits first.
+transaction of its own that the next other statement commits first, or
+(``pgbouncer=true``) pinned in that transaction until the iteration ends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from ..exceptions import InterleaveError
+from ._common import PINNED_TRANSACTION
 from ._psycopg_timeout import Deadline
 from ._tuple_rows import row_class
 from .base import Args, Cursor, Row
@@ -56,7 +59,8 @@ def _shape(names: tuple[bytes, ...], encoding: str) -> Callable[[Sequence[Any]],
 
 
 class PsycopgCursor:
-    """A SQL cursor read with FETCH; see ``backends/postgres._PostgresCursor``."""
+    """A cursor declared ``WITH HOLD`` outside a transaction, or a plain one inside
+    one (``_pg_cursors.HeldCursor``'s twin)."""
 
     def __init__(self, conn: PsycopgConnection, name: str, in_own_transaction: bool) -> None:
         self._conn = conn
@@ -89,29 +93,57 @@ class PsycopgCursor:
             return
         conn.holding = None
         self.in_own_transaction = False
-        try:
-            # Closed before the commit: the rest of the result is never kept.
-            await conn._run(f"CLOSE {self._name}; COMMIT", None)
-        except Exception:
-            with contextlib.suppress(Exception):
-                await conn._run("ROLLBACK", None)
-            raise
+        await conn._close_and_commit(self._name)
+
+
+class PinnedPsycopgCursor:
+    """A cursor outside a transaction whose own transaction lasts as long as it
+    does (``pgbouncer=true``; ``_pg_cursors.PinnedCursor``'s twin)."""
+
+    in_own_transaction = False  # nothing ends its transaction before its close
+
+    def __init__(self, conn: PsycopgConnection, name: str) -> None:
+        self._conn = conn
+        self._name = name
+
+    async def keep(self) -> None:
+        return None
+
+    async def fetch(self, count: int) -> list[Row]:
+        # After a failed statement of the loop body (same connection) the
+        # transaction is aborted: psycopg's InFailedSqlTransaction says so.
+        return await self._conn._rows(f"FETCH FORWARD {int(count)} FROM {self._name}", None)
+
+    async def close(self) -> None:
+        conn = self._conn
+        if conn.is_closed():
+            return
+        if conn.holding is self:
+            conn.holding = None
+        await conn._close_and_commit(self._name)
 
 
 class PsycopgConnection:
-    __slots__ = ("_cur", "_cursor_ids", "_raw", "_timed_out", "_timeout", "holding")
+    __slots__ = ("_cur", "_cursor_ids", "_pinning", "_raw", "_timed_out", "_timeout", "holding")
     ran_inline = False  # psycopg always waits for the server
 
     def __init__(
-        self, raw: Any, timeout: float | None, timed_out: Callable[[], Exception]
+        self,
+        raw: Any,
+        timeout: float | None,
+        timed_out: Callable[[], Exception],
+        pinning: bool = False,
     ) -> None:
         self._raw = raw
         self._cur = raw.cursor(row_factory=RecordRows(raw.info.encoding))
         self._timeout = timeout
         self._timed_out = timed_out
         self._cursor_ids = itertools.count(1)
-        #: The cursor whose own transaction is open (see ``PsycopgCursor``).
-        self.holding: PsycopgCursor | None = None
+        #: Cursors outside a transaction are pinned in it (the ``pgbouncer``
+        #: option), not held past it.
+        self._pinning = pinning
+        #: The cursor whose own transaction is open.
+        self.holding: PsycopgCursor | PinnedPsycopgCursor | None = None
 
     @property
     def raw(self) -> Any:
@@ -217,14 +249,20 @@ class PsycopgConnection:
             await self._run(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", args)
             return PsycopgCursor(self, name, in_own_transaction=False)
         # A transaction of the cursor's own, so that the server streams the rows.
+        hold = "" if self._pinning else " WITH HOLD"
         try:
             await self._run("BEGIN", None)
-            await self._run(f"DECLARE {name} NO SCROLL CURSOR WITH HOLD FOR {sql}", args)
+            await self._run(f"DECLARE {name} NO SCROLL CURSOR{hold} FOR {sql}", args)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._run("ROLLBACK", None)
             raise
-        cursor = self.holding = PsycopgCursor(self, name, in_own_transaction=True)
+        cursor: PsycopgCursor | PinnedPsycopgCursor
+        if self._pinning:
+            cursor = PinnedPsycopgCursor(self, name)
+        else:
+            cursor = PsycopgCursor(self, name, in_own_transaction=True)
+        self.holding = cursor
         return cursor
 
     def _in_transaction(self) -> bool:
@@ -232,9 +270,10 @@ class PsycopgConnection:
 
     async def _let_hold_go(self) -> None:
         """Commit the transaction of a streaming cursor before another statement
-        (see ``backends/postgres.PostgresConnection._let_hold_go``)."""
+        (see ``backends/postgres.PostgresConnection.let_hold_go``); a pinned
+        cursor's transaction stays: the statement runs inside it."""
         cursor = self.holding
-        if cursor is None:
+        if cursor is None or isinstance(cursor, PinnedPsycopgCursor):
             return
         self.holding = None
         cursor.in_own_transaction = False
@@ -248,7 +287,22 @@ class PsycopgConnection:
             if self._in_transaction():
                 await self._run("ROLLBACK", None)
 
+    async def _close_and_commit(self, name: str) -> None:
+        """End a cursor and its own transaction: the rest of its result is never kept."""
+        try:
+            await self._run(f"CLOSE {name}; COMMIT", None)
+        except Exception:
+            # Its query failed while streaming (the transaction is aborted), or
+            # the close timed out: the connection's next user finds no transaction.
+            with contextlib.suppress(Exception):
+                await self._run("ROLLBACK", None)
+            raise
+
     async def run_control(self, statements: Sequence[str]) -> None:
+        if isinstance(self.holding, PinnedPsycopgCursor):
+            # The core begins a transaction (it sees none open): it cannot
+            # begin inside the pinned cursor's, nor end that one.
+            raise InterleaveError(PINNED_TRANSACTION)
         await self._let_hold_go()
         # One simple-protocol round trip for all of them (no arguments: no % read).
         await self._run("; ".join(statements), None)
@@ -267,11 +321,16 @@ class PsycopgConnection:
         await self._run("", None)  # an empty query: one simple-protocol round trip
 
     async def reset(self) -> None:
-        if self.holding is not None:
-            self.holding.in_own_transaction = False
-            self.holding = None
-        # Valid in every state; WITH HOLD cursors outlive transactions.
-        await self._run("ROLLBACK; CLOSE ALL", None)
+        holding, self.holding = self.holding, None
+        if isinstance(holding, PsycopgCursor):
+            holding.in_own_transaction = False
+        if self._pinning:
+            # Through PgBouncer the session may be another client's by now,
+            # with its cursors: a rollback only (valid in every state).
+            await self._run("ROLLBACK", None)
+        else:
+            # Valid in every state; WITH HOLD cursors outlive transactions.
+            await self._run("ROLLBACK; CLOSE ALL", None)
 
     async def close(self) -> None:
         await self._raw.close()

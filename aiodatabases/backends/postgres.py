@@ -17,8 +17,14 @@ from .._query import ParamStyle
 from .._records import record_type
 from .._url import DatabaseURL
 from ..exceptions import InterleaveError
-from ._common import connect_timed_out, isolation_sql, refuse_unknown_options, statement_timed_out
-from ._pg_cursors import PINNED_TRANSACTION, HeldCursor, PinnedCursor
+from ._common import (
+    PINNED_TRANSACTION,
+    connect_timed_out,
+    isolation_sql,
+    refuse_unknown_options,
+    statement_timed_out,
+)
+from ._pg_cursors import HeldCursor, PinnedCursor
 from .base import (
     Args,
     Capabilities,

@@ -7,12 +7,15 @@ and ``reset``, and the same types (JSON as text, ``NUMERIC`` as
 errors, ``executemany`` as one pipeline, statements prepared after
 ``prepare_threshold`` runs, and a cancelled statement cancelled on the
 server by psycopg itself, which waits for its end before the caller's
-``CancelledError`` goes on.
+``CancelledError`` goes on. ``pgbouncer=true`` means what it means there:
+no prepared statements (``prepare_threshold=None`` unless given), cursors
+pinned in their transaction, a reset that only rolls back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import traceback
 from collections.abc import Mapping
@@ -86,12 +89,38 @@ OPTIONS = OptionSpec(
         "password": passthrough,
         # Read from the URL's query by DatabaseURL (unix socket directory).
         "host": str,
+        # Ours, as on postgresql:// (asyncpg): the server is reached through
+        # PgBouncer in transaction mode (no prepared statements, cursors
+        # pinned in their transaction).
+        "pgbouncer": to_bool,
     },
 )
 
 _DEFAULT_CONNECT_TIMEOUT = 60.0
 #: psycopg's default: a statement run this many times is prepared.
 _DEFAULT_PREPARE_THRESHOLD = 5
+
+
+#: Settings libpq sends as startup parameters of their own (PgBouncer tracks
+#: both); any other goes in libpq's ``options`` (``-c name=value``).
+_LIBPQ_KEYWORDS = frozenset({"application_name", "client_encoding"})
+
+
+def _startup_parameters(settings: Mapping[str, str], options: dict[str, Any]) -> None:
+    """Put ``server_settings`` into libpq's connect parameters ``options``.
+
+    PgBouncer 1.18 refuses libpq's ``options`` whatever it holds, so a setting
+    libpq has a parameter of its own for is sent as that (a keyword option wins).
+    """
+    rest: dict[str, str] = {}
+    for name, value in settings.items():
+        keyword = name.lower()
+        if keyword in _LIBPQ_KEYWORDS:
+            options.setdefault(keyword, value)
+        else:
+            rest[name] = value
+    if rest:
+        options["options"] = _libpq_options(rest)
 
 
 def _libpq_options(settings: Mapping[str, str]) -> str:
@@ -130,13 +159,21 @@ class PsycopgBackend(SQLAlchemyDialect, KeepsNothing):
         self._password = options.pop("password", url.password)
         self._command_timeout: float | None = options.pop("command_timeout", None)
         self._connect_timeout: float = options.pop("connect_timeout", _DEFAULT_CONNECT_TIMEOUT)
-        self._prepare_threshold = options.pop("prepare_threshold", _DEFAULT_PREPARE_THRESHOLD)
+        self._pgbouncer = bool(options.pop("pgbouncer", False))
+        # A statement prepared by psycopg is a named one of the server session,
+        # which the bouncer gives other clients between transactions. (A
+        # threshold given explicitly is kept: PgBouncer 1.21+ with
+        # max_prepared_statements tracks named statements.)
+        default_threshold = None if self._pgbouncer else _DEFAULT_PREPARE_THRESHOLD
+        self._prepare_threshold = options.pop("prepare_threshold", default_threshold)
+        if self._pgbouncer:
+            self.capabilities = _THROUGH_PGBOUNCER
         ssl = options.pop("ssl", None)
         if ssl is not None:
             options.setdefault("sslmode", ssl)
         settings = options.pop("server_settings", None)
         if settings:
-            options["options"] = _libpq_options(settings)
+            _startup_parameters(settings, options)
         self._params: dict[str, Any] = {
             "host": self._host,
             "port": self._port,
@@ -163,7 +200,9 @@ class PsycopgBackend(SQLAlchemyDialect, KeepsNothing):
             raise
         for name in ("json", "jsonb"):  # as text, as asyncpg returns them
             raw.adapters.register_loader(name, TextLoader)
-        return PsycopgConnection(raw, self._command_timeout, self._timed_out)
+        return PsycopgConnection(
+            raw, self._command_timeout, self._timed_out, pinning=self._pgbouncer
+        )
 
     async def _connect_now(self, params: Mapping[str, Any]) -> Any:
         try:
@@ -221,3 +260,8 @@ class PsycopgBackend(SQLAlchemyDialect, KeepsNothing):
 
 
 _SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
+
+#: The capabilities with ``pgbouncer=true`` (see ``Capabilities``).
+_THROUGH_PGBOUNCER = dataclasses.replace(
+    PsycopgBackend.capabilities, iteration_keeps_transaction=True
+)

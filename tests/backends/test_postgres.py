@@ -136,6 +136,26 @@ def test_bad_pgbouncer_value_is_rejected(url: str) -> None:
         Database(with_options(url, pgbouncer="maybe"))
 
 
+@pytest.mark.parametrize("pgbouncer", [False, True])
+async def test_pgbouncer_option_resets_by_rollback_alone(url: str, pgbouncer: bool) -> None:
+    """Through the bouncer a reset's ``CLOSE ALL`` would close the held cursors
+    of whichever client's session it reached: with the option it is not sent."""
+    async with Database(url, pgbouncer=pgbouncer, min_size=1, max_size=1) as db:
+        await db.execute("DECLARE theirs NO SCROLL CURSOR WITH HOLD FOR SELECT 7 AS n")
+        task = asyncio.create_task(db.fetch_val("SELECT pg_sleep(60)"))
+        await asyncio.sleep(0.2)
+        task.cancel()  # the connection is reset before it is reused
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if pgbouncer:
+            assert await db.fetch_val("FETCH 1 FROM theirs") == 7
+            await db.execute("CLOSE theirs")
+        else:
+            with pytest.raises(asyncpg.InvalidCursorNameError):
+                await db.fetch_val("FETCH 1 FROM theirs")
+        assert db.pool_stats().closed == 0  # the same connection throughout
+
+
 async def test_health_check_keeps_a_connection_that_answers(url: str) -> None:
     """Regression: the ping was an empty query, which asyncpg 0.32 fails on
     (AttributeError), so every idle connection was replaced instead of kept."""

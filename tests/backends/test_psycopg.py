@@ -203,6 +203,13 @@ async def test_options(url: str) -> None:
     no_prepare = with_options(url, prepare_threshold="none")
     async with Database(no_prepare, server_settings=settings) as db:
         assert await db.fetch_val("SHOW work_mem") == "8MB"
+    # Sent as libpq's own startup parameter (PgBouncer 1.18 refuses ``options``);
+    # the keyword option wins.
+    named = {"Application_Name": "from-settings"}
+    async with Database(url, server_settings=named) as db:
+        assert await db.fetch_val("SHOW application_name") == "from-settings"
+    async with Database(url, server_settings=named, application_name="keyword") as db:
+        assert await db.fetch_val("SHOW application_name") == "keyword"
     async with Database(url, ssl="disable") as db:
         assert await db.fetch_val("SELECT 1") == 1
 
@@ -228,3 +235,57 @@ def test_bad_options_are_refused(url: str) -> None:
         Database(url, sslmode="sometimes")
     with pytest.raises(ConfigurationError, match="command_timeout"):
         Database(url, command_timeout=0)
+
+
+# --- pgbouncer=true (through a real PgBouncer: tests/pgbouncer/) -----------------------
+
+_PREPARED = "SELECT count(*) FROM pg_prepared_statements"
+
+
+async def _prepared_after_runs(db: Database) -> int:
+    async with db.connection() as connection:
+        for i in range(8):  # past psycopg's default prepare_threshold (5)
+            assert await connection.fetch_val("SELECT :i::int + 1", {"i": i}) == i + 1
+        prepared: int = await connection.fetch_val(_PREPARED)
+        return prepared
+
+
+async def test_pgbouncer_option_prepares_no_statement(url: str) -> None:
+    async with Database(url) as db:
+        assert await _prepared_after_runs(db) > 0  # psycopg's default prepares...
+    for db in (Database(url, pgbouncer=True), Database(with_options(url, pgbouncer="true"))):
+        async with db:
+            assert await _prepared_after_runs(db) == 0  # ... this option never
+            async with db.connection() as connection:
+                assert connection.raw_connection.prepare_threshold is None
+
+
+async def test_pgbouncer_option_keeps_a_prepare_threshold_given(url: str) -> None:
+    # For PgBouncer 1.21+ with max_prepared_statements, which tracks named statements.
+    async with Database(url, pgbouncer=True, prepare_threshold=0) as db:
+        assert await _prepared_after_runs(db) > 0
+
+
+def test_bad_pgbouncer_value_is_rejected(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="pgbouncer"):
+        Database(with_options(url, pgbouncer="maybe"))
+
+
+@pytest.mark.parametrize("pgbouncer", [False, True])
+async def test_pgbouncer_option_resets_by_rollback_alone(url: str, pgbouncer: bool) -> None:
+    """Through the bouncer a reset's ``CLOSE ALL`` would close the held cursors
+    of whichever client's session it reached: with the option it is not sent."""
+    async with Database(url, pgbouncer=pgbouncer, min_size=1, max_size=1) as db:
+        await db.execute("DECLARE theirs NO SCROLL CURSOR WITH HOLD FOR SELECT 7 AS n")
+        task = asyncio.create_task(db.fetch_val("SELECT pg_sleep(60)"))
+        await asyncio.sleep(0.2)
+        task.cancel()  # the connection is reset before it is reused
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if pgbouncer:
+            assert await db.fetch_val("FETCH 1 FROM theirs") == 7
+            await db.execute("CLOSE theirs")
+        else:
+            with pytest.raises(psycopg.errors.InvalidCursorName):
+                await db.fetch_val("FETCH 1 FROM theirs")
+        assert db.pool_stats().closed == 0  # the same connection throughout

@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from aiodatabases import Connection, Database, DatabaseURL
+from aiodatabases.backends import SUPPORTED_SCHEMES
 
 #: ``TEST_FAULT_SERVERS=required`` (``.ci/run``): a missing binary fails, never skips.
 REQUIRED = os.environ.get("TEST_FAULT_SERVERS", "").strip().lower() == "required"
 POOL_SIZE = 4
+#: The PostgreSQL drivers' schemes that the bounced tests run on.
+DRIVERS = [scheme for scheme in ("postgresql", "postgresql+psycopg") if scheme in SUPPORTED_SCHEMES]
 _START_TIMEOUT = 30.0
 
 

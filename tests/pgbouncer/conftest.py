@@ -9,7 +9,7 @@ where they fail.
 
 ``bounced_url`` is this run's PostgreSQL database through the bouncer, with
 ``pgbouncer=true``, for every PostgreSQL driver the package has (a driver
-added to ``DRIVERS`` runs every test written on it); ``direct_url`` is the
+added to ``bouncer.DRIVERS`` runs every test written on it); ``direct_url`` is the
 same database straight on the server, for watching it and for setup.
 """
 
@@ -20,16 +20,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from bouncer import REQUIRED, BouncerUnavailable, PgBouncer, through
+from bouncer import DRIVERS, REQUIRED, BouncerUnavailable, PgBouncer, through
 from conftest import helper_database, urls_for
 
 from aiodatabases import DatabaseURL
-from aiodatabases.backends import SUPPORTED_SCHEMES
 
 DIRECT_URLS = urls_for("postgresql")
-
-#: The PostgreSQL drivers' schemes that the bounced tests run on.
-DRIVERS = [scheme for scheme in ("postgresql", "postgresql+psycopg") if scheme in SUPPORTED_SCHEMES]
 
 
 @pytest.fixture(scope="session")
@@ -78,4 +74,3 @@ async def rows(direct_url: str) -> AsyncIterator[str]:
     yield direct_url
     async with helper_database(direct_url) as db:
         await db.execute("DROP TABLE IF EXISTS bounce_rows, bounce_written")
-

@@ -1,6 +1,7 @@
 """Throughput through PgBouncer (transaction mode) against PostgreSQL directly.
 
-Not a test: ``.venv/bin/python tests/pgbouncer/measure.py [--pin] [--rounds N]``
+Not a test: ``.venv/bin/python tests/pgbouncer/measure.py [--pin] [--rounds N]
+[--drivers asyncpg,psycopg]``
 starts a private PgBouncer (``bouncer.PgBouncer``, a pool of 10 server
 sessions) in front of the local PostgreSQL, creates a database of its own,
 and times two loops like the benchmark's W1 and W3 (``docs/performance.md``):
@@ -8,9 +9,10 @@ and times two loops like the benchmark's W1 and W3 (``docs/performance.md``):
 - sequential: 5,000 point selects one after another (``fetch_one``);
 - concurrent: 50 tasks x 100 point selects through a pool of 10.
 
-for three setups: direct (asyncpg's statement cache on, the default), direct
-with ``pgbouncer=true`` (what turning the cache off costs by itself), and
-through the bouncer with ``pgbouncer=true``. It prints the median of the
+for three setups, per driver: direct (its defaults: asyncpg's statement
+cache, psycopg's statements prepared after 5 runs), direct with
+``pgbouncer=true`` (what preparing nothing costs by itself), and through the
+bouncer with ``pgbouncer=true``. It prints the median of the
 rounds in milliseconds and statements per second. ``--pin`` puts this
 process, the servers and the bouncer on one CPU (``bench/pinning.py``).
 """
@@ -31,10 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: 
 
 from bouncer import PgBouncer, through
 
-from aiodatabases import Database
+from aiodatabases import Database, DatabaseURL
 
 SERVER = os.environ.get("MEASURE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SELECT = "SELECT id, name, score FROM measure_wide WHERE id = :id"
+#: The URL scheme of each driver measured.
+SCHEMES = {"asyncpg": "postgresql", "psycopg": "postgresql+psycopg"}
 ROWS = 1000
 
 
@@ -85,7 +89,20 @@ def _pin(bouncer: PgBouncer) -> Callable[[], None]:
     return restore
 
 
-async def main(rounds: int, pinned: bool) -> None:
+def _setups(bouncer: PgBouncer, direct: str, drivers: list[str]) -> dict[str, str]:
+    """Each driver's three URLs, by label."""
+    setups = {}
+    for driver in drivers:
+        scheme = SCHEMES[driver]
+        own = DatabaseURL(direct).replace(scheme=scheme)
+        setups[f"{driver}, direct"] = str(own)
+        bouncing = own.replace(options={"pgbouncer": "true"})
+        setups[f"{driver}, direct, pgbouncer=true"] = str(bouncing)
+        setups[f"{driver}, through PgBouncer"] = through(bouncer, direct, scheme, pgbouncer="true")
+    return setups
+
+
+async def main(rounds: int, pinned: bool, drivers: list[str]) -> None:
     name = f"aiodatabases_measure_{uuid.uuid4().hex[:8]}"
     direct = SERVER.rsplit("/", 1)[0] + f"/{name}"
     host_port = direct.split("@", 1)[1].split("/", 1)[0]
@@ -97,17 +114,13 @@ async def main(rounds: int, pinned: bool) -> None:
         await _prepare(SERVER, name)
         if pinned:
             restore = _pin(bouncer)
-        setups = {
-            "direct": direct,
-            "direct, pgbouncer=true": direct + "?pgbouncer=true",
-            "through PgBouncer, pgbouncer=true": through(bouncer, direct, pgbouncer="true"),
-        }
+        setups = _setups(bouncer, direct, drivers)
         print(f"median of {rounds} rounds, 5,000 point selects each (ms; statements/s)")
         for workload in ("sequential", "concurrent"):
             for label, url in setups.items():
                 times = [await _timed(url, workload) for _ in range(rounds)]
                 median = statistics.median(times)
-                print(f"{workload:10}  {label:34} {median * 1000:8.0f} ms {5000 / median:9.0f}/s")
+                print(f"{workload:10}  {label:36} {median * 1000:8.0f} ms {5000 / median:9.0f}/s")
     finally:
         if restore is not None:
             restore()
@@ -119,5 +132,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pin", action="store_true", help="everything on CPU 0")
+    parser.add_argument(
+        "--drivers", default="asyncpg,psycopg", help="comma-separated: asyncpg, psycopg"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.rounds, arguments.pin))
+    chosen = [name.strip() for name in arguments.drivers.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SCHEMES))
+    if unknown:
+        parser.error(f"unknown driver(s) {', '.join(unknown)}; choose from {', '.join(SCHEMES)}")
+    asyncio.run(main(arguments.rounds, arguments.pin, chosen))
