@@ -72,3 +72,18 @@ PINNED_TRANSACTION = (
     "and the loop body's statements on this connection run inside it; begin the "
     "transaction around the iteration, or run it on another connection"
 )
+
+
+def postgres_begin(options: Mapping[str, Any]) -> list[str]:
+    """PostgreSQL's ``BEGIN`` with ``isolation``, ``readonly`` and ``deferrable``
+    (both PostgreSQL drivers)."""
+    refuse_unknown_options(options, ("isolation", "readonly", "deferrable"), "PostgreSQL")
+    parts = ["BEGIN"]
+    isolation = options.get("isolation")
+    if isolation is not None:
+        parts.append(f"ISOLATION LEVEL {isolation_sql(isolation, 'PostgreSQL')}")
+    if options.get("readonly"):
+        parts.append("READ ONLY")
+    if options.get("deferrable"):
+        parts.append("DEFERRABLE")
+    return [" ".join(parts)]

@@ -19,8 +19,8 @@ from .._bounded import within
 from .._query import ParamStyle
 from .._url import DatabaseURL
 from ._common import connect_timed_out, isolation_sql, refuse_unknown_options, statement_timed_out
+from ._deadline import NO_DEADLINE, Deadline
 from ._mysql_rows import shaper_for
-from ._mysql_timeout import NO_DEADLINE, Deadline
 from ._mysql_values import bindable
 from .base import (
     Args,
@@ -58,7 +58,7 @@ OPTIONS = OptionSpec(
         "unix_socket": str,
         "charset": str,
         "connect_timeout": to_float,
-        # Ours: the drivers have no statement timeout (see _mysql_timeout).
+        # Ours: the drivers have no statement timeout (see _deadline).
         "command_timeout": positive_seconds,
         "init_command": str,
         "sql_mode": str,
@@ -141,7 +141,7 @@ class MySQLConnection:
         return bool(self._backend.driver_is_closed(self._raw))
 
     def deadline(self) -> contextlib.AbstractContextManager[None]:
-        """``with``: the ``command_timeout`` of one round trip, from now (``_mysql_timeout``)."""
+        """``with``: the ``command_timeout`` of one round trip, from now (``_deadline``)."""
         if self._timeout is None:
             return NO_DEADLINE
         return Deadline(self._timeout, self.time_out, self.timed_out_error)

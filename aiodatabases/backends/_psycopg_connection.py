@@ -22,7 +22,7 @@ from psycopg import pq
 
 from ..exceptions import InterleaveError
 from ._common import PINNED_TRANSACTION
-from ._psycopg_timeout import Deadline
+from ._psycopg_timeout import deadline
 from ._tuple_rows import row_class
 from .base import Args, Cursor, Row
 
@@ -184,7 +184,7 @@ class PsycopgConnection:
         if self._timeout is None:
             await cur.execute(sql, args)
         else:
-            with Deadline(self._raw, self._timeout, self._timed_out):
+            with deadline(self._raw, self._timeout, self._timed_out):
                 await cur.execute(sql, args)
         return cur
 
@@ -220,7 +220,7 @@ class PsycopgConnection:
         if self._timeout is None:
             await self._batch(sql, args_list)
         else:
-            with Deadline(self._raw, self._timeout, self._timed_out):
+            with deadline(self._raw, self._timeout, self._timed_out):
                 await self._batch(sql, args_list)
 
     async def _batch(self, sql: str, args_list: Sequence[Args]) -> None:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 from collections.abc import Callable
 from typing import Any
+
+from ._deadline import Deadline
 
 logger = logging.getLogger("aiodatabases")
 
@@ -28,42 +31,22 @@ _sending: set[asyncio.Task[None]] = set()
 _CANCEL_TIMEOUT = 10.0
 
 
-class Deadline:
-    """``with Deadline(...):`` one statement on ``raw``, ``timeout`` seconds from now.
+def deadline(raw: Any, timeout: float, error: Callable[[], Exception]) -> Deadline:
+    """``with deadline(...):`` one statement on ``raw``, ``timeout`` seconds from now
+    (``_deadline``): at the deadline, ``_expire(raw)``."""
+    return Deadline(timeout, functools.partial(_expire, raw), error)
 
-    An error raised in the block after the deadline is replaced by
-    ``error()`` (chained to it). A block whose whole reply had already been
-    read still ends as it would have (the connection is closed all the same).
-    """
 
-    __slots__ = ("_error", "_fired", "_raw", "_timer")
-
-    def __init__(self, raw: Any, timeout: float, error: Callable[[], Exception]) -> None:
-        self._raw = raw
-        self._error = error
-        self._fired = False
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._fire)
-
-    def _fire(self) -> None:
-        self._fired = True
-        raw = self._raw
-        if raw.closed:
-            return
-        # The request's first step (taking the session's cancel key) runs
-        # before psycopg can see the socket shut below: it runs in the next
-        # loop turn, ahead of the I/O callbacks that turn finds.
-        task = asyncio.ensure_future(_send_cancel(raw))
-        _sending.add(task)
-        task.add_done_callback(_sending.discard)
-        _shut(raw.pgconn.socket)
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        self._timer.cancel()
-        if self._fired and isinstance(exc, Exception):
-            raise self._error() from exc
+def _expire(raw: Any) -> None:
+    if raw.closed:
+        return
+    # The request's first step (taking the session's cancel key) runs before
+    # psycopg can see the socket shut below: it runs in the next loop turn,
+    # ahead of the I/O callbacks that turn finds.
+    task = asyncio.ensure_future(_send_cancel(raw))
+    _sending.add(task)
+    task.add_done_callback(_sending.discard)
+    _shut(raw.pgconn.socket)
 
 
 async def _send_cancel(raw: Any) -> None:

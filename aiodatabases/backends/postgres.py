@@ -20,8 +20,7 @@ from ..exceptions import InterleaveError
 from ._common import (
     PINNED_TRANSACTION,
     connect_timed_out,
-    isolation_sql,
-    refuse_unknown_options,
+    postgres_begin,
     statement_timed_out,
 )
 from ._pg_cursors import HeldCursor, PinnedCursor
@@ -336,16 +335,7 @@ class PostgresBackend(SQLAlchemyDialect, KeepsNothing):
         return statement_timed_out("PostgreSQL", *self._where(), timeout)
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
-        refuse_unknown_options(options, ("isolation", "readonly", "deferrable"), "PostgreSQL")
-        parts = ["BEGIN"]
-        isolation = options.get("isolation")
-        if isolation is not None:
-            parts.append(f"ISOLATION LEVEL {isolation_sql(isolation, 'PostgreSQL')}")
-        if options.get("readonly"):
-            parts.append("READ ONLY")
-        if options.get("deferrable"):
-            parts.append("DEFERRABLE")
-        return [" ".join(parts)]
+        return postgres_begin(options)
 
     def is_stale(self, exc: BaseException) -> bool:
         # A server-side kill seen while idle leaves asyncpg consuming an error

@@ -27,7 +27,11 @@ from psycopg.types.string import TextLoader
 from .._bounded import within
 from .._query import ParamStyle
 from .._url import DatabaseURL
-from ._common import connect_timed_out, isolation_sql, refuse_unknown_options, statement_timed_out
+from ._common import (
+    connect_timed_out,
+    postgres_begin,
+    statement_timed_out,
+)
 from ._psycopg_connection import PsycopgConnection
 from .base import (
     Capabilities,
@@ -231,16 +235,7 @@ class PsycopgBackend(SQLAlchemyDialect, KeepsNothing):
         return statement_timed_out("PostgreSQL", *self._where(), self._command_timeout)
 
     def begin_sql(self, options: Mapping[str, Any]) -> list[str]:
-        refuse_unknown_options(options, ("isolation", "readonly", "deferrable"), "PostgreSQL")
-        parts = ["BEGIN"]
-        isolation = options.get("isolation")
-        if isolation is not None:
-            parts.append(f"ISOLATION LEVEL {isolation_sql(isolation, 'PostgreSQL')}")
-        if options.get("readonly"):
-            parts.append("READ ONLY")
-        if options.get("deferrable"):
-            parts.append("DEFERRABLE")
-        return [" ".join(parts)]
+        return postgres_begin(options)
 
     def is_stale(self, exc: BaseException) -> bool:
         # Refused before anything was sent: psycopg found the connection closed.

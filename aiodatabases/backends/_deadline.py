@@ -1,13 +1,14 @@
-"""``command_timeout`` for the MySQL drivers, which have none: a deadline per round trip.
+"""A deadline per round trip, for drivers without a statement timeout (MySQL's, psycopg's).
 
 Cancelling a driver's read half way leaves its connection out of step (and
 the core declines cancelling a running MySQL statement, see
-``_statements``). So a timer closes the connection's socket at once when the
-time is up (an abort, which a stalled network cannot hold up, unlike a
-close that first sends what is queued): the driver's read or write then
-ends with its own "lost connection" error, raised instead as
-``CommandTimeoutError``. The connection, closed, is discarded by the core;
-its ``close()`` ends the session on the server (``_mysql``).
+``_statements``). So at the deadline the driver's own ``expire`` closes
+the connection's socket at once (an abort, which a stalled network cannot
+hold up, unlike a close that first sends what is queued): the driver's read
+or write then ends with its own "lost connection" error, raised instead as
+``CommandTimeoutError``. The connection, closed, is discarded by the core
+(MySQL: its ``close()`` ends the session on the server, ``_mysql``;
+psycopg: a cancel request stops the statement first, ``_psycopg_timeout``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-#: What ``MySQLConnection.deadline()`` gives without a ``command_timeout``.
+#: What a connection's deadline is without a ``command_timeout``.
 NO_DEADLINE = contextlib.nullcontext()
 
 
