@@ -203,7 +203,12 @@ class Database:
         """A transaction on the current task's connection, resolved when it starts.
 
         Usable as ``async with``, as a decorator, or ``await``-ed (then call
-        ``commit()``/``rollback()``).
+        ``commit()``/``rollback()``). ``force_rollback=True`` rolls back at the
+        end even without an error. Options: ``isolation`` (every backend with
+        levels; SQLite: ``deferred``, ``immediate``, ``exclusive``),
+        ``readonly`` and ``deferrable`` (PostgreSQL); ``retry`` (a number of
+        runs or a ``Retry``, decorator form only) runs the function again when
+        the transaction loses a conflict.
         """
         if options.keys() - {"retry"}:  # reject unknown options now, not at start
             self._backend.begin_sql({k: v for k, v in options.items() if k != "retry"})

@@ -26,7 +26,8 @@ def refuse_unknown_options(
     if unknown:
         raise ConfigurationError(
             f"unknown transaction option(s) {sorted(unknown)} for {server}; "
-            f"supported: {', '.join(supported)}"
+            f"supported: {', '.join(supported)} (and on every backend force_rollback "
+            "and, decorating a function, retry)"
         )
 
 

@@ -275,3 +275,8 @@ def test_the_backoff_is_jittered_and_bounded() -> None:
         delays = {policy.delay(failed) for _ in range(200)}
         assert all(0.0 <= delay <= cap for delay in delays)
         assert len(delays) > 100  # random, not one value
+
+
+def test_a_mistyped_option_is_refused_naming_retry() -> None:
+    with pytest.raises(ConfigurationError, match=r"retyr.*supported: isolation.*retry"):
+        Database("sqlite:///:memory:").transaction(retyr=3)
