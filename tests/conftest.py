@@ -51,12 +51,21 @@ _LOCAL_SERVERS = {
 }
 
 
-def _answers(host: str, port: int) -> bool:
+def answers(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` now."""
     try:
         socket.create_connection((host, port), timeout=0.5).close()
     except OSError:
         return False
     return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a private server of the tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _database_urls() -> list[str]:
@@ -65,7 +74,7 @@ def _database_urls() -> list[str]:
         return [url.strip() for url in named.split(",") if url.strip()]
     urls = [f"sqlite:///{_SQLITE_FILE}"]
     for host, port, server_urls in _LOCAL_SERVERS.values():
-        if _answers(host, port):
+        if answers(host, port):
             urls += server_urls
     return urls
 

@@ -20,7 +20,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 
 import aiomysql
 import asyncpg
+from conftest import answers, free_port
 
 T = TypeVar("T")
 REQUIRED = os.environ.get("TEST_FAULT_SERVERS", "").strip().lower() == "required"
@@ -39,13 +39,6 @@ _START_TIMEOUT = 30.0
 
 class ServersUnavailable(Exception):
     """The binaries to run a private server are not installed here."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _as_owner(user: str, argv: list[str]) -> list[str]:
@@ -318,7 +311,7 @@ class PrivateMariaDB:
         argv += [f"--pid-file={self.root / 'mariadb.pid'}", "--max-connections=200"]
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + _START_TIMEOUT
-        while not _answers(self.host, self.port):
+        while not answers(self.host, self.port):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 process.wait()
@@ -440,14 +433,6 @@ class Target:
 
     async def sleeping(self) -> int:
         return await self.server.running_statements(self.name, self.sleep_sql + "%")
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def make_certificates(directory: Path, host_names: list[str], owner: str) -> dict[str, Path]:

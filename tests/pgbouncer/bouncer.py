@@ -20,13 +20,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from conftest import answers, free_port
 
 from aiodatabases import Connection, Database, DatabaseURL
 from aiodatabases.backends import SUPPORTED_SCHEMES
@@ -41,21 +42,6 @@ _START_TIMEOUT = 30.0
 
 class BouncerUnavailable(Exception):
     """The ``pgbouncer`` binary is not installed here."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def pgbouncer_binary() -> str:
@@ -123,7 +109,7 @@ class PgBouncer:
             extra_groups=groups,
         )
         deadline = time.monotonic() + _START_TIMEOUT
-        while not _answers(self.host, self.port):
+        while not answers(self.host, self.port):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 process.wait()
