@@ -280,3 +280,36 @@ def test_the_backoff_is_jittered_and_bounded() -> None:
 def test_a_mistyped_option_is_refused_naming_retry() -> None:
     with pytest.raises(ConfigurationError, match=r"retyr.*supported: isolation.*retry"):
         Database("sqlite:///:memory:").transaction(retyr=3)
+
+
+@pytest.mark.parametrize("url", urls_for("postgresql", "mysql"))
+async def test_retries_under_force_rollback_each_undo_only_their_run(url: str) -> None:
+    """With force_rollback (the pytest plugin's mode) each run is a savepoint
+    inside the shared connection's transaction: a lost run is undone alone, the
+    next run goes on, and everything still rolls back at disconnect()."""
+    runs = 0
+    async with Database(url) as setup:  # MySQL's CREATE TABLE commits: none left from before
+        await setup.execute("DROP TABLE IF EXISTS retry_rollback")
+    database = Database(url, force_rollback=True)
+    async with database:
+        await database.execute("CREATE TABLE retry_rollback (run INTEGER)")
+
+        @database.transaction(retry=Retry(attempts=3, backoff=0.001))
+        async def loses_twice() -> None:
+            nonlocal runs
+            runs += 1
+            await database.execute("INSERT INTO retry_rollback (run) VALUES (:run)", {"run": runs})
+            if runs < 3:
+                await database.execute(_lost_conflict(url))
+
+        await loses_twice()
+        # Only the run that won is kept; the lost ones were undone with their savepoint.
+        assert [row[0] for row in await database.fetch_all("SELECT run FROM retry_rollback")] == [3]
+    assert runs == 3
+    async with Database(url) as fresh:
+        # The rows are gone with the rollback (MySQL keeps the committed table, empty).
+        if dialect_of(url) == "postgresql":
+            assert await fresh.fetch_val("SELECT to_regclass('retry_rollback')") is None
+        else:
+            assert await fresh.fetch_val("SELECT count(*) FROM retry_rollback") == 0
+            await fresh.execute("DROP TABLE retry_rollback")
